@@ -1,0 +1,369 @@
+//! Configuration is a pure function of an optional TOML file and an environment map: file values first,
+//! then `SMB_SECTION__KEY` variables over them. Unknown keys are rejected, every error is reported at once,
+//! and secrets are `SecretString`s that never reach a log.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+/// Environment variables that configure the process but are not configuration keys.
+const RESERVED_ENV: &[&str] = &["SMB_CONFIG", "SMB_LOG", "SMB_LOG_FORMAT"];
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub cache: CacheConfig,
+    pub auth: AuthConfig,
+    pub gateway: GatewayConfig,
+    pub connectors: ConnectorsConfig,
+    pub orchestrator: OrchestratorConfig,
+    pub services: ServicesConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address the service listens on.
+    pub addr: String,
+    /// Directory for embedded state (SQLite file, signing keys, encryption key).
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://PATH` or `postgres://USER@HOST/DB`. Empty means SQLite in the data directory. The
+    /// PostgreSQL user must not be a superuser, so that row-level security applies to it.
+    pub url: Option<SecretString>,
+    /// PostgreSQL only: a URL with the rights to run migrations (owner of the schema). Defaults to `url`.
+    pub migrate_url: Option<SecretString>,
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// `memory` or `redis://HOST:PORT`.
+    pub url: SecretString,
+    /// Prefix put before every key (lets several deployments or tests share one Redis).
+    pub key_prefix: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    pub issuer: String,
+    pub audience: String,
+    pub access_ttl_secs: u64,
+    pub refresh_ttl_days: u64,
+    /// Distributed deployments: Ed25519 private keys in PKCS#8 PEM, newest (signing) first. The others stay
+    /// in the JWKS so tokens they signed verify until they expire. Embedded: keys live in the data directory.
+    pub signing_keys: Vec<SigningKeyConfig>,
+    /// Failed logins allowed per account, and per client address, in `lockout_window_secs`.
+    pub max_failures_per_account: u64,
+    pub max_failures_per_addr: u64,
+    pub lockout_window_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningKeyConfig {
+    pub kid: String,
+    pub private_key_pem: SecretString,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    pub body_limit_bytes: usize,
+    /// Requests per minute per tenant, user and endpoint, unless `rate_limits` names the endpoint.
+    pub default_rate_limit: u64,
+    /// Per-endpoint limits, e.g. `"ai.query" = 60`.
+    pub rate_limits: BTreeMap<String, u64>,
+    /// Requests per minute per client address on the unauthenticated auth routes.
+    pub public_rate_limit: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConnectorsConfig {
+    /// 32-byte key, base64, that encrypts source credentials at rest. Embedded: generated in the data dir.
+    pub encryption_key: Option<SecretString>,
+    /// Seconds between scheduled syncs of one connector (jittered by up to 10%).
+    pub sync_interval_secs: u64,
+    /// How long a sync lease lasts before another replica may take the connector over.
+    pub lease_secs: u64,
+    /// Whether this process runs the scheduler.
+    pub scheduler_enabled: bool,
+    /// Per-request timeout towards sources.
+    pub request_timeout_secs: u64,
+    /// Retries of one source request (5xx, timeouts, 429) before the run fails.
+    pub max_retries: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OrchestratorConfig {
+    pub cache_ttl_secs: u64,
+}
+
+/// Where the other services are, when running split (`smb serve`). Unused by `smb up`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServicesConfig {
+    pub auth_url: String,
+    pub orchestrator_url: String,
+    pub connectors_url: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server: ServerConfig::default(),
+            database: DatabaseConfig::default(),
+            cache: CacheConfig::default(),
+            auth: AuthConfig::default(),
+            gateway: GatewayConfig::default(),
+            connectors: ConnectorsConfig::default(),
+            orchestrator: OrchestratorConfig::default(),
+            services: ServicesConfig::default(),
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            addr: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from(".smb"),
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            migrate_url: None,
+            max_connections: 10,
+        }
+    }
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            url: SecretString::from("memory"),
+            key_prefix: String::new(),
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            issuer: "smb-command".into(),
+            audience: "smb-command-api".into(),
+            access_ttl_secs: 15 * 60,
+            refresh_ttl_days: 30,
+            signing_keys: Vec::new(),
+            max_failures_per_account: 10,
+            max_failures_per_addr: 50,
+            lockout_window_secs: 15 * 60,
+        }
+    }
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            body_limit_bytes: 64 * 1024,
+            default_rate_limit: 600,
+            rate_limits: BTreeMap::new(),
+            public_rate_limit: 120,
+        }
+    }
+}
+
+impl Default for ConnectorsConfig {
+    fn default() -> Self {
+        Self {
+            encryption_key: None,
+            sync_interval_secs: 15 * 60,
+            lease_secs: 10 * 60,
+            scheduler_enabled: true,
+            request_timeout_secs: 30,
+            max_retries: 8,
+        }
+    }
+}
+
+impl Default for OrchestratorConfig {
+    fn default() -> Self {
+        Self {
+            cache_ttl_secs: 300,
+        }
+    }
+}
+
+impl Default for ServicesConfig {
+    fn default() -> Self {
+        Self {
+            auth_url: "http://127.0.0.1:50051".into(),
+            orchestrator_url: "http://127.0.0.1:50052".into(),
+            connectors_url: "http://127.0.0.1:50053".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Builds the configuration from an optional file and an environment map (`SMB_SECTION__KEY=value`).
+    /// Returns every problem found, not just the first.
+    pub fn load(file: Option<&Path>, env: &HashMap<String, String>) -> Result<Self, Vec<String>> {
+        let mut errors = Vec::new();
+        let mut root = toml::Table::new();
+        if let Some(path) = file {
+            match std::fs::read_to_string(path) {
+                Ok(text) => match text.parse::<toml::Table>() {
+                    Ok(t) => root = t,
+                    Err(e) => errors.push(format!("{}: {e}", path.display())),
+                },
+                Err(e) => errors.push(format!("cannot read config file {}: {e}", path.display())),
+            }
+        }
+        let mut keys: Vec<_> = env.keys().filter(|k| k.starts_with("SMB_")).collect();
+        keys.sort();
+        for key in keys {
+            if RESERVED_ENV.contains(&key.as_str()) {
+                continue;
+            }
+            let path: Vec<String> = key["SMB_".len()..]
+                .split("__")
+                .map(str::to_lowercase)
+                .collect();
+            if path.len() < 2 || path.iter().any(String::is_empty) {
+                errors.push(format!(
+                    "{key}: expected SMB_SECTION__KEY (two underscores between parts)"
+                ));
+                continue;
+            }
+            let value = parse_env_value(&env[key]);
+            if let Err(e) = insert_path(&mut root, &path, value) {
+                errors.push(format!("{key}: {e}"));
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        toml::Value::Table(root)
+            .try_into::<Config>()
+            .map_err(|e| vec![e.to_string()])
+    }
+
+    /// The process's own environment (for `main`; tests build maps).
+    pub fn process_env() -> HashMap<String, String> {
+        std::env::vars().collect()
+    }
+}
+
+fn insert_path(root: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), String> {
+    let (last, sections) = path.split_last().ok_or("empty key")?;
+    let mut table = root;
+    for part in sections {
+        let entry = table
+            .entry(part.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        table = entry
+            .as_table_mut()
+            .ok_or_else(|| format!("{part} is not a section"))?;
+    }
+    table.insert(last.clone(), value);
+    Ok(())
+}
+
+fn parse_env_value(raw: &str) -> toml::Value {
+    if let Ok(i) = raw.parse::<i64>() {
+        return toml::Value::Integer(i);
+    }
+    match raw {
+        "true" => return toml::Value::Boolean(true),
+        "false" => return toml::Value::Boolean(false),
+        _ => {}
+    }
+    if raw.starts_with('[') || raw.starts_with('{') {
+        if let Ok(v) = format!("v = {raw}").parse::<toml::Table>()
+            && let Some(v) = v.get("v")
+        {
+            return v.clone();
+        }
+    }
+    toml::Value::String(raw.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_without_anything() {
+        let c = Config::load(None, &HashMap::new()).unwrap();
+        assert_eq!(c.server.addr, "127.0.0.1:8080");
+        assert_eq!(c.auth.access_ttl_secs, 900);
+    }
+
+    #[test]
+    fn environment_overrides_file() {
+        let dir = std::env::temp_dir().join(format!("smb-config-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("smb.toml");
+        std::fs::write(
+            &f,
+            "[server]\naddr = \"0.0.0.0:1\"\n[gateway]\ndefault_rate_limit = 5\n",
+        )
+        .unwrap();
+        let c = Config::load(
+            Some(&f),
+            &env(&[
+                ("SMB_SERVER__ADDR", "0.0.0.0:2"),
+                ("SMB_CACHE__URL", "redis://x"),
+                ("HOME", "/"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.server.addr, "0.0.0.0:2");
+        assert_eq!(c.gateway.default_rate_limit, 5);
+        assert_eq!(c.cache.url.expose_secret(), "redis://x");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_names_are_all_reported() {
+        let errs =
+            Config::load(None, &env(&[("SMB_SERVER__NOPE", "1"), ("SMB_BAD", "x")])).unwrap_err();
+        assert!(errs.iter().any(|e| e.contains("SMB_BAD")), "{errs:?}");
+        let errs = Config::load(None, &env(&[("SMB_SERVER__NOPE", "1")])).unwrap_err();
+        assert!(errs.iter().any(|e| e.contains("nope")), "{errs:?}");
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let c = Config::load(
+            None,
+            &env(&[("SMB_DATABASE__URL", "postgres://u:hunter2@h/db")]),
+        )
+        .unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+}

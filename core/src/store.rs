@@ -1,0 +1,325 @@
+//! The relational store port. Two adapters: SQLite (embedded) and PostgreSQL (distributed), both through
+//! sqlx, each with its own migrations applied at start.
+//!
+//! Tenant data is read and written only inside [`with_tenant!`] transactions. On PostgreSQL these set
+//! `app.tenant_id` for the transaction, and row-level security (forced, so even the table owner is
+//! subject) hides every other tenant's rows; with no tenant set, tenant tables read as empty. Queries
+//! still filter on `tenant_id` themselves: row-level security is the second wall, not the only one.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, SqlitePool};
+
+use crate::config::DatabaseConfig;
+use crate::ids::TenantId;
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// A connection pool of one of the two adapters.
+#[derive(Clone, Debug)]
+pub enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+impl Db {
+    /// Connects to the configured database (SQLite file in `data_dir` when none is configured) and applies
+    /// the dialect's migrations.
+    pub async fn connect(cfg: &DatabaseConfig, data_dir: &Path) -> anyhow::Result<Self> {
+        let url = cfg.url.as_ref().map(|u| u.expose_secret().to_string());
+        match url.as_deref() {
+            None | Some("") => {
+                std::fs::create_dir_all(data_dir)?;
+                Self::open_sqlite(&data_dir.join("smb.db"), cfg.max_connections).await
+            }
+            Some(u) if u.starts_with("sqlite:") => {
+                let opts = SqliteConnectOptions::from_str(u)?;
+                Self::open_sqlite(opts.get_filename(), cfg.max_connections).await
+            }
+            Some(u) if u.starts_with("postgres:") || u.starts_with("postgresql:") => {
+                let migrate = cfg
+                    .migrate_url
+                    .as_ref()
+                    .map(|m| m.expose_secret().to_string());
+                Self::open_postgres(u, migrate.as_deref(), cfg.max_connections).await
+            }
+            Some(_) => anyhow::bail!("database.url must start with sqlite: or postgres:"),
+        }
+    }
+
+    pub async fn open_sqlite(path: &Path, max_connections: u32) -> anyhow::Result<Self> {
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(30));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max_connections.max(2))
+            .connect_with(opts)
+            .await?;
+        SQLITE_MIGRATIONS.run(&pool).await?;
+        Ok(Self::Sqlite(pool))
+    }
+
+    /// Runs migrations through `migrate_url` (the schema owner), grants the application role what it
+    /// needs, and connects as that role, which must not be able to bypass row-level security.
+    pub async fn open_postgres(
+        url: &str,
+        migrate_url: Option<&str>,
+        max_connections: u32,
+    ) -> anyhow::Result<Self> {
+        let app_opts = PgConnectOptions::from_str(url)?;
+        let app_user = app_opts.get_username().to_string();
+        {
+            let owner = PgPoolOptions::new()
+                .max_connections(1)
+                .connect(migrate_url.unwrap_or(url))
+                .await?;
+            POSTGRES_MIGRATIONS.run(&owner).await?;
+            let ident = app_user.replace('"', "\"\"");
+            for stmt in [
+                format!("GRANT USAGE ON SCHEMA public TO \"{ident}\""),
+                format!(
+                    "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO \"{ident}\""
+                ),
+                format!("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO \"{ident}\""),
+            ] {
+                sqlx::query(&stmt).execute(&owner).await?;
+            }
+            owner.close().await;
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections.max(2))
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(app_opts)
+            .await?;
+        let (superuser, bypass): (bool, bool) = sqlx::query_as(
+            "SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user",
+        )
+        .fetch_one(&pool)
+        .await?;
+        if superuser || bypass {
+            anyhow::bail!(
+                "database user {app_user:?} is a superuser or bypasses row-level security; connect as an ordinary \
+                 role (database.url) and give the owner role in database.migrate_url"
+            );
+        }
+        Ok(Self::Postgres(pool))
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            Self::Sqlite(_) => Dialect::Sqlite,
+            Self::Postgres(_) => Dialect::Postgres,
+        }
+    }
+
+    /// A cheap liveness check for `/readyz`.
+    pub async fn ping(&self) -> bool {
+        let r = match self {
+            Self::Sqlite(p) => sqlx::query("SELECT 1").execute(p).await.map(|_| ()),
+            Self::Postgres(p) => sqlx::query("SELECT 1").execute(p).await.map(|_| ()),
+        };
+        r.is_ok()
+    }
+
+    pub async fn close(&self) {
+        match self {
+            Self::Sqlite(p) => p.close().await,
+            Self::Postgres(p) => p.close().await,
+        }
+    }
+}
+
+/// Sets the transaction's tenant for PostgreSQL row-level security.
+pub async fn set_tenant(
+    conn: &mut sqlx::PgConnection,
+    tenant: &TenantId,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
+        .bind(tenant.as_str())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Runs `$body` in a transaction scoped to `$tenant`, once per adapter (the body is written once and
+/// compiled for both). `write` takes SQLite's write lock up front (`BEGIN IMMEDIATE`) so concurrent writers
+/// queue instead of failing; `read` does not. Errors propagate with `?`; the transaction commits after the
+/// body and rolls back on any early return.
+#[macro_export]
+macro_rules! with_tenant {
+    ($db:expr, $tenant:expr, $mode:ident, |$tx:ident| $body:expr) => {{
+        match $db {
+            $crate::store::Db::Sqlite(pool) => {
+                #[allow(unused_mut)]
+                let mut $tx = $crate::__sqlite_begin!(pool, $mode);
+                let out = $body;
+                $tx.commit().await?;
+                out
+            }
+            $crate::store::Db::Postgres(pool) => {
+                #[allow(unused_mut)]
+                let mut $tx = pool.begin().await?;
+                $crate::store::set_tenant(&mut *$tx, $tenant).await?;
+                let out = $body;
+                $tx.commit().await?;
+                out
+            }
+        }
+    }};
+}
+
+/// Like [`with_tenant!`] for tables that are not tenant data (identity, schedules, the bus log).
+#[macro_export]
+macro_rules! with_global {
+    ($db:expr, $mode:ident, |$tx:ident| $body:expr) => {{
+        match $db {
+            $crate::store::Db::Sqlite(pool) => {
+                #[allow(unused_mut)]
+                let mut $tx = $crate::__sqlite_begin!(pool, $mode);
+                let out = $body;
+                $tx.commit().await?;
+                out
+            }
+            $crate::store::Db::Postgres(pool) => {
+                #[allow(unused_mut)]
+                let mut $tx = pool.begin().await?;
+                let out = $body;
+                $tx.commit().await?;
+                out
+            }
+        }
+    }};
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __sqlite_begin {
+    ($pool:expr, write) => {
+        $pool.begin_with("BEGIN IMMEDIATE").await?
+    };
+    ($pool:expr, read) => {
+        $pool.begin().await?
+    };
+}
+
+/// Milliseconds since the Unix epoch: how every timestamp is stored (comparable in both dialects).
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Test support: a fresh PostgreSQL database and non-superuser role for one test, dropped afterwards.
+pub mod testing {
+    use super::*;
+
+    /// The admin URL tests use (trust auth on the CI machine). Override with `SMB_TEST_PG_URL`.
+    pub fn admin_url() -> String {
+        std::env::var("SMB_TEST_PG_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    }
+
+    pub const APP_ROLE: &str = "smb_app_test";
+
+    /// A new database with migrations applied, connected as [`APP_ROLE`].
+    pub struct PgTestDb {
+        pub name: String,
+        pub db: Db,
+    }
+
+    impl PgTestDb {
+        pub async fn create() -> anyhow::Result<Self> {
+            let admin_url = admin_url();
+            let admin = PgPoolOptions::new()
+                .max_connections(1)
+                .connect(&admin_url)
+                .await?;
+            let name = format!("smb_t_{}", uuid::Uuid::new_v4().simple());
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&admin)
+                .await?;
+            // Roles are cluster-wide; several tests may race to create it.
+            let _ = sqlx::query(&format!(
+                "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{APP_ROLE}') THEN \
+                 CREATE ROLE {APP_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS; END IF; END $$"
+            ))
+            .execute(&admin)
+            .await;
+            admin.close().await;
+            let base = admin_url
+                .rsplit_once('/')
+                .map_or(admin_url.as_str(), |(b, _)| b)
+                .to_string();
+            let owner_url = format!("{base}/{name}");
+            let mut app = PgConnectOptions::from_str(&owner_url)?;
+            app = app.username(APP_ROLE);
+            let app_url = format!(
+                "postgres://{APP_ROLE}@{}:{}/{name}",
+                app.get_host(),
+                app.get_port()
+            );
+            let db = Db::open_postgres(&app_url, Some(&owner_url), 5).await?;
+            Ok(Self { name, db })
+        }
+
+        /// Drops the database (call at the end of the test).
+        pub async fn drop_db(self) {
+            self.db.close().await;
+            if let Ok(admin) = PgPoolOptions::new()
+                .max_connections(1)
+                .connect(&admin_url())
+                .await
+            {
+                let _ = sqlx::query(&format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    self.name
+                ))
+                .execute(&admin)
+                .await;
+                admin.close().await;
+            }
+        }
+    }
+
+    /// A fresh SQLite database in a temporary directory.
+    pub async fn sqlite() -> anyhow::Result<(Db, TempDir)> {
+        let dir = TempDir::new()?;
+        let db = Db::open_sqlite(&dir.path().join("smb.db"), 4).await?;
+        Ok((db, dir))
+    }
+
+    /// A temporary directory removed on drop.
+    pub struct TempDir(std::path::PathBuf);
+
+    impl TempDir {
+        pub fn new() -> std::io::Result<Self> {
+            let p =
+                std::env::temp_dir().join(format!("smb-test-{}", uuid::Uuid::new_v4().simple()));
+            std::fs::create_dir_all(&p)?;
+            Ok(Self(p))
+        }
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}

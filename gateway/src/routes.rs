@@ -1,0 +1,414 @@
+//! JSON routes. Each handler turns a JSON body into the service's request, calls it with the caller in
+//! metadata, and turns the reply into JSON. Bodies are those of `shared/eval/run_eval.py`'s contract.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use smb_core::Error;
+use smb_proto::auth::v1 as auth_pb;
+use smb_proto::connectors::v1 as conn_pb;
+use smb_proto::orchestrator::v1 as orch_pb;
+
+use crate::authn::Authenticated;
+use crate::json::JsonBody;
+use crate::server::AppState;
+
+type AppResult<T> = Result<T, Error>;
+
+#[derive(Deserialize)]
+pub struct SignupBody {
+    tenant_name: String,
+    email: String,
+    password: String,
+    timezone: String,
+    currency: String,
+}
+
+#[derive(Deserialize)]
+pub struct LoginBody {
+    email: String,
+    password: String,
+}
+
+#[derive(Deserialize)]
+pub struct RefreshBody {
+    refresh_token: String,
+}
+
+#[derive(Deserialize)]
+pub struct QueryBody {
+    query: String,
+    #[serde(default)]
+    as_of: Option<String>,
+    #[serde(default)]
+    debug: bool,
+}
+
+#[derive(Deserialize)]
+pub struct CreateConnectorBody {
+    #[serde(rename = "type")]
+    kind: String,
+    config: HashMap<String, Value>,
+}
+
+fn token_json(t: auth_pb::TokenPair) -> Value {
+    let role = if t.role == auth_pb::Role::Owner as i32 {
+        "owner"
+    } else {
+        "member"
+    };
+    json!({
+        "access_token": t.access_token,
+        "refresh_token": t.refresh_token,
+        "token_type": t.token_type,
+        "expires_in": t.expires_in,
+        "tenant_id": t.tenant_id,
+        "user_id": t.user_id,
+        "role": role,
+    })
+}
+
+pub async fn signup(
+    State(s): State<Arc<AppState>>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    JsonBody(b): JsonBody<SignupBody>,
+) -> AppResult<impl IntoResponse> {
+    s.limiter
+        .check_public(&addr.ip().to_string(), "auth.signup")
+        .await?;
+    let r = s
+        .services
+        .auth
+        .signup(tonic::Request::new(auth_pb::SignupRequest {
+            tenant_name: b.tenant_name,
+            email: b.email,
+            password: b.password,
+            timezone: b.timezone,
+            currency: b.currency,
+        }))
+        .await?
+        .into_inner();
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"tenant_id": r.tenant_id, "user_id": r.user_id})),
+    ))
+}
+
+pub async fn login(
+    State(s): State<Arc<AppState>>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    JsonBody(b): JsonBody<LoginBody>,
+) -> AppResult<Json<Value>> {
+    let ip = addr.ip().to_string();
+    s.limiter.check_public(&ip, "auth.login").await?;
+    let r = s
+        .services
+        .auth
+        .login(tonic::Request::new(auth_pb::LoginRequest {
+            email: b.email,
+            password: b.password,
+            client_addr: ip,
+        }))
+        .await?
+        .into_inner();
+    Ok(Json(token_json(r)))
+}
+
+pub async fn refresh(
+    State(s): State<Arc<AppState>>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    JsonBody(b): JsonBody<RefreshBody>,
+) -> AppResult<Json<Value>> {
+    s.limiter
+        .check_public(&addr.ip().to_string(), "auth.refresh")
+        .await?;
+    let r = s
+        .services
+        .auth
+        .refresh(tonic::Request::new(auth_pb::RefreshRequest {
+            refresh_token: b.refresh_token,
+        }))
+        .await?
+        .into_inner();
+    Ok(Json(token_json(r)))
+}
+
+pub async fn logout(
+    State(s): State<Arc<AppState>>,
+    Extension(a): Extension<Authenticated>,
+) -> AppResult<StatusCode> {
+    s.services
+        .auth
+        .logout(tonic::Request::new(auth_pb::LogoutRequest {
+            session_id: a.session_id.clone(),
+            tenant_id: a.caller.tenant.to_string(),
+        }))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+pub async fn readyz(State(s): State<Arc<AppState>>) -> Response {
+    let mut checks = serde_json::Map::new();
+    let mut ok = true;
+    for (name, check) in &s.readiness {
+        let up = check().await;
+        ok &= up;
+        checks.insert(name.clone(), json!(if up { "ok" } else { "unavailable" }));
+    }
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({"status": if ok { "ok" } else { "unavailable" }, "checks": checks})),
+    )
+        .into_response()
+}
+
+pub async fn query(
+    State(s): State<Arc<AppState>>,
+    Extension(a): Extension<Authenticated>,
+    JsonBody(b): JsonBody<QueryBody>,
+) -> AppResult<Json<Value>> {
+    let r = s
+        .services
+        .orchestrator
+        .process(a.caller.request(orch_pb::ProcessRequest {
+            query: b.query,
+            as_of: b.as_of.unwrap_or_default(),
+            debug: b.debug,
+        }))
+        .await?
+        .into_inner();
+    let result: Value = serde_json::from_str(&r.result_json).unwrap_or_else(|_| json!({}));
+    let mut out = json!({
+        "answer": r.answer,
+        "intent": r.intent,
+        "module": r.module,
+        "result": result,
+        "response_time_ms": r.response_time_ms,
+    });
+    if !r.plan_json.is_empty() {
+        out["plan"] = serde_json::from_str(&r.plan_json).unwrap_or(Value::Null);
+    }
+    Ok(Json(out))
+}
+
+fn connector_type(kind: &str) -> AppResult<i32> {
+    match kind {
+        "shopify" => Ok(conn_pb::ConnectorType::Shopify as i32),
+        "stripe" => Ok(conn_pb::ConnectorType::Stripe as i32),
+        other => Err(Error::invalid(format!(
+            "unknown connector type {:?}; use \"shopify\" or \"stripe\"",
+            smb_core::ids::truncate(other, 32)
+        ))),
+    }
+}
+
+fn connector_json(c: conn_pb::Connector) -> Value {
+    let kind = match conn_pb::ConnectorType::try_from(c.r#type) {
+        Ok(conn_pb::ConnectorType::Shopify) => "shopify",
+        Ok(conn_pb::ConnectorType::Stripe) => "stripe",
+        _ => "unknown",
+    };
+    let mut v =
+        json!({"id": c.id, "type": kind, "settings": c.settings, "created_at": c.created_at});
+    if !c.last_sync_at.is_empty() {
+        v["last_sync_at"] = json!(c.last_sync_at);
+        v["last_sync_status"] = json!(status_str(c.last_sync_status));
+    }
+    v
+}
+
+fn status_str(s: i32) -> &'static str {
+    match conn_pb::SyncStatus::try_from(s) {
+        Ok(conn_pb::SyncStatus::Queued) => "queued",
+        Ok(conn_pb::SyncStatus::Running) => "running",
+        Ok(conn_pb::SyncStatus::Succeeded) => "succeeded",
+        Ok(conn_pb::SyncStatus::Failed) => "failed",
+        _ => "unknown",
+    }
+}
+
+pub async fn create_connector(
+    State(s): State<Arc<AppState>>,
+    Extension(a): Extension<Authenticated>,
+    JsonBody(b): JsonBody<CreateConnectorBody>,
+) -> AppResult<impl IntoResponse> {
+    let mut config = HashMap::new();
+    for (k, v) in b.config {
+        match v {
+            Value::String(s) => {
+                config.insert(k, s);
+            }
+            Value::Null => {}
+            _ => return Err(Error::invalid(format!("config.{k} must be a string"))),
+        }
+    }
+    let c = s
+        .services
+        .connectors
+        .create_connector(a.caller.request(conn_pb::CreateConnectorRequest {
+            r#type: connector_type(&b.kind)?,
+            config,
+        }))
+        .await?
+        .into_inner();
+    Ok((StatusCode::CREATED, Json(connector_json(c))))
+}
+
+pub async fn list_connectors(
+    State(s): State<Arc<AppState>>,
+    Extension(a): Extension<Authenticated>,
+) -> AppResult<Json<Value>> {
+    let r = s
+        .services
+        .connectors
+        .list_connectors(a.caller.request(conn_pb::ListConnectorsRequest {}))
+        .await?
+        .into_inner();
+    Ok(Json(
+        json!({"connectors": r.connectors.into_iter().map(connector_json).collect::<Vec<_>>()}),
+    ))
+}
+
+pub async fn get_connector(
+    State(s): State<Arc<AppState>>,
+    Extension(a): Extension<Authenticated>,
+    Path(id): Path<String>,
+) -> AppResult<Json<Value>> {
+    let c = s
+        .services
+        .connectors
+        .get_connector(a.caller.request(conn_pb::GetConnectorRequest { id }))
+        .await?
+        .into_inner();
+    Ok(Json(connector_json(c)))
+}
+
+pub async fn delete_connector(
+    State(s): State<Arc<AppState>>,
+    Extension(a): Extension<Authenticated>,
+    Path(id): Path<String>,
+) -> AppResult<StatusCode> {
+    s.services
+        .connectors
+        .delete_connector(a.caller.request(conn_pb::DeleteConnectorRequest { id }))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn trigger_sync(
+    State(s): State<Arc<AppState>>,
+    Extension(a): Extension<Authenticated>,
+    Path(id): Path<String>,
+) -> AppResult<impl IntoResponse> {
+    let r = s
+        .services
+        .connectors
+        .trigger_sync(
+            a.caller
+                .request(conn_pb::TriggerSyncRequest { connector_id: id }),
+        )
+        .await?
+        .into_inner();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"sync_id": r.sync_id, "status": "queued"})),
+    ))
+}
+
+pub async fn get_sync(
+    State(s): State<Arc<AppState>>,
+    Extension(a): Extension<Authenticated>,
+    Path((id, sync_id)): Path<(String, String)>,
+) -> AppResult<Json<Value>> {
+    let r = s
+        .services
+        .connectors
+        .get_sync_run(a.caller.request(conn_pb::GetSyncRunRequest {
+            connector_id: id,
+            sync_id,
+        }))
+        .await?
+        .into_inner();
+    let mut v = json!({
+        "id": r.id,
+        "connector_id": r.connector_id,
+        "status": status_str(r.status),
+        "records_synced": r.records_synced,
+        "records_failed": r.records_failed,
+        "duration_ms": r.duration_ms,
+        "started_at": r.started_at,
+    });
+    if !r.finished_at.is_empty() {
+        v["finished_at"] = json!(r.finished_at);
+    }
+    if !r.error.is_empty() {
+        v["error"] = json!(r.error);
+    }
+    if !r.rejections.is_empty() {
+        v["rejections"] = json!(r.rejections);
+    }
+    Ok(Json(v))
+}
+
+/// The rate-limit endpoint name of a protected route.
+fn endpoint_name(method: &http::Method, path: &str) -> &'static str {
+    match (method.as_str(), path) {
+        ("POST", "/v1/ai/query") => "ai.query",
+        ("POST", "/v1/auth/logout") => "auth.logout",
+        ("POST", "/v1/connectors") => "connectors.create",
+        ("GET", "/v1/connectors") => "connectors.list",
+        ("POST", p) if p.ends_with("/sync") => "connectors.sync",
+        ("GET", p) if p.contains("/syncs/") => "connectors.sync_status",
+        ("DELETE", _) => "connectors.delete",
+        _ => "connectors.get",
+    }
+}
+
+/// Middleware of protected routes: authenticates, puts [`Authenticated`] in the request's extensions and
+/// counts the request against the caller's rate limit.
+pub async fn require_auth(
+    State(s): State<Arc<AppState>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let header = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let authed = match s.authn.authenticate(header.as_deref()).await {
+        Ok(a) => a,
+        Err(e) => return e.into_response(),
+    };
+    let endpoint = endpoint_name(req.method(), req.uri().path());
+    if let Err(e) = s
+        .limiter
+        .check(
+            authed.caller.tenant.as_str(),
+            authed.caller.user.as_str(),
+            endpoint,
+        )
+        .await
+    {
+        return e.into_response();
+    }
+    req.extensions_mut().insert(authed);
+    next.run(req).await
+}

@@ -1,0 +1,158 @@
+//! Assembles the gateway: JSON routes, gRPC and grpc-web services, health and reflection on one port, with
+//! request ids, body limits and tracing around everything.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use futures::future::BoxFuture;
+use smb_core::Error;
+use smb_core::cache::DynCache;
+use smb_core::config::Config;
+use smb_proto::auth::v1::auth_service_server::{AuthService, AuthServiceServer};
+use smb_proto::connectors::v1::connectors_service_server::{
+    ConnectorsService, ConnectorsServiceServer,
+};
+use smb_proto::orchestrator::v1::orchestrator_service_server::{
+    OrchestratorService, OrchestratorServiceServer,
+};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::authn::Authenticator;
+use crate::edge::Edge;
+use crate::ratelimit::RateLimiter;
+use crate::routes;
+
+/// The services the gateway fronts: in-process implementations or remote clients.
+#[derive(Clone)]
+pub struct Services {
+    pub auth: Arc<dyn AuthService>,
+    pub orchestrator: Arc<dyn OrchestratorService>,
+    pub connectors: Arc<dyn ConnectorsService>,
+}
+
+/// A named dependency check for `/readyz`.
+pub type ReadyCheck = Arc<dyn Fn() -> BoxFuture<'static, bool> + Send + Sync>;
+
+pub struct AppState {
+    pub services: Services,
+    pub authn: Authenticator,
+    pub limiter: RateLimiter,
+    pub readiness: Vec<(String, ReadyCheck)>,
+}
+
+pub struct Gateway {
+    state: Arc<AppState>,
+    body_limit: usize,
+}
+
+impl Gateway {
+    pub async fn new(
+        services: Services,
+        cache: DynCache,
+        cfg: &Config,
+        readiness: Vec<(String, ReadyCheck)>,
+    ) -> Result<Self, Error> {
+        let authn =
+            Authenticator::new(services.auth.clone(), &cfg.auth.issuer, &cfg.auth.audience).await?;
+        let g = &cfg.gateway;
+        let limiter = RateLimiter::new(
+            cache,
+            g.default_rate_limit,
+            g.rate_limits.clone(),
+            g.public_rate_limit,
+        );
+        Ok(Self {
+            state: Arc::new(AppState {
+                services,
+                authn,
+                limiter,
+                readiness,
+            }),
+            body_limit: g.body_limit_bytes,
+        })
+    }
+
+    pub fn router(&self) -> Router {
+        let state = self.state.clone();
+        let protected = Router::new()
+            .route("/v1/auth/logout", post(routes::logout))
+            .route("/v1/ai/query", post(routes::query))
+            .route(
+                "/v1/connectors",
+                post(routes::create_connector).get(routes::list_connectors),
+            )
+            .route(
+                "/v1/connectors/{id}",
+                get(routes::get_connector).delete(routes::delete_connector),
+            )
+            .route("/v1/connectors/{id}/sync", post(routes::trigger_sync))
+            .route("/v1/connectors/{id}/syncs/{sync_id}", get(routes::get_sync))
+            .route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                routes::require_auth,
+            ));
+        let json = Router::new()
+            .route("/v1/auth/signup", post(routes::signup))
+            .route("/v1/auth/login", post(routes::login))
+            .route("/v1/auth/refresh", post(routes::refresh))
+            .route("/healthz", get(routes::healthz))
+            .route("/readyz", get(routes::readyz))
+            .merge(protected)
+            .with_state(state.clone())
+            .layer(DefaultBodyLimit::max(self.body_limit));
+
+        let edge = Edge(state);
+        let (health_reporter, health) = tonic_health::server::health_reporter();
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(smb_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .expect("descriptor sets are valid");
+        tokio::spawn(async move {
+            health_reporter
+                .set_serving::<AuthServiceServer<Edge>>()
+                .await;
+            health_reporter
+                .set_serving::<OrchestratorServiceServer<Edge>>()
+                .await;
+            health_reporter
+                .set_serving::<ConnectorsServiceServer<Edge>>()
+                .await;
+        });
+        let grpc = tonic::service::Routes::new(health)
+            .add_service(reflection)
+            .add_service(AuthServiceServer::new(edge.clone()))
+            .add_service(OrchestratorServiceServer::new(edge.clone()))
+            .add_service(ConnectorsServiceServer::new(edge))
+            .prepare()
+            .into_axum_router()
+            .layer(tonic_web::GrpcWebLayer::new());
+
+        json.merge(grpc)
+            .fallback(|| async {
+                Error::not_found("no such route; see the API section of the README")
+            })
+            .layer(PropagateRequestIdLayer::x_request_id())
+            .layer(TraceLayer::new_for_http())
+            .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+    }
+
+    /// Serves HTTP/1.1 and HTTP/2 (gRPC) on `listener` until `shutdown` resolves.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let app = self
+            .router()
+            .into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+}
