@@ -1,1 +1,120 @@
-fn main() {}
+//! `smb`: the all-in-one platform (`smb up`), one service of the split deployment (`smb serve <service>`),
+//! and client commands against a running gateway (`smb signup`, `smb login`, `smb ask`).
+
+mod app;
+mod client;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "smb",
+    version,
+    about = "SMB Command: ask your business data in plain words"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every service in one process on embedded defaults (SQLite, in-process cache and bus).
+    Up {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: String,
+        /// Directory for the embedded state.
+        #[arg(long, default_value = ".smb")]
+        data_dir: PathBuf,
+    },
+    /// Run one service on the configured (distributed) backends.
+    Serve {
+        #[arg(value_parser = ["gateway", "auth", "orchestrator", "connectors", "workers"])]
+        service: String,
+    },
+    /// Create a tenant and its owner on a running gateway.
+    Signup {
+        #[arg(long)]
+        tenant_name: String,
+        #[arg(long)]
+        email: String,
+        #[arg(long, env = "SMB_PASSWORD")]
+        password: String,
+        #[arg(long, default_value = "America/New_York")]
+        timezone: String,
+        #[arg(long, default_value = "USD")]
+        currency: String,
+        #[arg(long, default_value = "http://127.0.0.1:8080", env = "SMB_URL")]
+        url: String,
+    },
+    /// Log in and keep the tokens in the user's config directory.
+    Login {
+        #[arg(long)]
+        email: String,
+        #[arg(long, env = "SMB_PASSWORD")]
+        password: String,
+        #[arg(long, default_value = "http://127.0.0.1:8080", env = "SMB_URL")]
+        url: String,
+    },
+    /// Ask a question.
+    Ask {
+        query: String,
+        /// Print the raw JSON response.
+        #[arg(long)]
+        json: bool,
+        /// The instant that counts as now (RFC 3339).
+        #[arg(long)]
+        as_of: Option<String>,
+        #[arg(long, env = "SMB_URL")]
+        url: Option<String>,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("smb: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async move {
+        match cli.command {
+            Command::Up { addr, data_dir } => app::up(addr, data_dir).await,
+            Command::Serve { service } => app::serve(&service).await,
+            Command::Signup {
+                tenant_name,
+                email,
+                password,
+                timezone,
+                currency,
+                url,
+            } => client::signup(&url, &tenant_name, &email, &password, &timezone, &currency).await,
+            Command::Login {
+                email,
+                password,
+                url,
+            } => client::login(&url, &email, &password).await,
+            Command::Ask {
+                query,
+                json,
+                as_of,
+                url,
+            } => client::ask(url.as_deref(), &query, json, as_of.as_deref()).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("smb: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -50,7 +50,8 @@ CREATE TABLE connector_schedule (
     tenant_id TEXT NOT NULL,
     next_run_at BIGINT NOT NULL,
     lease_owner TEXT,
-    lease_until BIGINT
+    lease_until BIGINT,
+    pending_sync_id TEXT
 );
 CREATE TABLE sync_runs (
     id TEXT PRIMARY KEY,
@@ -65,7 +66,9 @@ CREATE TABLE sync_runs (
     created_at BIGINT NOT NULL,
     started_at BIGINT,
     finished_at BIGINT,
-    duration_ms BIGINT
+    duration_ms BIGINT,
+    -- The last bus offset applied to this run: a redelivered page is recognised and skipped.
+    last_offset BIGINT
 );
 CREATE INDEX sync_runs_connector ON sync_runs(tenant_id, connector_id);
 CREATE TABLE sync_cursors (

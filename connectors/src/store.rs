@@ -1,0 +1,279 @@
+//! SQL of the connectors service, written once for both adapters.
+
+use smb_core::ids::TenantId;
+use smb_core::store::Db;
+use smb_core::{Error, with_global, with_tenant};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ConnectorRow {
+    pub id: String,
+    pub tenant_id: String,
+    pub kind: String,
+    pub settings: String,
+    pub secret_sealed: String,
+    pub created_at: i64,
+    pub last_sync_at: Option<i64>,
+    pub last_sync_status: Option<String>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RunRow {
+    pub id: String,
+    pub connector_id: String,
+    pub status: String,
+    pub records_synced: i64,
+    pub records_failed: i64,
+    pub rejections: String,
+    pub error: Option<String>,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub duration_ms: Option<i64>,
+}
+
+const CONNECTOR_COLS: &str =
+    "id, tenant_id, kind, settings, secret_sealed, created_at, last_sync_at, last_sync_status";
+
+pub async fn insert_connector(db: &Db, c: &ConnectorRow, first_run_at: i64) -> Result<(), Error> {
+    let tenant: TenantId = c.tenant_id.parse()?;
+    with_tenant!(db, &tenant, write, |tx| {
+        sqlx::query(
+            "INSERT INTO connectors (id, tenant_id, kind, settings, secret_sealed, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&c.id)
+        .bind(&c.tenant_id)
+        .bind(&c.kind)
+        .bind(&c.settings)
+        .bind(&c.secret_sealed)
+        .bind(c.created_at)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("INSERT INTO connector_schedule (connector_id, tenant_id, next_run_at) VALUES ($1, $2, $3)")
+            .bind(&c.id)
+            .bind(&c.tenant_id)
+            .bind(first_run_at)
+            .execute(&mut *tx)
+            .await?;
+    });
+    Ok(())
+}
+
+pub async fn list_connectors(db: &Db, tenant: &TenantId) -> Result<Vec<ConnectorRow>, Error> {
+    let sql = format!(
+        "SELECT {CONNECTOR_COLS} FROM connectors WHERE tenant_id = $1 ORDER BY created_at, id"
+    );
+    Ok(with_tenant!(db, tenant, read, |tx| {
+        sqlx::query_as::<_, ConnectorRow>(&sql)
+            .bind(tenant.as_str())
+            .fetch_all(&mut *tx)
+            .await?
+    }))
+}
+
+pub async fn get_connector(
+    db: &Db,
+    tenant: &TenantId,
+    id: &str,
+) -> Result<Option<ConnectorRow>, Error> {
+    let sql = format!("SELECT {CONNECTOR_COLS} FROM connectors WHERE tenant_id = $1 AND id = $2");
+    Ok(with_tenant!(db, tenant, read, |tx| {
+        sqlx::query_as::<_, ConnectorRow>(&sql)
+            .bind(tenant.as_str())
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+    }))
+}
+
+/// Deletes the connection (credentials, schedule, cursors). Synced business data stays.
+pub async fn delete_connector(db: &Db, tenant: &TenantId, id: &str) -> Result<bool, Error> {
+    Ok(with_tenant!(db, tenant, write, |tx| {
+        let n = sqlx::query("DELETE FROM connectors WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant.as_str())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if n == 1 {
+            sqlx::query(
+                "DELETE FROM connector_schedule WHERE tenant_id = $1 AND connector_id = $2",
+            )
+            .bind(tenant.as_str())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("DELETE FROM sync_cursors WHERE tenant_id = $1 AND connector_id = $2")
+                .bind(tenant.as_str())
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        n == 1
+    }))
+}
+
+/// The queued or running run of a connector, or a new queued one. Returns `(sync_id, created)`.
+pub async fn queue_run(
+    db: &Db,
+    tenant: &TenantId,
+    connector: &str,
+    new_id: &str,
+    trigger: &str,
+    now: i64,
+) -> Result<String, Error> {
+    Ok(with_tenant!(db, tenant, write, |tx| {
+        let active: Option<(String,)> = sqlx::query_as(
+            "SELECT id FROM sync_runs WHERE tenant_id = $1 AND connector_id = $2 AND status IN ('queued', 'running') \
+             ORDER BY created_at DESC LIMIT 1",
+        )
+        .bind(tenant.as_str())
+        .bind(connector)
+        .fetch_optional(&mut *tx)
+        .await?;
+        match active {
+            Some((id,)) => id,
+            None => {
+                sqlx::query(
+                    "INSERT INTO sync_runs (id, tenant_id, connector_id, status, trigger_kind, created_at) \
+                     VALUES ($1, $2, $3, 'queued', $4, $5)",
+                )
+                .bind(new_id)
+                .bind(tenant.as_str())
+                .bind(connector)
+                .bind(trigger)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "UPDATE connector_schedule SET pending_sync_id = $2 WHERE connector_id = $1",
+                )
+                .bind(connector)
+                .bind(new_id)
+                .execute(&mut *tx)
+                .await?;
+                new_id.to_string()
+            }
+        }
+    }))
+}
+
+const RUN_COLS: &str = "id, connector_id, status, records_synced, records_failed, rejections, error, started_at, finished_at, duration_ms";
+
+pub async fn get_run(
+    db: &Db,
+    tenant: &TenantId,
+    connector: &str,
+    id: &str,
+) -> Result<Option<RunRow>, Error> {
+    let sql = format!(
+        "SELECT {RUN_COLS} FROM sync_runs WHERE tenant_id = $1 AND connector_id = $2 AND id = $3"
+    );
+    Ok(with_tenant!(db, tenant, read, |tx| {
+        sqlx::query_as::<_, RunRow>(&sql)
+            .bind(tenant.as_str())
+            .bind(connector)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+    }))
+}
+
+pub async fn mark_running(db: &Db, tenant: &TenantId, id: &str, now: i64) -> Result<(), Error> {
+    with_tenant!(db, tenant, write, |tx| {
+        sqlx::query(
+            "UPDATE sync_runs SET status = 'running', started_at = COALESCE(started_at, $3) WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(tenant.as_str())
+        .bind(id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    });
+    Ok(())
+}
+
+pub async fn get_cursor(
+    db: &Db,
+    tenant: &TenantId,
+    connector: &str,
+    stream: &str,
+) -> Result<Option<String>, Error> {
+    let row: Option<(String,)> = with_tenant!(db, tenant, read, |tx| {
+        sqlx::query_as("SELECT cursor FROM sync_cursors WHERE tenant_id = $1 AND connector_id = $2 AND stream = $3")
+            .bind(tenant.as_str())
+            .bind(connector)
+            .bind(stream)
+            .fetch_optional(&mut *tx)
+            .await?
+    });
+    Ok(row.map(|r| r.0))
+}
+
+pub async fn save_cursor(
+    db: &Db,
+    tenant: &TenantId,
+    connector: &str,
+    stream: &str,
+    cursor: &str,
+    now: i64,
+) -> Result<(), Error> {
+    with_tenant!(db, tenant, write, |tx| {
+        sqlx::query(
+            "INSERT INTO sync_cursors (connector_id, stream, tenant_id, cursor, updated_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (connector_id, stream) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
+        )
+        .bind(connector)
+        .bind(stream)
+        .bind(tenant.as_str())
+        .bind(cursor)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    });
+    Ok(())
+}
+
+/// A connector the scheduler should act on.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DueRow {
+    pub connector_id: String,
+    pub tenant_id: String,
+    pub pending_sync_id: Option<String>,
+}
+
+/// Connectors with a pending run or due for a scheduled one, whose lease is free.
+pub async fn due(db: &Db, now: i64) -> Result<Vec<DueRow>, Error> {
+    Ok(with_global!(db, read, |tx| {
+        sqlx::query_as::<_, DueRow>(
+            "SELECT connector_id, tenant_id, pending_sync_id FROM connector_schedule \
+             WHERE (pending_sync_id IS NOT NULL OR next_run_at <= $1) AND (lease_until IS NULL OR lease_until < $1) \
+             ORDER BY next_run_at LIMIT 100",
+        )
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?
+    }))
+}
+
+/// Takes or renews the connector's sync lease. False when another owner holds a live lease.
+pub async fn acquire_lease(
+    db: &Db,
+    connector: &str,
+    owner: &str,
+    now: i64,
+    until: i64,
+) -> Result<bool, Error> {
+    Ok(with_global!(db, write, |tx| {
+        sqlx::query(
+            "UPDATE connector_schedule SET lease_owner = $2, lease_until = $4 \
+             WHERE connector_id = $1 AND (lease_until IS NULL OR lease_until < $3 OR lease_owner = $2)",
+        )
+        .bind(connector)
+        .bind(owner)
+        .bind(now)
+        .bind(until)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1
+    }))
+}

@@ -1,0 +1,291 @@
+//! Metric computation in SQL over the canonical model, on tenant-local dates, for both store adapters.
+//! Sums are integer minor units (`CAST(SUM(..) AS BIGINT)` so both dialects decode an i64).
+
+use chrono::NaiveDate;
+use smb_core::ids::TenantId;
+use smb_core::store::Db;
+use smb_core::{Error, with_tenant};
+
+use crate::nlu::Metric;
+
+/// Optional narrowing of a metric.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub source: Option<String>,
+    /// Exact product title (lines).
+    pub product: Option<String>,
+    pub customer_key: Option<String>,
+}
+
+/// A value in the metric's unit: minor units for money, a count otherwise; AOV as (revenue, orders).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Value {
+    Money(i64),
+    Count(i64),
+    Ratio(i64, i64),
+}
+
+impl Value {
+    /// The value as the result JSON shows it (major units rounded to 2 decimals for money).
+    pub fn to_f64(self, exp: u32) -> f64 {
+        let scale = 10f64.powi(exp as i32);
+        match self {
+            Value::Money(m) => m as f64 / scale,
+            Value::Count(c) => c as f64,
+            Value::Ratio(_, 0) => 0.0,
+            Value::Ratio(n, d) => (n as f64 / d as f64).round() / scale,
+        }
+    }
+}
+
+fn filters(f: &Filter, first: usize, lines: bool) -> (String, Vec<String>) {
+    let mut sql = String::new();
+    let mut binds = Vec::new();
+    let mut n = first;
+    let prefix = if lines { "l." } else { "o." };
+    if let Some(s) = &f.source {
+        sql.push_str(&format!(" AND {prefix}source = ${n}"));
+        binds.push(s.clone());
+        n += 1;
+    }
+    if let (Some(p), true) = (&f.product, lines) {
+        sql.push_str(&format!(" AND l.title = ${n}"));
+        binds.push(p.clone());
+        n += 1;
+    }
+    if let Some(c) = &f.customer_key {
+        sql.push_str(&format!(" AND o.customer_key = ${n}"));
+        binds.push(c.clone());
+    }
+    (sql, binds)
+}
+
+/// The SQL computing `metric` as one i64 (or two for AOV) over $1 tenant, $2..$3 dates.
+fn scalar_sql(metric: Metric, f: &Filter) -> String {
+    let (of, _) = filters(f, 4, false);
+    let (lf, _) = filters(f, 4, true);
+    let orders = format!(
+        "FROM orders o WHERE o.tenant_id = $1 AND o.local_date BETWEEN $2 AND $3 AND o.counted{of}"
+    );
+    let lines = format!(
+        "FROM order_lines l JOIN orders o ON o.tenant_id = l.tenant_id AND o.source = l.source AND o.external_id = l.order_external_id \
+         WHERE l.tenant_id = $1 AND l.local_date BETWEEN $2 AND $3 AND l.counted{lf}"
+    );
+    match metric {
+        Metric::Revenue => format!(
+            "SELECT CAST(COALESCE(SUM(o.total_minor - o.refunded_minor), 0) AS BIGINT), CAST(0 AS BIGINT) {orders}"
+        ),
+        Metric::Orders => format!("SELECT CAST(COUNT(*) AS BIGINT), CAST(0 AS BIGINT) {orders}"),
+        Metric::Aov => format!(
+            "SELECT CAST(COALESCE(SUM(o.total_minor - o.refunded_minor), 0) AS BIGINT), CAST(COUNT(*) AS BIGINT) {orders}"
+        ),
+        Metric::Customers => format!(
+            "SELECT CAST(COUNT(DISTINCT o.customer_key) AS BIGINT), CAST(0 AS BIGINT) {orders}"
+        ),
+        Metric::Discounts => format!(
+            "SELECT CAST(COALESCE(SUM(o.discounts_minor), 0) AS BIGINT), CAST(0 AS BIGINT) {orders}"
+        ),
+        Metric::Units | Metric::TopProductsByUnits => format!(
+            "SELECT CAST(COALESCE(SUM(l.quantity), 0) AS BIGINT), CAST(0 AS BIGINT) {lines}"
+        ),
+        Metric::ProductSales | Metric::TopProducts => {
+            format!(
+                "SELECT CAST(COALESCE(SUM(l.price_minor * l.quantity), 0) AS BIGINT), CAST(0 AS BIGINT) {lines}"
+            )
+        }
+        Metric::NewCustomers => format!(
+            "SELECT CAST(COUNT(*) AS BIGINT), CAST(0 AS BIGINT) FROM (SELECT o.customer_key, MIN(o.local_date) AS first_day \
+             FROM orders o WHERE o.tenant_id = $1 AND o.counted AND o.customer_key IS NOT NULL{of} \
+             GROUP BY o.customer_key) f WHERE f.first_day BETWEEN $2 AND $3"
+        ),
+        Metric::ReturningCustomers => format!(
+            "SELECT CAST(COUNT(DISTINCT o.customer_key) AS BIGINT), CAST(0 AS BIGINT) {orders} AND EXISTS (SELECT 1 FROM orders p \
+             WHERE p.tenant_id = o.tenant_id AND p.customer_key = o.customer_key AND p.counted AND p.local_date < $2)"
+        ),
+        Metric::Refunds => {
+            let src = if f.source.is_some() {
+                " AND r.source = $4"
+            } else {
+                ""
+            };
+            format!(
+                "SELECT CAST(COALESCE(SUM(r.amount_minor), 0) AS BIGINT), CAST(0 AS BIGINT) FROM refunds r \
+                 WHERE r.tenant_id = $1 AND r.local_date BETWEEN $2 AND $3 AND NOT r.test{src}"
+            )
+        }
+        Metric::FailedPayments => format!(
+            "SELECT CAST(COUNT(*) AS BIGINT), CAST(0 AS BIGINT) FROM orders o WHERE o.tenant_id = $1 AND o.local_date BETWEEN $2 AND $3 \
+             AND o.status = 'failed'{of}"
+        ),
+        Metric::TopCustomers => format!(
+            "SELECT CAST(COALESCE(SUM(o.total_minor - o.refunded_minor), 0) AS BIGINT), CAST(0 AS BIGINT) {orders}"
+        ),
+    }
+}
+
+fn wrap(metric: Metric, a: i64, b: i64) -> Value {
+    match metric {
+        Metric::Aov => Value::Ratio(a, b),
+        m if m.is_money() => Value::Money(a),
+        _ => Value::Count(a),
+    }
+}
+
+/// The metric over `start..=end`.
+pub async fn scalar(
+    db: &Db,
+    tenant: &TenantId,
+    metric: Metric,
+    f: &Filter,
+    start: NaiveDate,
+    end: NaiveDate,
+) -> Result<Value, Error> {
+    let sql = scalar_sql(metric, f);
+    let binds = if metric == Metric::Refunds {
+        f.source.iter().cloned().collect()
+    } else {
+        filters(
+            f,
+            4,
+            matches!(
+                metric,
+                Metric::Units
+                    | Metric::ProductSales
+                    | Metric::TopProducts
+                    | Metric::TopProductsByUnits
+            ),
+        )
+        .1
+    };
+    let (a, b): (i64, i64) = with_tenant!(db, tenant, read, |tx| {
+        let mut q = sqlx::query_as(&sql)
+            .bind(tenant.as_str())
+            .bind(start)
+            .bind(end);
+        for v in &binds {
+            q = q.bind(v);
+        }
+        q.fetch_one(&mut *tx).await?
+    });
+    Ok(wrap(metric, a, b))
+}
+
+/// Per-day sums of an additive metric (`None` for metrics that do not add up across days).
+pub async fn by_day(
+    db: &Db,
+    tenant: &TenantId,
+    metric: Metric,
+    f: &Filter,
+    start: NaiveDate,
+    end: NaiveDate,
+) -> Result<Option<Vec<(NaiveDate, i64)>>, Error> {
+    let (expr, from, lines) = match metric {
+        Metric::Revenue => ("SUM(o.total_minor - o.refunded_minor)", "orders", false),
+        Metric::Orders => ("COUNT(*)", "orders", false),
+        Metric::Discounts => ("SUM(o.discounts_minor)", "orders", false),
+        Metric::Units => ("SUM(l.quantity)", "lines", true),
+        Metric::ProductSales => ("SUM(l.price_minor * l.quantity)", "lines", true),
+        Metric::Refunds if f.source.is_none() => ("SUM(r.amount_minor)", "refunds", false),
+        _ => return Ok(None),
+    };
+    let (fs, binds) = filters(f, 4, lines);
+    let sql = match from {
+        "orders" => format!(
+            "SELECT o.local_date, CAST({expr} AS BIGINT) FROM orders o WHERE o.tenant_id = $1 AND o.local_date BETWEEN $2 AND $3 \
+             AND o.counted{fs} GROUP BY o.local_date"
+        ),
+        "lines" => format!(
+            "SELECT l.local_date, CAST({expr} AS BIGINT) FROM order_lines l JOIN orders o ON o.tenant_id = l.tenant_id \
+             AND o.source = l.source AND o.external_id = l.order_external_id WHERE l.tenant_id = $1 \
+             AND l.local_date BETWEEN $2 AND $3 AND l.counted{fs} GROUP BY l.local_date"
+        ),
+        _ => "SELECT r.local_date, CAST(SUM(r.amount_minor) AS BIGINT) FROM refunds r WHERE r.tenant_id = $1 \
+              AND r.local_date BETWEEN $2 AND $3 AND NOT r.test GROUP BY r.local_date"
+            .to_string(),
+    };
+    let binds = if from == "refunds" { Vec::new() } else { binds };
+    let rows: Vec<(NaiveDate, i64)> = with_tenant!(db, tenant, read, |tx| {
+        let mut q = sqlx::query_as(&sql)
+            .bind(tenant.as_str())
+            .bind(start)
+            .bind(end);
+        for v in &binds {
+            q = q.bind(v);
+        }
+        q.fetch_all(&mut *tx).await?
+    });
+    Ok(Some(rows))
+}
+
+/// Ranked rows: (label, value) highest first, ties by label, at most `n`.
+pub async fn top(
+    db: &Db,
+    tenant: &TenantId,
+    metric: Metric,
+    f: &Filter,
+    start: NaiveDate,
+    end: NaiveDate,
+    n: usize,
+) -> Result<Vec<(String, i64)>, Error> {
+    let (sql, lines) = match metric {
+        Metric::TopCustomers => (
+            "SELECT COALESCE(MAX(o.customer_name), o.customer_key) AS label, CAST(SUM(o.total_minor - o.refunded_minor) AS BIGINT) AS v \
+             FROM orders o WHERE o.tenant_id = $1 AND o.local_date BETWEEN $2 AND $3 AND o.counted AND o.customer_key IS NOT NULL{f} \
+             GROUP BY o.customer_key ORDER BY v DESC, label ASC LIMIT {n}",
+            false,
+        ),
+        Metric::TopProducts | Metric::TopProductsByUnits => (
+            if metric == Metric::TopProducts {
+                "SELECT l.title AS label, CAST(SUM(l.price_minor * l.quantity) AS BIGINT) AS v FROM order_lines l \
+                 WHERE l.tenant_id = $1 AND l.local_date BETWEEN $2 AND $3 AND l.counted{f} GROUP BY l.title ORDER BY v DESC, label ASC LIMIT {n}"
+            } else {
+                "SELECT l.title AS label, CAST(SUM(l.quantity) AS BIGINT) AS v FROM order_lines l \
+                 WHERE l.tenant_id = $1 AND l.local_date BETWEEN $2 AND $3 AND l.counted{f} GROUP BY l.title ORDER BY v DESC, label ASC LIMIT {n}"
+            },
+            true,
+        ),
+        _ => return Ok(Vec::new()),
+    };
+    let (fs, binds) = filters(
+        &Filter {
+            product: None,
+            customer_key: None,
+            ..f.clone()
+        },
+        4,
+        lines,
+    );
+    let sql = sql.replace("{f}", &fs).replace("{n}", &n.to_string());
+    Ok(with_tenant!(db, tenant, read, |tx| {
+        let mut q = sqlx::query_as(&sql)
+            .bind(tenant.as_str())
+            .bind(start)
+            .bind(end);
+        for v in &binds {
+            q = q.bind(v);
+        }
+        q.fetch_all(&mut *tx).await?
+    }))
+}
+
+/// The first day with data of the tenant (for "all time").
+pub async fn first_day(db: &Db, tenant: &TenantId) -> Result<Option<NaiveDate>, Error> {
+    let row: (Option<NaiveDate>,) = with_tenant!(db, tenant, read, |tx| {
+        sqlx::query_as("SELECT MIN(local_date) FROM orders WHERE tenant_id = $1")
+            .bind(tenant.as_str())
+            .fetch_one(&mut *tx)
+            .await?
+    });
+    Ok(row.0)
+}
+
+/// Product titles the tenant sells (catalogue and order lines).
+pub async fn product_titles(db: &Db, tenant: &TenantId) -> Result<Vec<String>, Error> {
+    let rows: Vec<(String,)> = with_tenant!(db, tenant, read, |tx| {
+        sqlx::query_as("SELECT title FROM products WHERE tenant_id = $1 UNION SELECT DISTINCT title FROM order_lines WHERE tenant_id = $1")
+            .bind(tenant.as_str())
+            .fetch_all(&mut *tx)
+            .await?
+    });
+    Ok(rows.into_iter().map(|r| r.0).collect())
+}

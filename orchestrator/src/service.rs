@@ -1,0 +1,587 @@
+//! The gRPC implementation of `smb.orchestrator.v1.OrchestratorService`: cache → understand → plan →
+//! execute → answer, then the `user.query.submitted` event.
+
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use serde_json::{Value as Json, json};
+use sha2::{Digest, Sha256};
+use smb_core::bus::{DynBus, Envelope, topics};
+use smb_core::cache::{DynCache, keys};
+use smb_core::ids::{Currency, TenantId};
+use smb_core::store::Db;
+use smb_core::tenant::Caller;
+use smb_core::{Error, with_global};
+use smb_proto::orchestrator::v1 as pb;
+use smb_proto::orchestrator::v1::orchestrator_service_server::OrchestratorService;
+use tonic::{Request, Response, Status};
+
+use crate::answer::{count, definition, describe, label, money};
+use crate::metrics::{self, Filter, Value};
+use crate::nlu::{self, Conversation, Grain, Intent, Metric, Understanding, contains_phrase};
+use crate::period::{Kind, Period, add_months, month_start, quarter_start, week_start};
+
+pub const MAX_QUERY_CHARS: usize = 2000;
+
+pub struct OrchestratorServiceImpl {
+    db: Db,
+    cache: DynCache,
+    bus: DynBus,
+    cache_ttl: Duration,
+}
+
+struct Tenant {
+    tz: chrono_tz::Tz,
+    currency: Currency,
+}
+
+/// What one question produced.
+struct Answer {
+    answer: String,
+    intent: Intent,
+    module: &'static str,
+    result: Json,
+    plan: Vec<Json>,
+}
+
+fn intent_str(i: Intent) -> &'static str {
+    match i {
+        Intent::Metrics => "metrics",
+        Intent::Search => "search",
+        Intent::Action => "action",
+        Intent::Conversation => "conversation",
+    }
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+impl OrchestratorServiceImpl {
+    pub fn new(db: Db, cache: DynCache, bus: DynBus, cache_ttl: Duration) -> Self {
+        Self {
+            db,
+            cache,
+            bus,
+            cache_ttl,
+        }
+    }
+
+    async fn tenant(&self, id: &TenantId) -> Result<Tenant, Error> {
+        let row: Option<(String, String)> = with_global!(&self.db, read, |tx| {
+            sqlx::query_as("SELECT timezone, currency FROM tenants WHERE id = $1")
+                .bind(id.as_str())
+                .fetch_optional(&mut *tx)
+                .await?
+        });
+        let (tz, cur) =
+            row.ok_or_else(|| Error::unauthenticated("unknown tenant; log in again"))?;
+        Ok(Tenant {
+            tz: tz
+                .parse()
+                .map_err(|_| Error::internal("tenant zone", &tz))?,
+            currency: Currency::parse(&cur)
+                .unwrap_or_else(|_| Currency::parse("USD").expect("USD")),
+        })
+    }
+
+    /// Answers one question for `caller`.
+    pub async fn process(
+        &self,
+        caller: &Caller,
+        req: pb::ProcessRequest,
+    ) -> Result<pb::ProcessResponse, Error> {
+        let started = Instant::now();
+        let pb::ProcessRequest {
+            query,
+            as_of,
+            debug,
+        } = req;
+        let query: String = query
+            .chars()
+            .filter(|c| !c.is_control() || c.is_whitespace())
+            .collect();
+        if query.trim().is_empty() {
+            return Err(Error::invalid(
+                "query is empty; ask a question such as \"What was my revenue last month?\"",
+            ));
+        }
+        if query.chars().count() > MAX_QUERY_CHARS {
+            return Err(Error::invalid(format!(
+                "query is too long; keep it under {MAX_QUERY_CHARS} characters"
+            )));
+        }
+        let now: DateTime<Utc> = if as_of.trim().is_empty() {
+            Utc::now()
+        } else {
+            DateTime::parse_from_rfc3339(as_of.trim())
+                .map_err(|_| {
+                    Error::invalid("as_of must be an RFC 3339 time, e.g. 2025-06-15T14:00:00-04:00")
+                })?
+                .with_timezone(&Utc)
+        };
+        let tenant = self.tenant(&caller.tenant).await?;
+        let today = now.with_timezone(&tenant.tz).date_naive();
+        let u = nlu::understand(&query, today);
+
+        let version = self
+            .cache
+            .get(&keys::data_version(&caller.tenant))
+            .await?
+            .unwrap_or_default();
+        let hash = hex::encode(Sha256::digest(format!(
+            "{}|{today}|{version}|{debug}",
+            u.normalized
+        )));
+        let cache_key = keys::query(&caller.tenant, &hash);
+        let cached = self.cache.get(&cache_key).await?.and_then(|s| {
+            let bytes = base64::engine::general_purpose::STANDARD.decode(s).ok()?;
+            <pb::ProcessResponse as prost::Message>::decode(bytes.as_slice()).ok()
+        });
+        let mut resp = match cached {
+            Some(r) => r,
+            None => {
+                let a = self.answer(&caller.tenant, &tenant, &u, today).await?;
+                tracing::debug!(plan = %Json::Array(a.plan.clone()), "plan executed");
+                let r = pb::ProcessResponse {
+                    answer: a.answer,
+                    intent: intent_str(a.intent).into(),
+                    module: a.module.into(),
+                    result_json: a.result.to_string(),
+                    response_time_ms: 0,
+                    plan_json: if debug {
+                        Json::Array(a.plan).to_string()
+                    } else {
+                        String::new()
+                    },
+                };
+                let encoded = base64::engine::general_purpose::STANDARD
+                    .encode(prost::Message::encode_to_vec(&r));
+                self.cache.set(&cache_key, &encoded, self.cache_ttl).await?;
+                r
+            }
+        };
+        resp.response_time_ms = started.elapsed().as_millis() as i64;
+        let event = Envelope::new(
+            "user.query.submitted",
+            &caller.tenant,
+            Some(caller.user.to_string()),
+            json!({"query": query, "intent": resp.intent, "module": resp.module, "response_time_ms": resp.response_time_ms}),
+        );
+        if let Err(e) = self
+            .bus
+            .publish(&[event.to_message(topics::QUERY_SUBMITTED)])
+            .await
+        {
+            tracing::warn!(error = %e, "query event not published");
+        }
+        Ok(resp)
+    }
+
+    async fn answer(
+        &self,
+        tenant_id: &TenantId,
+        t: &Tenant,
+        u: &Understanding,
+        today: NaiveDate,
+    ) -> Result<Answer, Error> {
+        let conv = |answer: String| Answer {
+            answer,
+            intent: Intent::Conversation,
+            module: "assistant",
+            result: json!({}),
+            plan: vec![],
+        };
+        match u.intent {
+            Intent::Conversation => {
+                return Ok(conv(match u.conversation {
+                    Some(Conversation::Greeting) => "Hello! Ask me about your business — for example \"What was my revenue last month?\" or \"Who were my top 5 customers this year?\"".into(),
+                    Some(Conversation::Thanks) => "You're welcome! Ask me anything else about your sales, orders or customers.".into(),
+                    Some(Conversation::Capabilities) => "I answer questions about your connected Shopify and Stripe data with exact numbers: revenue, orders, average order value, customers (new and returning), refunds, discounts, units sold, failed payments, product sales and top customers or products — for any period (\"last month\", \"Q2 2024\", \"from May 3 to May 9\", \"since March 1\"), broken down by day, week, month or quarter, or compared with the previous period. Every answer states the definition, period and time zone it used.".into(),
+                    Some(Conversation::Unintelligible) => "I couldn't find a question in that. Try something like \"How many orders did I get this week?\"".into(),
+                    _ => "I can only answer questions about your business's own data — sales, orders, customers, refunds and products. Try \"What was my revenue last month?\"".into(),
+                }));
+            }
+            Intent::Search => {
+                return Ok(Answer {
+                    answer: "Searching orders and customers by what they say isn't available yet. I can answer questions with numbers in the meantime, like \"How many orders did I get last week?\"".into(),
+                    intent: Intent::Search,
+                    module: "mini-foundry",
+                    result: json!({}),
+                    plan: vec![],
+                });
+            }
+            Intent::Action => {
+                return Ok(Answer {
+                    answer: format!(
+                        "Taking actions ({}) isn't available yet, so nothing was done. I can answer questions about your numbers in the meantime.",
+                        u.action.unwrap_or("action").replace('_', " ")
+                    ),
+                    intent: Intent::Action,
+                    module: "ops-copilot",
+                    result: json!({}),
+                    plan: vec![],
+                });
+            }
+            Intent::Metrics => {}
+        }
+        let mut metric = u.metric.unwrap_or(Metric::Revenue);
+        let mut plan = vec![
+            json!({"step": "understand", "metric": metric.name(), "periods": u.periods.iter().map(|p| json!({"start": p.start.to_string(), "end": p.end.to_string()})).collect::<Vec<_>>(), "grain": u.grain, "top_n": u.top_n, "compare": u.compare, "source": u.source}),
+        ];
+        let mut filter = Filter {
+            source: u.source.map(str::to_string),
+            ..Filter::default()
+        };
+        if let Some(email) = &u.customer_email {
+            filter.customer_key = Some(email.clone());
+        }
+        // Product named in the question?
+        if !matches!(
+            metric,
+            Metric::TopProducts | Metric::TopProductsByUnits | Metric::TopCustomers
+        ) {
+            let titles = metrics::product_titles(&self.db, tenant_id).await?;
+            if let Some(title) = match_product(&u.normalized, &titles) {
+                metric = match metric {
+                    Metric::Units | Metric::Orders => Metric::Units,
+                    _ if contains_phrase(&u.normalized, "how many") => Metric::Units,
+                    _ => Metric::ProductSales,
+                };
+                plan.push(json!({"step": "resolve_product", "product": title}));
+                filter.product = Some(title);
+            }
+        }
+        let mut period = u.periods[0];
+        if period.kind == Kind::AllTime {
+            let first = metrics::first_day(&self.db, tenant_id)
+                .await?
+                .unwrap_or(today);
+            period.start = first.min(today);
+        }
+        let tzname = t.tz.name();
+        let sym = t.currency.symbol();
+        let exp = t.currency.exponent();
+        let fmt = |v: Value| -> String {
+            match v {
+                Value::Money(m) => money(m, &sym, exp),
+                Value::Count(c) => count(c),
+                Value::Ratio(_, 0) => money(0, &sym, exp),
+                Value::Ratio(n, d) => money((n as f64 / d as f64).round() as i64, &sym, exp),
+            }
+        };
+        let period_json =
+            |p: &Period| json!({"start": p.start.to_string(), "end": p.end.to_string()});
+        let mut result = json!({"metric": metric.name(), "period": period_json(&period), "timezone": tzname, "definition": definition(metric)});
+        if let Some(p) = &filter.product {
+            result["product"] = json!(p);
+        }
+        if let Some(s) = &filter.source {
+            result["source"] = json!(s);
+        }
+        if u.future || period.start > today {
+            return Ok(Answer {
+                answer: format!(
+                    "{} hasn't happened yet (today is {} in {tzname}), so there is nothing to report.",
+                    describe(&period),
+                    today.format("%B %-d, %Y")
+                ),
+                intent: Intent::Metrics,
+                module: "mini-foundry",
+                result,
+                plan,
+            });
+        }
+        let words = describe(&period);
+        let answer;
+        if matches!(
+            metric,
+            Metric::TopCustomers | Metric::TopProducts | Metric::TopProductsByUnits
+        ) {
+            let n = u.top_n.unwrap_or(5);
+            plan.push(json!({"step": "fetch", "query": "top", "n": n}));
+            let rows = metrics::top(
+                &self.db,
+                tenant_id,
+                metric,
+                &filter,
+                period.start,
+                period.end,
+                n,
+            )
+            .await?;
+            let as_value = |v: i64| {
+                if metric == Metric::TopProductsByUnits {
+                    Value::Count(v)
+                } else {
+                    Value::Money(v)
+                }
+            };
+            result["rows"] = Json::Array(
+                rows.iter()
+                    .map(|(l, v)| json!({"label": l, "value": round2(as_value(*v).to_f64(exp))}))
+                    .collect(),
+            );
+            let list = rows
+                .iter()
+                .enumerate()
+                .map(|(i, (l, v))| format!("{}. {l} ({})", i + 1, fmt(as_value(*v))))
+                .collect::<Vec<_>>()
+                .join("; ");
+            answer = if rows.is_empty() {
+                format!(
+                    "{} for {words} ({tzname}): no sales in that period.",
+                    label(metric)
+                )
+            } else {
+                format!(
+                    "{} for {words} ({tzname}), {}: {list}.",
+                    label(metric),
+                    definition(metric)
+                )
+            };
+        } else if let Some(grain) = u.grain {
+            plan.push(json!({"step": "fetch", "query": "breakdown", "grain": grain}));
+            let buckets = buckets(&period, grain);
+            let mut rows = Vec::new();
+            let daily = metrics::by_day(
+                &self.db,
+                tenant_id,
+                metric,
+                &filter,
+                period.start,
+                period.end,
+            )
+            .await?;
+            for (label_day, s, e) in &buckets {
+                let v = match &daily {
+                    Some(days) => {
+                        let sum: i64 = days
+                            .iter()
+                            .filter(|(d, _)| d >= s && d <= e)
+                            .map(|(_, v)| v)
+                            .sum();
+                        if metric.is_money() {
+                            Value::Money(sum)
+                        } else {
+                            Value::Count(sum)
+                        }
+                    }
+                    None => metrics::scalar(&self.db, tenant_id, metric, &filter, *s, *e).await?,
+                };
+                rows.push((label_day.to_string(), v));
+            }
+            plan.push(json!({"step": "aggregate", "buckets": rows.len()}));
+            result["grain"] = json!(grain);
+            result["rows"] = Json::Array(
+                rows.iter()
+                    .map(|(l, v)| json!({"label": l, "value": round2(v.to_f64(exp))}))
+                    .collect(),
+            );
+            let list = rows
+                .iter()
+                .map(|(l, v)| format!("{l}: {}", fmt(*v)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            answer = format!(
+                "{} by {} for {words} ({tzname}) — {}: {list}.",
+                label(metric),
+                grain_word(grain),
+                definition(metric)
+            );
+        } else {
+            plan.push(json!({"step": "fetch", "query": "scalar"}));
+            let v = metrics::scalar(
+                &self.db,
+                tenant_id,
+                metric,
+                &filter,
+                period.start,
+                period.end,
+            )
+            .await?;
+            result["value"] = json!(round2(v.to_f64(exp)));
+            let subject = match &filter.product {
+                Some(p) if metric == Metric::Units => format!("Units of {p} sold"),
+                Some(p) => format!("Sales of {p}"),
+                None => label(metric).to_string(),
+            };
+            let mut text = format!(
+                "{subject} — {} — {} {} in {words} ({tzname})",
+                definition(metric),
+                "was",
+                fmt(v)
+            );
+            if u.default_period {
+                text = format!(
+                    "{subject} — {} — was {} over the last 30 days ({words}, {tzname})",
+                    definition(metric),
+                    fmt(v)
+                );
+            }
+            if u.compare || u.periods.len() > 1 {
+                let prev = if u.periods.len() > 1 {
+                    u.periods[1]
+                } else {
+                    period.previous()
+                };
+                let pv =
+                    metrics::scalar(&self.db, tenant_id, metric, &filter, prev.start, prev.end)
+                        .await?;
+                plan.push(
+                    json!({"step": "fetch", "query": "previous", "period": period_json(&prev)}),
+                );
+                let (cur, before) = (v.to_f64(exp), pv.to_f64(exp));
+                let change =
+                    (before != 0.0).then(|| ((cur - before) / before * 1000.0).round() / 10.0);
+                result["previous"] = json!({"period": period_json(&prev), "value": round2(before)});
+                result["change_pct"] = json!(change);
+                let delta = match change {
+                    Some(c) if c > 0.0 => {
+                        format!("up {c:.1}% on {} ({})", describe(&prev), fmt(pv))
+                    }
+                    Some(c) if c < 0.0 => {
+                        format!("down {:.1}% on {} ({})", -c, describe(&prev), fmt(pv))
+                    }
+                    Some(_) => format!("unchanged from {} ({})", describe(&prev), fmt(pv)),
+                    None => format!(
+                        "against {} in {} (no change can be computed from zero)",
+                        fmt(pv),
+                        describe(&prev)
+                    ),
+                };
+                text = format!("{text}, {delta}");
+            }
+            answer = format!("{text}.");
+        }
+        plan.push(json!({"step": "compose_answer"}));
+        Ok(Answer {
+            answer,
+            intent: Intent::Metrics,
+            module: "mini-foundry",
+            result,
+            plan,
+        })
+    }
+}
+
+fn grain_word(g: Grain) -> &'static str {
+    match g {
+        Grain::Day => "day",
+        Grain::Week => "week",
+        Grain::Month => "month",
+        Grain::Quarter => "quarter",
+    }
+}
+
+/// Buckets over the period: (label = bucket's first date, clipped start, clipped end), empty ones included.
+pub fn buckets(p: &Period, g: Grain) -> Vec<(NaiveDate, NaiveDate, NaiveDate)> {
+    let mut out = Vec::new();
+    let first = match g {
+        Grain::Day => p.start,
+        Grain::Week => week_start(p.start),
+        Grain::Month => month_start(p.start),
+        Grain::Quarter => quarter_start(p.start),
+    };
+    let mut s = first;
+    while s <= p.end && out.len() < 1000 {
+        let next = match g {
+            Grain::Day => s + chrono::Duration::days(1),
+            Grain::Week => s + chrono::Duration::days(7),
+            Grain::Month => add_months(s, 1),
+            Grain::Quarter => add_months(s, 3),
+        };
+        out.push((
+            s,
+            s.max(p.start),
+            (next - chrono::Duration::days(1)).min(p.end),
+        ));
+        s = next;
+    }
+    let _ = p.start.year();
+    out
+}
+
+/// The product a question names: the title whose distinctive words all appear (sizes like "12oz" are
+/// optional), preferring the title that matches most words; `None` when none or a tie.
+pub fn match_product(text: &str, titles: &[String]) -> Option<String> {
+    let mut best: Option<(usize, &String)> = None;
+    let mut tie = false;
+    for t in titles {
+        let norm = nlu::normalize(t);
+        let words: Vec<&str> = norm
+            .split_whitespace()
+            .filter(|w| !w.chars().any(|c| c.is_ascii_digit()) && w.len() > 2)
+            .collect();
+        if words.is_empty() || !words.iter().all(|w| contains_phrase(text, w)) {
+            continue;
+        }
+        match best {
+            Some((n, _)) if n > words.len() => {}
+            Some((n, _)) if n == words.len() => tie = true,
+            _ => {
+                best = Some((words.len(), t));
+                tie = false;
+            }
+        }
+    }
+    if tie {
+        None
+    } else {
+        best.map(|(_, t)| t.clone())
+    }
+}
+
+#[tonic::async_trait]
+impl OrchestratorService for OrchestratorServiceImpl {
+    async fn process(
+        &self,
+        req: Request<pb::ProcessRequest>,
+    ) -> Result<Response<pb::ProcessResponse>, Status> {
+        let caller = Caller::from_metadata(req.metadata())?;
+        Ok(Response::new(
+            OrchestratorServiceImpl::process(self, &caller, req.into_inner()).await?,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn products_match_by_distinctive_words() {
+        let titles: Vec<String> = [
+            "House Espresso Blend 12oz",
+            "Conical Burr Grinder",
+            "Hand Grinder",
+            "Gift Card $50",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(
+            match_product("how many house espresso blend did i sell", &titles).as_deref(),
+            Some("House Espresso Blend 12oz")
+        );
+        assert_eq!(
+            match_product("revenue from conical burr grinder this year", &titles).as_deref(),
+            Some("Conical Burr Grinder")
+        );
+        assert_eq!(match_product("revenue last month", &titles), None);
+    }
+
+    #[test]
+    fn week_buckets_start_on_monday_and_clip() {
+        let p = Period::new(
+            "2025-05-01".parse().unwrap(),
+            "2025-05-31".parse().unwrap(),
+            Kind::Month,
+        );
+        let b = buckets(&p, Grain::Week);
+        assert_eq!(b.len(), 5);
+        assert_eq!(b[0].0.to_string(), "2025-04-28");
+        assert_eq!(b[0].1.to_string(), "2025-05-01");
+    }
+}

@@ -1,0 +1,305 @@
+//! Wiring: builds the services on the configured adapters and runs them, together (`up`) or one at a time
+//! (`serve`). `main` stays thin; this is the one place that knows which adapter each port gets.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use secrecy::ExposeSecret;
+use smb_auth::{AuthServiceImpl, KeyRing};
+use smb_connectors::ConnectorsServiceImpl;
+use smb_connectors::http::SourceClient;
+use smb_connectors::scheduler::Scheduler;
+use smb_connectors::sync::SyncEngine;
+use smb_core::bus::{DynBus, StoreBus};
+use smb_core::cache::{self, DynCache};
+use smb_core::config::Config;
+use smb_core::crypto::Sealer;
+use smb_core::store::Db;
+use smb_gateway::server::ReadyCheck;
+use smb_gateway::{Gateway, Services};
+use smb_orchestrator::OrchestratorServiceImpl;
+use smb_proto::auth::v1::auth_service_server::AuthServiceServer;
+use smb_proto::connectors::v1::connectors_service_server::ConnectorsServiceServer;
+use smb_proto::orchestrator::v1::orchestrator_service_server::OrchestratorServiceServer;
+use smb_workers::Worker;
+use tokio::sync::Notify;
+
+fn load_config() -> anyhow::Result<Config> {
+    let env = Config::process_env();
+    let file = env.get("SMB_CONFIG").map(PathBuf::from);
+    Config::load(file.as_deref(), &env)
+        .map_err(|errs| anyhow::anyhow!("invalid configuration:\n  {}", errs.join("\n  ")))
+}
+
+/// The encryption key for credentials: configured, or generated once in the data directory.
+fn sealer(cfg: &Config, data_dir: &Path) -> anyhow::Result<Sealer> {
+    if let Some(k) = &cfg.connectors.encryption_key {
+        return Sealer::from_base64(k.expose_secret())
+            .map_err(|e| anyhow::anyhow!("connectors.encryption_key: {e}"));
+    }
+    let path = data_dir.join("secret.key");
+    if !path.exists() {
+        std::fs::create_dir_all(data_dir)?;
+        std::fs::write(&path, Sealer::generate_key())?;
+        #[cfg(unix)]
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    }
+    Sealer::from_base64(&std::fs::read_to_string(&path)?)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+/// Everything one process holds.
+pub struct Platform {
+    pub db: Db,
+    pub cache: DynCache,
+    pub auth: Arc<AuthServiceImpl>,
+    pub orchestrator: Arc<OrchestratorServiceImpl>,
+    pub connectors: Arc<ConnectorsServiceImpl>,
+    pub engine: SyncEngine,
+    pub wake: Arc<Notify>,
+    pub worker: Worker,
+}
+
+impl Platform {
+    pub async fn build(cfg: &Config) -> anyhow::Result<Self> {
+        let data_dir = &cfg.server.data_dir;
+        let db = Db::connect(&cfg.database, data_dir)
+            .await
+            .context("database")?;
+        let cache = cache::connect(cfg.cache.url.expose_secret(), &cfg.cache.key_prefix)
+            .await
+            .context("cache")?;
+        let bus: DynBus = Arc::new(StoreBus::new(db.clone()));
+        let keys = if cfg.auth.signing_keys.is_empty() {
+            KeyRing::load_or_create(&data_dir.join("keys"))?
+        } else {
+            KeyRing::from_config(&cfg.auth.signing_keys)?
+        };
+        let sealer = sealer(cfg, data_dir)?;
+        let client = SourceClient::new(
+            Duration::from_secs(cfg.connectors.request_timeout_secs),
+            cfg.connectors.max_retries,
+        );
+        let wake = Arc::new(Notify::new());
+        let engine = SyncEngine {
+            db: db.clone(),
+            bus: bus.clone(),
+            sealer: sealer.clone(),
+            client: client.clone(),
+            owner: format!("{}-{}", std::process::id(), uuid_like()),
+            lease: Duration::from_secs(cfg.connectors.lease_secs),
+        };
+        Ok(Self {
+            auth: Arc::new(AuthServiceImpl::new(
+                db.clone(),
+                cache.clone(),
+                Arc::new(keys),
+                cfg.auth.clone(),
+            )),
+            orchestrator: Arc::new(OrchestratorServiceImpl::new(
+                db.clone(),
+                cache.clone(),
+                bus.clone(),
+                Duration::from_secs(cfg.orchestrator.cache_ttl_secs),
+            )),
+            connectors: Arc::new(ConnectorsServiceImpl::new(
+                db.clone(),
+                sealer,
+                client,
+                wake.clone(),
+            )),
+            worker: Worker::new(
+                db.clone(),
+                bus.clone(),
+                cache.clone(),
+                cfg.connectors.sync_interval_secs,
+            ),
+            engine,
+            wake,
+            db,
+            cache,
+        })
+    }
+
+    fn readiness(&self) -> Vec<(String, ReadyCheck)> {
+        let db = self.db.clone();
+        let cache = self.cache.clone();
+        vec![
+            (
+                "database".into(),
+                Arc::new(move || {
+                    let db = db.clone();
+                    Box::pin(async move { db.ping().await })
+                        as futures::future::BoxFuture<'static, bool>
+                }) as ReadyCheck,
+            ),
+            (
+                "cache".into(),
+                Arc::new(move || {
+                    let cache = cache.clone();
+                    Box::pin(async move { cache.ping().await })
+                        as futures::future::BoxFuture<'static, bool>
+                }) as ReadyCheck,
+            ),
+        ]
+    }
+
+    /// Starts the background loops (workers, scheduler); they stop when `shutdown` is notified.
+    pub fn spawn_background(
+        &self,
+        shutdown: &Arc<Notify>,
+        scheduler: bool,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut tasks = vec![tokio::spawn(self.worker.clone().run(shutdown.clone()))];
+        if scheduler {
+            let s = Scheduler::new(
+                self.engine.clone(),
+                self.wake.clone(),
+                Duration::from_secs(5),
+            );
+            tasks.push(tokio::spawn(s.run(shutdown.clone())));
+        }
+        tasks
+    }
+
+    pub async fn gateway(&self, cfg: &Config) -> anyhow::Result<Gateway> {
+        let services = Services {
+            auth: self.auth.clone(),
+            orchestrator: self.orchestrator.clone(),
+            connectors: self.connectors.clone(),
+        };
+        Ok(Gateway::new(services, self.cache.clone(), cfg, self.readiness()).await?)
+    }
+}
+
+fn uuid_like() -> String {
+    smb_core::crypto::random_token(6)
+}
+
+async fn shutdown_signal(notify: Arc<Notify>) {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+    notify.notify_waiters();
+}
+
+/// `smb up`: every service in one process.
+pub async fn up(addr: String, data_dir: PathBuf) -> anyhow::Result<()> {
+    smb_core::telemetry::init();
+    let mut cfg = load_config()?;
+    cfg.server.addr = addr;
+    cfg.server.data_dir = data_dir;
+    let platform = Platform::build(&cfg).await?;
+    let listener = tokio::net::TcpListener::bind(&cfg.server.addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", cfg.server.addr))?;
+    let local = listener.local_addr()?;
+    let shutdown = Arc::new(Notify::new());
+    let tasks = platform.spawn_background(&shutdown, cfg.connectors.scheduler_enabled);
+    let gateway = platform.gateway(&cfg).await?;
+    // Printed for humans and for tests that start on port 0.
+    println!("smb listening on http://{local}");
+    tracing::info!(addr = %local, data_dir = %cfg.server.data_dir.display(), "smb up");
+    let stop = shutdown.clone();
+    let signal = tokio::spawn(shutdown_signal(shutdown.clone()));
+    gateway
+        .serve(listener, async move { stop.notified().await })
+        .await?;
+    signal.abort();
+    shutdown.notify_waiters();
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
+    platform.db.close().await;
+    Ok(())
+}
+
+/// `smb serve <service>`: one service of the split deployment.
+pub async fn serve(service: &str) -> anyhow::Result<()> {
+    smb_core::telemetry::init();
+    let cfg = load_config()?;
+    let shutdown = Arc::new(Notify::new());
+    tokio::spawn(shutdown_signal(shutdown.clone()));
+    let addr: std::net::SocketAddr = cfg.server.addr.parse().context("server.addr")?;
+    if service == "gateway" {
+        use smb_gateway::remote::{RemoteAuth, RemoteConnectors, RemoteOrchestrator};
+        let services = Services {
+            auth: Arc::new(RemoteAuth::connect_lazy(&cfg.services.auth_url)?),
+            orchestrator: Arc::new(RemoteOrchestrator::connect_lazy(
+                &cfg.services.orchestrator_url,
+            )?),
+            connectors: Arc::new(RemoteConnectors::connect_lazy(
+                &cfg.services.connectors_url,
+            )?),
+        };
+        let cache = cache::connect(cfg.cache.url.expose_secret(), &cfg.cache.key_prefix).await?;
+        let gateway = Gateway::new(services, cache, &cfg, Vec::new()).await?;
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let stop = shutdown.clone();
+        gateway
+            .serve(listener, async move { stop.notified().await })
+            .await?;
+        return Ok(());
+    }
+    let platform = Platform::build(&cfg).await?;
+    if service == "workers" {
+        let tasks = platform.spawn_background(&shutdown, cfg.connectors.scheduler_enabled);
+        for t in tasks {
+            let _ = t.await;
+        }
+        return Ok(());
+    }
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(smb_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let router = tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(reflection);
+    let router = match service {
+        "auth" => {
+            reporter
+                .set_serving::<AuthServiceServer<AuthServiceImpl>>()
+                .await;
+            router.add_service(AuthServiceServer::from_arc(platform.auth.clone()))
+        }
+        "orchestrator" => {
+            reporter
+                .set_serving::<OrchestratorServiceServer<OrchestratorServiceImpl>>()
+                .await;
+            router.add_service(OrchestratorServiceServer::from_arc(
+                platform.orchestrator.clone(),
+            ))
+        }
+        _ => {
+            reporter
+                .set_serving::<ConnectorsServiceServer<ConnectorsServiceImpl>>()
+                .await;
+            router.add_service(ConnectorsServiceServer::from_arc(
+                platform.connectors.clone(),
+            ))
+        }
+    };
+    tracing::info!(%addr, service, "serving");
+    router
+        .serve_with_shutdown(addr, async move { shutdown.notified().await })
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,404 @@
+//! Loading canonical rows, one transaction per page together with the sync run's counters. SQLite: prepared
+//! statements row by row inside the transaction (no round trips in-process). PostgreSQL: set-based
+//! `INSERT … SELECT FROM UNNEST(…)`, one statement per table per page.
+//!
+//! Upserts only replace a row when the incoming version is at least as new (`updated_at`); an order that is
+//! replaced gets its lines and refunds replaced with it.
+
+use smb_core::Error;
+use smb_core::ids::TenantId;
+use smb_core::store::{Db, set_tenant};
+
+use crate::transform::{Batch, OrderBundle};
+
+const ORDER_COLS: &str = "tenant_id, source, external_id, name, customer_key, customer_ref, customer_email, customer_name, \
+    created_at, updated_at, local_date, status, counted, test, total_minor, refunded_minor, discounts_minor, currency, note, raw";
+const ORDER_UPDATE: &str = "name = excluded.name, customer_key = excluded.customer_key, customer_ref = excluded.customer_ref, \
+    customer_email = excluded.customer_email, customer_name = excluded.customer_name, created_at = excluded.created_at, \
+    updated_at = excluded.updated_at, local_date = excluded.local_date, status = excluded.status, counted = excluded.counted, \
+    test = excluded.test, total_minor = excluded.total_minor, refunded_minor = excluded.refunded_minor, \
+    discounts_minor = excluded.discounts_minor, currency = excluded.currency, note = excluded.note, raw = excluded.raw";
+const LINE_COLS: &str = "tenant_id, source, external_id, order_external_id, product_ref, title, quantity, price_minor, local_date, counted";
+const LINE_UPDATE: &str = "order_external_id = excluded.order_external_id, product_ref = excluded.product_ref, title = excluded.title, \
+    quantity = excluded.quantity, price_minor = excluded.price_minor, local_date = excluded.local_date, counted = excluded.counted";
+const REFUND_COLS: &str = "tenant_id, source, external_id, order_external_id, created_at, local_date, amount_minor, test, raw";
+const REFUND_UPDATE: &str = "order_external_id = excluded.order_external_id, created_at = excluded.created_at, \
+    local_date = excluded.local_date, amount_minor = excluded.amount_minor, test = excluded.test, raw = excluded.raw";
+const CUSTOMER_COLS: &str =
+    "tenant_id, source, external_id, email, name, customer_key, created_at, updated_at, raw";
+const CUSTOMER_UPDATE: &str = "email = excluded.email, name = excluded.name, customer_key = excluded.customer_key, \
+    created_at = excluded.created_at, updated_at = excluded.updated_at, raw = excluded.raw";
+const PRODUCT_COLS: &str = "tenant_id, source, external_id, title, updated_at, raw";
+const PRODUCT_UPDATE: &str =
+    "title = excluded.title, updated_at = excluded.updated_at, raw = excluded.raw";
+
+fn placeholders(n: usize) -> String {
+    (1..=n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The run bookkeeping that goes into the same transaction as the rows.
+pub struct RunProgress<'a> {
+    pub sync_id: &'a str,
+    /// The bus offset of the page; a page at or below the run's last applied offset is a redelivery.
+    pub offset: i64,
+    pub rejections: &'a [String],
+}
+
+/// Applies a page: rows and run counters in one transaction. `Ok(false)` for a redelivered page.
+pub async fn apply_page(
+    db: &Db,
+    tenant: &TenantId,
+    batch: &Batch,
+    run: &RunProgress<'_>,
+) -> Result<bool, Error> {
+    let t = tenant.as_str();
+    // The same bookkeeping around each dialect's loader.
+    macro_rules! apply {
+        ($tx:ident, $loader:ident) => {{
+            let row: Option<(Option<i64>, String)> =
+                sqlx::query_as("SELECT last_offset, rejections FROM sync_runs WHERE tenant_id = $1 AND id = $2")
+                    .bind(t)
+                    .bind(run.sync_id)
+                    .fetch_optional(&mut *$tx)
+                    .await?;
+            let (last, rejections) = row.unwrap_or((None, "[]".into()));
+            if last.is_some_and(|l| l >= run.offset) {
+                false
+            } else {
+                $loader(&mut $tx, t, batch).await?;
+                let mut all: Vec<String> = serde_json::from_str(&rejections).unwrap_or_default();
+                all.extend(run.rejections.iter().take(200usize.saturating_sub(all.len())).cloned());
+                sqlx::query(
+                    "UPDATE sync_runs SET records_synced = records_synced + $3, records_failed = records_failed + $4, \
+                     rejections = $5, last_offset = $6 WHERE tenant_id = $1 AND id = $2",
+                )
+                .bind(t)
+                .bind(run.sync_id)
+                .bind(batch.accepted() as i64)
+                .bind(run.rejections.len() as i64)
+                .bind(serde_json::to_string(&all).unwrap_or_else(|_| "[]".into()))
+                .bind(run.offset)
+                .execute(&mut *$tx)
+                .await?;
+                true
+            }
+        }};
+    }
+    Ok(match db {
+        Db::Sqlite(pool) => {
+            let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+            let applied = apply!(tx, sqlite_load);
+            tx.commit().await?;
+            applied
+        }
+        Db::Postgres(pool) => {
+            let mut tx = pool.begin().await?;
+            set_tenant(&mut tx, tenant).await?;
+            let applied = apply!(tx, postgres_load);
+            tx.commit().await?;
+            applied
+        }
+    })
+}
+
+/// Loads a batch outside of any sync run (benchmarks, tests): one transaction.
+pub async fn load_batch(db: &Db, tenant: &TenantId, batch: &Batch) -> Result<(), Error> {
+    let t = tenant.as_str();
+    match db {
+        Db::Sqlite(pool) => {
+            let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+            sqlite_load(&mut tx, t, batch).await?;
+            tx.commit().await?;
+        }
+        Db::Postgres(pool) => {
+            let mut tx = pool.begin().await?;
+            set_tenant(&mut tx, tenant).await?;
+            postgres_load(&mut tx, t, batch).await?;
+            tx.commit().await?;
+        }
+    }
+    Ok(())
+}
+
+async fn sqlite_load(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    t: &str,
+    b: &Batch,
+) -> Result<(), sqlx::Error> {
+    let order_sql = format!(
+        "INSERT INTO orders ({ORDER_COLS}) VALUES ({}) ON CONFLICT (tenant_id, source, external_id) DO UPDATE SET {ORDER_UPDATE} \
+         WHERE excluded.updated_at >= orders.updated_at",
+        placeholders(20)
+    );
+    let line_sql = format!(
+        "INSERT INTO order_lines ({LINE_COLS}) VALUES ({}) ON CONFLICT (tenant_id, source, external_id) DO UPDATE SET {LINE_UPDATE}",
+        placeholders(10)
+    );
+    let refund_sql = format!(
+        "INSERT INTO refunds ({REFUND_COLS}) VALUES ({}) ON CONFLICT (tenant_id, source, external_id) DO UPDATE SET {REFUND_UPDATE}",
+        placeholders(9)
+    );
+    for OrderBundle {
+        order: o,
+        lines,
+        refunds,
+    } in &b.orders
+    {
+        let applied = sqlx::query(&order_sql)
+            .bind(t)
+            .bind(&o.source)
+            .bind(&o.external_id)
+            .bind(&o.name)
+            .bind(&o.customer_key)
+            .bind(&o.customer_ref)
+            .bind(&o.customer_email)
+            .bind(&o.customer_name)
+            .bind(o.created_at)
+            .bind(o.updated_at)
+            .bind(o.local_date)
+            .bind(&o.status)
+            .bind(o.counted)
+            .bind(o.test)
+            .bind(o.total_minor)
+            .bind(o.refunded_minor)
+            .bind(o.discounts_minor)
+            .bind(&o.currency)
+            .bind(&o.note)
+            .bind(&o.raw)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+        if applied == 0 {
+            continue; // an older version than the stored one
+        }
+        for table in ["order_lines", "refunds"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = $1 AND source = $2 AND order_external_id = $3"))
+                .bind(t)
+                .bind(&o.source)
+                .bind(&o.external_id)
+                .execute(&mut **tx)
+                .await?;
+        }
+        for l in lines {
+            sqlx::query(&line_sql)
+                .bind(t)
+                .bind(&l.source)
+                .bind(&l.external_id)
+                .bind(&l.order_external_id)
+                .bind(&l.product_ref)
+                .bind(&l.title)
+                .bind(l.quantity)
+                .bind(l.price_minor)
+                .bind(l.local_date)
+                .bind(l.counted)
+                .execute(&mut **tx)
+                .await?;
+        }
+        for r in refunds {
+            sqlx::query(&refund_sql)
+                .bind(t)
+                .bind(&r.source)
+                .bind(&r.external_id)
+                .bind(&r.order_external_id)
+                .bind(r.created_at)
+                .bind(r.local_date)
+                .bind(r.amount_minor)
+                .bind(r.test)
+                .bind(&r.raw)
+                .execute(&mut **tx)
+                .await?;
+        }
+    }
+    let customer_sql = format!(
+        "INSERT INTO customers ({CUSTOMER_COLS}) VALUES ({}) ON CONFLICT (tenant_id, source, external_id) DO UPDATE SET {CUSTOMER_UPDATE} \
+         WHERE excluded.updated_at >= customers.updated_at",
+        placeholders(9)
+    );
+    for c in &b.customers {
+        sqlx::query(&customer_sql)
+            .bind(t)
+            .bind(&c.source)
+            .bind(&c.external_id)
+            .bind(&c.email)
+            .bind(&c.name)
+            .bind(&c.customer_key)
+            .bind(c.created_at)
+            .bind(c.updated_at)
+            .bind(&c.raw)
+            .execute(&mut **tx)
+            .await?;
+    }
+    let product_sql = format!(
+        "INSERT INTO products ({PRODUCT_COLS}) VALUES ({}) ON CONFLICT (tenant_id, source, external_id) DO UPDATE SET {PRODUCT_UPDATE} \
+         WHERE excluded.updated_at >= products.updated_at",
+        placeholders(6)
+    );
+    for p in &b.products {
+        sqlx::query(&product_sql)
+            .bind(t)
+            .bind(&p.source)
+            .bind(&p.external_id)
+            .bind(&p.title)
+            .bind(p.updated_at)
+            .bind(&p.raw)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+async fn postgres_load(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    t: &str,
+    b: &Batch,
+) -> Result<(), sqlx::Error> {
+    if !b.orders.is_empty() {
+        let o: Vec<_> = b.orders.iter().map(|x| &x.order).collect();
+        let sql = format!(
+            "INSERT INTO orders ({ORDER_COLS}) SELECT $1, u.source, u.external_id, u.name, u.customer_key, u.customer_ref, \
+             u.customer_email, u.customer_name, u.created_at, u.updated_at, u.local_date, u.status, u.counted, u.test, u.total_minor, \
+             u.refunded_minor, u.discounts_minor, u.currency, u.note, u.raw::jsonb \
+             FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::bigint[], \
+             $10::bigint[], $11::date[], $12::text[], $13::bool[], $14::bool[], $15::bigint[], $16::bigint[], $17::bigint[], \
+             $18::text[], $19::text[], $20::text[]) AS u(source, external_id, name, customer_key, customer_ref, customer_email, \
+             customer_name, created_at, updated_at, local_date, status, counted, test, total_minor, refunded_minor, discounts_minor, \
+             currency, note, raw) \
+             ON CONFLICT (tenant_id, source, external_id) DO UPDATE SET {ORDER_UPDATE} WHERE excluded.updated_at >= orders.updated_at \
+             RETURNING source, external_id"
+        );
+        let applied: Vec<(String, String)> = sqlx::query_as(&sql)
+            .bind(t)
+            .bind(o.iter().map(|x| x.source.clone()).collect::<Vec<_>>())
+            .bind(o.iter().map(|x| x.external_id.clone()).collect::<Vec<_>>())
+            .bind(o.iter().map(|x| x.name.clone()).collect::<Vec<_>>())
+            .bind(o.iter().map(|x| x.customer_key.clone()).collect::<Vec<_>>())
+            .bind(o.iter().map(|x| x.customer_ref.clone()).collect::<Vec<_>>())
+            .bind(
+                o.iter()
+                    .map(|x| x.customer_email.clone())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                o.iter()
+                    .map(|x| x.customer_name.clone())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(o.iter().map(|x| x.created_at).collect::<Vec<_>>())
+            .bind(o.iter().map(|x| x.updated_at).collect::<Vec<_>>())
+            .bind(o.iter().map(|x| x.local_date).collect::<Vec<_>>())
+            .bind(o.iter().map(|x| x.status.clone()).collect::<Vec<_>>())
+            .bind(o.iter().map(|x| x.counted).collect::<Vec<_>>())
+            .bind(o.iter().map(|x| x.test).collect::<Vec<_>>())
+            .bind(o.iter().map(|x| x.total_minor).collect::<Vec<_>>())
+            .bind(o.iter().map(|x| x.refunded_minor).collect::<Vec<_>>())
+            .bind(o.iter().map(|x| x.discounts_minor).collect::<Vec<_>>())
+            .bind(o.iter().map(|x| x.currency.clone()).collect::<Vec<_>>())
+            .bind(o.iter().map(|x| x.note.clone()).collect::<Vec<_>>())
+            .bind(o.iter().map(|x| x.raw.clone()).collect::<Vec<_>>())
+            .fetch_all(&mut **tx)
+            .await?;
+        let applied: std::collections::HashSet<(String, String)> = applied.into_iter().collect();
+        let replaced: Vec<&OrderBundle> = b
+            .orders
+            .iter()
+            .filter(|x| applied.contains(&(x.order.source.clone(), x.order.external_id.clone())))
+            .collect();
+        let srcs: Vec<String> = replaced.iter().map(|x| x.order.source.clone()).collect();
+        let ids: Vec<String> = replaced
+            .iter()
+            .map(|x| x.order.external_id.clone())
+            .collect();
+        for table in ["order_lines", "refunds"] {
+            sqlx::query(&format!(
+                "DELETE FROM {table} WHERE tenant_id = $1 AND (source, order_external_id) IN \
+                 (SELECT * FROM UNNEST($2::text[], $3::text[]))"
+            ))
+            .bind(t)
+            .bind(&srcs)
+            .bind(&ids)
+            .execute(&mut **tx)
+            .await?;
+        }
+        let lines: Vec<_> = replaced.iter().flat_map(|x| x.lines.iter()).collect();
+        if !lines.is_empty() {
+            sqlx::query(&format!(
+                "INSERT INTO order_lines ({LINE_COLS}) SELECT $1, u.* FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], \
+                 $6::text[], $7::bigint[], $8::bigint[], $9::date[], $10::bool[]) \
+                 ON CONFLICT (tenant_id, source, external_id) DO UPDATE SET {LINE_UPDATE}"
+            ))
+            .bind(t)
+            .bind(lines.iter().map(|x| x.source.clone()).collect::<Vec<_>>())
+            .bind(lines.iter().map(|x| x.external_id.clone()).collect::<Vec<_>>())
+            .bind(lines.iter().map(|x| x.order_external_id.clone()).collect::<Vec<_>>())
+            .bind(lines.iter().map(|x| x.product_ref.clone()).collect::<Vec<_>>())
+            .bind(lines.iter().map(|x| x.title.clone()).collect::<Vec<_>>())
+            .bind(lines.iter().map(|x| x.quantity).collect::<Vec<_>>())
+            .bind(lines.iter().map(|x| x.price_minor).collect::<Vec<_>>())
+            .bind(lines.iter().map(|x| x.local_date).collect::<Vec<_>>())
+            .bind(lines.iter().map(|x| x.counted).collect::<Vec<_>>())
+            .execute(&mut **tx)
+            .await?;
+        }
+        let refunds: Vec<_> = replaced.iter().flat_map(|x| x.refunds.iter()).collect();
+        if !refunds.is_empty() {
+            sqlx::query(&format!(
+                "INSERT INTO refunds ({REFUND_COLS}) SELECT $1, u.source, u.external_id, u.order_external_id, u.created_at, \
+                 u.local_date, u.amount_minor, u.test, u.raw::jsonb FROM UNNEST($2::text[], $3::text[], $4::text[], $5::bigint[], \
+                 $6::date[], $7::bigint[], $8::bool[], $9::text[]) AS u(source, external_id, order_external_id, created_at, \
+                 local_date, amount_minor, test, raw) \
+                 ON CONFLICT (tenant_id, source, external_id) DO UPDATE SET {REFUND_UPDATE}"
+            ))
+            .bind(t)
+            .bind(refunds.iter().map(|x| x.source.clone()).collect::<Vec<_>>())
+            .bind(refunds.iter().map(|x| x.external_id.clone()).collect::<Vec<_>>())
+            .bind(refunds.iter().map(|x| x.order_external_id.clone()).collect::<Vec<_>>())
+            .bind(refunds.iter().map(|x| x.created_at).collect::<Vec<_>>())
+            .bind(refunds.iter().map(|x| x.local_date).collect::<Vec<_>>())
+            .bind(refunds.iter().map(|x| x.amount_minor).collect::<Vec<_>>())
+            .bind(refunds.iter().map(|x| x.test).collect::<Vec<_>>())
+            .bind(refunds.iter().map(|x| x.raw.clone()).collect::<Vec<_>>())
+            .execute(&mut **tx)
+            .await?;
+        }
+    }
+    if !b.customers.is_empty() {
+        let c = &b.customers;
+        sqlx::query(&format!(
+            "INSERT INTO customers ({CUSTOMER_COLS}) SELECT $1, u.source, u.external_id, u.email, u.name, u.customer_key, \
+             u.created_at, u.updated_at, u.raw::jsonb FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
+             $7::bigint[], $8::bigint[], $9::text[]) AS u(source, external_id, email, name, customer_key, created_at, updated_at, raw) \
+             ON CONFLICT (tenant_id, source, external_id) DO UPDATE SET {CUSTOMER_UPDATE} WHERE excluded.updated_at >= customers.updated_at"
+        ))
+        .bind(t)
+        .bind(c.iter().map(|x| x.source.clone()).collect::<Vec<_>>())
+        .bind(c.iter().map(|x| x.external_id.clone()).collect::<Vec<_>>())
+        .bind(c.iter().map(|x| x.email.clone()).collect::<Vec<_>>())
+        .bind(c.iter().map(|x| x.name.clone()).collect::<Vec<_>>())
+        .bind(c.iter().map(|x| x.customer_key.clone()).collect::<Vec<_>>())
+        .bind(c.iter().map(|x| x.created_at).collect::<Vec<_>>())
+        .bind(c.iter().map(|x| x.updated_at).collect::<Vec<_>>())
+        .bind(c.iter().map(|x| x.raw.clone()).collect::<Vec<_>>())
+        .execute(&mut **tx)
+        .await?;
+    }
+    if !b.products.is_empty() {
+        let p = &b.products;
+        sqlx::query(&format!(
+            "INSERT INTO products ({PRODUCT_COLS}) SELECT $1, u.source, u.external_id, u.title, u.updated_at, u.raw::jsonb \
+             FROM UNNEST($2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[]) AS u(source, external_id, title, updated_at, raw) \
+             ON CONFLICT (tenant_id, source, external_id) DO UPDATE SET {PRODUCT_UPDATE} WHERE excluded.updated_at >= products.updated_at"
+        ))
+        .bind(t)
+        .bind(p.iter().map(|x| x.source.clone()).collect::<Vec<_>>())
+        .bind(p.iter().map(|x| x.external_id.clone()).collect::<Vec<_>>())
+        .bind(p.iter().map(|x| x.title.clone()).collect::<Vec<_>>())
+        .bind(p.iter().map(|x| x.updated_at).collect::<Vec<_>>())
+        .bind(p.iter().map(|x| x.raw.clone()).collect::<Vec<_>>())
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
