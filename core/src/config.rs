@@ -11,7 +11,7 @@ use serde::Deserialize;
 /// Environment variables that configure the process but are not configuration keys.
 const RESERVED_ENV: &[&str] = &["SMB_CONFIG", "SMB_LOG", "SMB_LOG_FORMAT"];
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerConfig,
@@ -118,21 +118,6 @@ pub struct ServicesConfig {
     pub auth_url: String,
     pub orchestrator_url: String,
     pub connectors_url: String,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            server: ServerConfig::default(),
-            database: DatabaseConfig::default(),
-            cache: CacheConfig::default(),
-            auth: AuthConfig::default(),
-            gateway: GatewayConfig::default(),
-            connectors: ConnectorsConfig::default(),
-            orchestrator: OrchestratorConfig::default(),
-            services: ServicesConfig::default(),
-        }
-    }
 }
 
 impl Default for ServerConfig {
@@ -294,12 +279,11 @@ fn parse_env_value(raw: &str) -> toml::Value {
         "false" => return toml::Value::Boolean(false),
         _ => {}
     }
-    if raw.starts_with('[') || raw.starts_with('{') {
-        if let Ok(v) = format!("v = {raw}").parse::<toml::Table>()
-            && let Some(v) = v.get("v")
-        {
-            return v.clone();
-        }
+    if (raw.starts_with('[') || raw.starts_with('{'))
+        && let Ok(v) = format!("v = {raw}").parse::<toml::Table>()
+        && let Some(v) = v.get("v")
+    {
+        return v.clone();
     }
     toml::Value::String(raw.to_string())
 }

@@ -191,6 +191,10 @@ const VOCAB: &[&str] = &[
     "versus",
 ];
 
+#[allow(
+    clippy::needless_range_loop,
+    reason = "the DP table is clearer with indices"
+)]
 fn edit_distance(a: &str, b: &str) -> usize {
     let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
     let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
@@ -543,8 +547,10 @@ pub fn periods(text: &str, today: NaiveDate, future: &mut bool) -> Vec<Period> {
     while i < tokens.len() {
         let t = tokens[i];
         // from A to B / between A and B / A to B
-        if matches!(t, "from" | "between") {
-            if let Some((a, used_a)) = parse_date(&tokens, i + 1, today) {
+        if matches!(t, "from" | "between")
+            && let Some((a, used_a)) = parse_date(&tokens, i + 1, today)
+        {
+            {
                 let j = i + 1 + used_a;
                 if matches!(
                     tokens.get(j).copied(),

@@ -1,0 +1,321 @@
+//! Black-box tests of `smb up` over HTTP: auth flows, token attacks, bad input, limits, tenant isolation.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::json;
+use smb_tests::App;
+
+#[tokio::test]
+async fn signup_login_refresh_rotation_reuse_and_logout() {
+    let app = App::start(&[]);
+    let (login, email, password) = app.tenant("America/New_York").await;
+    let access = login["access_token"].as_str().unwrap().to_string();
+    let refresh = login["refresh_token"].as_str().unwrap().to_string();
+
+    let (s, b, _) = app
+        .call(
+            "POST",
+            "/v1/ai/query",
+            Some(json!({"query": "hi"})),
+            Some(&access),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["intent"], "conversation");
+
+    // Refresh rotates.
+    let (s, r1, _) = app
+        .call(
+            "POST",
+            "/v1/auth/refresh",
+            Some(json!({"refresh_token": refresh})),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{r1}");
+    assert_ne!(r1["refresh_token"], refresh.as_str());
+    // Reusing the rotated token revokes the whole session: the new tokens stop working too.
+    let (s, _, _) = app
+        .call(
+            "POST",
+            "/v1/auth/refresh",
+            Some(json!({"refresh_token": refresh})),
+            None,
+        )
+        .await;
+    assert_eq!(s, 401);
+    let (s, _, _) = app
+        .call(
+            "POST",
+            "/v1/auth/refresh",
+            Some(json!({"refresh_token": r1["refresh_token"]})),
+            None,
+        )
+        .await;
+    assert_eq!(s, 401);
+    let (s, _, _) = app
+        .call(
+            "POST",
+            "/v1/ai/query",
+            Some(json!({"query": "hi"})),
+            r1["access_token"].as_str(),
+        )
+        .await;
+    assert_eq!(
+        s, 401,
+        "access tokens of a revoked session are rejected before they expire"
+    );
+
+    // Logout revokes at once.
+    let (_, l2, _) = app
+        .call(
+            "POST",
+            "/v1/auth/login",
+            Some(json!({"email": email, "password": password})),
+            None,
+        )
+        .await;
+    let t2 = l2["access_token"].as_str().unwrap();
+    let (s, _, _) = app.call("POST", "/v1/auth/logout", None, Some(t2)).await;
+    assert_eq!(s, 204);
+    let (s, b, _) = app
+        .call(
+            "POST",
+            "/v1/ai/query",
+            Some(json!({"query": "hi"})),
+            Some(t2),
+        )
+        .await;
+    assert_eq!(s, 401);
+    assert!(
+        b["error"]["message"].as_str().unwrap().contains("log in"),
+        "{b}"
+    );
+}
+
+#[tokio::test]
+async fn wrong_password_and_unknown_email_answer_alike() {
+    let app = App::start(&[]);
+    let (_, email, _) = app.tenant("UTC").await;
+    let (s1, b1, _) = app
+        .call(
+            "POST",
+            "/v1/auth/login",
+            Some(json!({"email": email, "password": "wrong password!"})),
+            None,
+        )
+        .await;
+    let (s2, b2, _) = app
+        .call(
+            "POST",
+            "/v1/auth/login",
+            Some(json!({"email": "nobody@example.com", "password": "wrong password!"})),
+            None,
+        )
+        .await;
+    assert_eq!((s1, s2), (401, 401));
+    assert_eq!(b1, b2);
+}
+
+#[tokio::test]
+async fn token_attacks_are_rejected() {
+    let app = App::start(&[]);
+    let (login, _, _) = app.tenant("UTC").await;
+    let good = login["access_token"].as_str().unwrap();
+    let parts: Vec<&str> = good.split('.').collect();
+    let mut payload: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+    payload["tid"] = json!(uuid::Uuid::new_v4().to_string());
+    let tampered = format!(
+        "{}.{}.{}",
+        parts[0],
+        URL_SAFE_NO_PAD.encode(payload.to_string()),
+        parts[2]
+    );
+    let none = format!(
+        "{}.{}.",
+        URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#),
+        parts[1]
+    );
+    let hs = {
+        let h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+        let claims: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+        jsonwebtoken::encode(
+            &h,
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(b"public-key"),
+        )
+        .unwrap()
+    };
+    for bad in [tampered.as_str(), none.as_str(), hs.as_str(), "garbage", ""] {
+        let (s, b, _) = app.call("GET", "/v1/connectors", None, Some(bad)).await;
+        assert_eq!(s, 401, "{bad}: {b}");
+        assert!(b["error"]["code"].is_string());
+    }
+    let (s, _, _) = app.call("GET", "/v1/connectors", None, None).await;
+    assert_eq!(s, 401);
+}
+
+#[tokio::test]
+async fn bad_input_gets_clear_errors() {
+    let app = App::start(&[]);
+    let cases = [
+        (json!({"email": "a@b.co"}), "missing field"),
+        (
+            json!({"tenant_name": "X", "email": "a@b.co", "password": 12345678, "timezone": "UTC", "currency": "USD"}),
+            "invalid type",
+        ),
+        (
+            json!({"tenant_name": "X", "email": "a@b.co", "password": "long enough pw", "timezone": "Mars/Base", "currency": "USD"}),
+            "timezone",
+        ),
+        (
+            json!({"tenant_name": "X", "email": "a@b.co", "password": "short", "timezone": "UTC", "currency": "USD"}),
+            "at least 8",
+        ),
+        (
+            json!({"tenant_name": "X", "email": "not-an-email", "password": "long enough pw", "timezone": "UTC", "currency": "USD"}),
+            "email",
+        ),
+    ];
+    for (body, needle) in cases {
+        let (s, b, _) = app.call("POST", "/v1/auth/signup", Some(body), None).await;
+        assert_eq!(s, 400, "{b}");
+        assert!(
+            b["error"]["message"].as_str().unwrap().contains(needle),
+            "{b} lacks {needle}"
+        );
+    }
+    let (login, email, _) = app.tenant("UTC").await;
+    let (s, _, _) = app
+        .call("POST", "/v1/auth/signup", Some(json!({"tenant_name": "X", "email": email, "password": "long enough pw", "timezone": "UTC", "currency": "USD"})), None)
+        .await;
+    assert_eq!(s, 409);
+    let token = login["access_token"].as_str().unwrap();
+    let big = "x".repeat(200 * 1024);
+    let (s, b, _) = app
+        .call(
+            "POST",
+            "/v1/ai/query",
+            Some(json!({"query": big})),
+            Some(token),
+        )
+        .await;
+    assert_eq!(s, 413, "{b}");
+    for (q, as_of) in [("", None), ("revenue", Some("yesterday"))] {
+        let mut body = json!({"query": q});
+        if let Some(a) = as_of {
+            body["as_of"] = json!(a);
+        }
+        let (s, b, _) = app
+            .call("POST", "/v1/ai/query", Some(body), Some(token))
+            .await;
+        assert_eq!(s, 400, "{b}");
+    }
+    let (s, b, _) = app
+        .call(
+            "POST",
+            "/v1/ai/query",
+            Some(json!({"query": "🙂🙂"})),
+            Some(token),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+}
+
+#[tokio::test]
+async fn rate_limit_answers_429_with_retry_after() {
+    let app = App::start(&[("SMB_GATEWAY__DEFAULT_RATE_LIMIT", "3")]);
+    let (login, _, _) = app.tenant("UTC").await;
+    let token = login["access_token"].as_str().unwrap();
+    for _ in 0..3 {
+        let (s, _, _) = app.call("GET", "/v1/connectors", None, Some(token)).await;
+        assert_eq!(s, 200);
+    }
+    let (s, b, h) = app.call("GET", "/v1/connectors", None, Some(token)).await;
+    assert_eq!(s, 429, "{b}");
+    assert!(h.get("retry-after").is_some());
+}
+
+/// A minimal Shopify stand-in that accepts one token, for creating connectors.
+async fn fake_shop() -> String {
+    use axum::routing::get;
+    let app = axum::Router::new().route(
+        "/admin/api/2024-10/shop.json",
+        get(|h: axum::http::HeaderMap| async move {
+            if h.get("x-shopify-access-token")
+                .and_then(|v| v.to_str().ok())
+                == Some("shpat_ok")
+            {
+                (
+                    axum::http::StatusCode::OK,
+                    axum::Json(json!({"shop": {"name": "Test"}})),
+                )
+            } else {
+                (
+                    axum::http::StatusCode::UNAUTHORIZED,
+                    axum::Json(json!({"errors": "Invalid API key"})),
+                )
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn tenants_cannot_see_each_others_connectors() {
+    let app = App::start(&[]);
+    let shop = fake_shop().await;
+    let (a, _, _) = app.tenant("UTC").await;
+    let (b, _, _) = app.tenant("UTC").await;
+    let ta = a["access_token"].as_str().unwrap();
+    let tb = b["access_token"].as_str().unwrap();
+    let (s, body, _) = app
+        .call(
+            "POST",
+            "/v1/connectors",
+            Some(json!({"type": "shopify", "config": {"shop_url": shop, "access_token": "wrong"}})),
+            Some(ta),
+        )
+        .await;
+    assert_eq!(s, 422, "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("401"),
+        "{body}"
+    );
+    let (s, c, _) = app
+        .call("POST", "/v1/connectors", Some(json!({"type": "shopify", "config": {"shop_url": shop, "access_token": "shpat_ok"}})), Some(ta))
+        .await;
+    assert_eq!(s, 201, "{c}");
+    assert!(
+        !c.to_string().contains("shpat_ok"),
+        "credentials are never returned"
+    );
+    let id = c["id"].as_str().unwrap();
+    for (m, p) in [
+        ("GET", format!("/v1/connectors/{id}")),
+        ("POST", format!("/v1/connectors/{id}/sync")),
+        ("DELETE", format!("/v1/connectors/{id}")),
+    ] {
+        let (s, _, _) = app.call(m, &p, None, Some(tb)).await;
+        assert_eq!(s, 404, "{m} {p}");
+    }
+    let (_, list, _) = app.call("GET", "/v1/connectors", None, Some(tb)).await;
+    assert_eq!(list["connectors"].as_array().unwrap().len(), 0);
+    let (_, list, _) = app.call("GET", "/v1/connectors", None, Some(ta)).await;
+    assert_eq!(list["connectors"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let app = App::start(&[]);
+    let (s, _, _) = app.call("GET", "/healthz", None, None).await;
+    assert_eq!(s, 200);
+    let (s, b, _) = app.call("GET", "/readyz", None, None).await;
+    assert_eq!(s, 200);
+    assert_eq!(b["checks"]["database"], "ok");
+}
