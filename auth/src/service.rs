@@ -268,10 +268,11 @@ impl AuthServiceImpl {
                 let session: SessionId = session_id.parse()?;
                 self.issue(&tenant_id, &user_id, &role, &session, new).await
             }
-            store::Rotation::Reused => {
-                tracing::warn!("refresh token reuse detected; session revoked");
-                // The session id is not known here without another read; the revoked row is authoritative and
-                // the gateway's check falls back to it once the cached entry is gone.
+            store::Rotation::Reused { session_id } => {
+                tracing::warn!(session_id = %session_id, "refresh token reuse detected; session revoked");
+                if let Ok(session) = session_id.parse::<SessionId>() {
+                    self.cache.del(&keys::session(&session)).await?;
+                }
                 Err(Error::unauthenticated(
                     "this refresh token was already used, so the session has been ended for safety; log in again",
                 ))

@@ -147,7 +147,7 @@ pub enum Rotation {
         session_id: String,
     },
     /// The token had already been used: the session is now revoked.
-    Reused,
+    Reused { session_id: String },
     /// Unknown, expired, or its session revoked or expired.
     Invalid,
 }
@@ -183,7 +183,9 @@ pub async fn rotate_refresh(
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
-                Rotation::Reused
+                Rotation::Reused {
+                    session_id: r.session_id,
+                }
             }
             Some(r) => {
                 let used = sqlx::query("UPDATE refresh_tokens SET used_at = $2 WHERE token_hash = $1 AND used_at IS NULL")

@@ -180,14 +180,6 @@ impl Bus for StoreBus {
             .bind(delivery.offset)
             .execute(&mut *tx)
             .await?;
-            // Retention: what every group of the topic has committed is no longer needed.
-            sqlx::query(
-                "DELETE FROM bus_log WHERE topic = $1 AND id <= \
-                 (SELECT MIN(position) FROM bus_offsets WHERE topic = $1)",
-            )
-            .bind(topic)
-            .execute(&mut *tx)
-            .await?;
         });
         Ok(())
     }
