@@ -20,6 +20,8 @@ fi
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+# The black-box tests start the real `smb` binary; test builds do not build binaries of other packages.
+cargo build -p smb --bin smb
 if command -v cargo-nextest >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast
 else

@@ -239,6 +239,9 @@ pub mod testing {
     pub struct PgTestDb {
         pub name: String,
         pub db: Db,
+        /// The non-superuser role's URL (row-level security applies) and the schema owner's.
+        pub app_url: String,
+        pub owner_url: String,
     }
 
     impl PgTestDb {
@@ -273,7 +276,12 @@ pub mod testing {
                 app.get_port()
             );
             let db = Db::open_postgres(&app_url, Some(&owner_url), 5).await?;
-            Ok(Self { name, db })
+            Ok(Self {
+                name,
+                db,
+                app_url,
+                owner_url,
+            })
         }
 
         /// Drops the database (call at the end of the test).

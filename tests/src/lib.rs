@@ -7,33 +7,67 @@ use std::process::{Child, Command, Stdio};
 
 use serde_json::{Value, json};
 
+pub mod fake;
+
 pub struct App {
     pub url: String,
     child: Child,
-    dir: PathBuf,
+    pub dir: PathBuf,
+    /// Remove `dir` when dropped (not when a test restarts the program on it).
+    keep_dir: bool,
     pub http: reqwest::Client,
+}
+
+/// A signed-up, logged-in owner.
+pub struct Owner {
+    pub tenant_id: String,
+    pub token: String,
+    pub login: Value,
+    pub email: String,
+    pub password: String,
 }
 
 fn binary() -> PathBuf {
     if let Ok(p) = std::env::var("SMB_BIN") {
         return PathBuf::from(p);
     }
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| root.join("target"));
-    target.join("debug").join("smb")
+    // Test executables live in target/<profile>/deps; the binary sits one level up.
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("smb")))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| {
+            let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+            let target = std::env::var("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|_| root.join("target"));
+            target.join("debug").join("smb")
+        })
 }
 
 impl App {
     /// Starts `smb up` on 127.0.0.1:0 with `env` set, and waits for its address.
     pub fn start(env: &[(&str, &str)]) -> Self {
         let dir = std::env::temp_dir().join(format!("smb-it-{}", uuid::Uuid::new_v4().simple()));
+        Self::start_in(dir, false, env)
+    }
+
+    /// Starts `smb up` on `dir`; with `keep_dir` the directory outlives this process (for restarts).
+    pub fn start_in(dir: PathBuf, keep_dir: bool, env: &[(&str, &str)]) -> Self {
         let mut cmd = Command::new(binary());
         cmd.args(["up", "--addr", "127.0.0.1:0", "--data-dir"])
             .arg(&dir)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null());
+            // SMB_TEST_STDERR=1 shows the program's logs (nextest prints them for failing tests).
+            .stderr(if std::env::var_os("SMB_TEST_STDERR").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            });
+        // The harness's own variables are not the program's configuration.
+        for k in ["SMB_TEST_STDERR", "SMB_TEST_PG_URL", "SMB_BIN"] {
+            cmd.env_remove(k);
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -42,9 +76,17 @@ impl App {
             .expect("smb binary runs (build it with `cargo build -p smb`)");
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("smb prints its address");
+        let mut reader = BufReader::new(stdout);
+        reader.read_line(&mut line).expect("smb prints its address");
+        // Keep draining the program's output so its writes never fail; shown with SMB_TEST_STDERR=1.
+        let show = std::env::var_os("SMB_TEST_STDERR").is_some();
+        std::thread::spawn(move || {
+            for l in reader.lines().map_while(Result::ok) {
+                if show {
+                    eprintln!("{l}");
+                }
+            }
+        });
         let url = line
             .trim()
             .strip_prefix("smb listening on ")
@@ -54,8 +96,16 @@ impl App {
             url,
             child,
             dir,
+            keep_dir,
             http: reqwest::Client::new(),
         }
+    }
+
+    /// SIGKILL: the process gets no chance to clean up.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.keep_dir = true;
     }
 
     pub async fn call(
@@ -87,12 +137,19 @@ impl App {
 
     /// Signs up a new tenant and logs in; returns (login body, email, password).
     pub async fn tenant(&self, tz: &str) -> (Value, String, String) {
+        let o = self.owner(tz).await;
+        (o.login, o.email, o.password)
+    }
+
+    /// Signs up a new tenant and logs in.
+    pub async fn owner(&self, tz: &str) -> Owner {
         let email = format!("owner-{}@example.com", uuid::Uuid::new_v4().simple());
         let password = "correct horse battery staple".to_string();
         let (s, b, _) = self
             .call("POST", "/v1/auth/signup", Some(json!({"tenant_name": "Test Co", "email": email, "password": password, "timezone": tz, "currency": "USD"})), None)
             .await;
         assert_eq!(s, 201, "{b}");
+        let tenant_id = b["tenant_id"].as_str().unwrap().to_string();
         let (s, b, _) = self
             .call(
                 "POST",
@@ -102,7 +159,13 @@ impl App {
             )
             .await;
         assert_eq!(s, 200, "{b}");
-        (b, email, password)
+        Owner {
+            tenant_id,
+            token: b["access_token"].as_str().unwrap().to_string(),
+            login: b,
+            email,
+            password,
+        }
     }
 }
 
@@ -110,6 +173,146 @@ impl Drop for App {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if !self.keep_dir {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Connecting sources and running syncs through the public API.
+pub mod sync {
+    use super::*;
+    use smb_core::store::Db;
+    use smb_core::{Error, with_tenant};
+    use std::time::{Duration, Instant};
+
+    pub async fn connect(app: &App, owner: &Owner, body: Value) -> String {
+        let (s, b, _) = app
+            .call("POST", "/v1/connectors", Some(body), Some(&owner.token))
+            .await;
+        assert_eq!(s, 201, "{b}");
+        b["id"].as_str().unwrap().to_string()
+    }
+
+    pub async fn connect_shopify(app: &App, owner: &Owner, fake: &fake::FakeSaas) -> String {
+        connect(
+            app,
+            owner,
+            json!({"type": "shopify", "config": {"shop_url": fake.url(), "access_token": fake::SHOP_TOKEN}}),
+        )
+        .await
+    }
+
+    pub async fn connect_stripe(app: &App, owner: &Owner, fake: &fake::FakeSaas) -> String {
+        connect(
+            app,
+            owner,
+            json!({"type": "stripe", "config": {"api_base": fake.url(), "secret_key": fake::STRIPE_KEY}}),
+        )
+        .await
+    }
+
+    /// Triggers a sync and returns its id.
+    pub async fn trigger(app: &App, owner: &Owner, connector: &str) -> String {
+        let (s, b, _) = app
+            .call(
+                "POST",
+                &format!("/v1/connectors/{connector}/sync"),
+                None,
+                Some(&owner.token),
+            )
+            .await;
+        assert!(s == 200 || s == 202, "{s} {b}");
+        b["sync_id"].as_str().unwrap().to_string()
+    }
+
+    /// Polls the run until it has finished (or `timeout` passes) and returns it.
+    pub async fn wait(
+        app: &App,
+        owner: &Owner,
+        connector: &str,
+        sync_id: &str,
+        timeout: Duration,
+    ) -> Value {
+        let start = Instant::now();
+        loop {
+            let (s, b, _) = app
+                .call(
+                    "GET",
+                    &format!("/v1/connectors/{connector}/syncs/{sync_id}"),
+                    None,
+                    Some(&owner.token),
+                )
+                .await;
+            assert_eq!(s, 200, "{b}");
+            if b["status"] == "succeeded" || b["status"] == "failed" {
+                return b;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "sync {sync_id} did not finish in {timeout:?}: {b}"
+            );
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+    }
+
+    pub async fn sync(app: &App, owner: &Owner, connector: &str) -> Value {
+        let id = trigger(app, owner, connector).await;
+        wait(app, owner, connector, &id, Duration::from_secs(120)).await
+    }
+
+    /// Row counts of the canonical tables and a digest of their rows, for one tenant.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Canonical {
+        pub orders: usize,
+        pub lines: usize,
+        pub refunds: usize,
+        pub customers: usize,
+        pub customer_keys: usize,
+        pub products: usize,
+        pub digest: String,
+    }
+
+    const QUERIES: [&str; 5] = [
+        "SELECT source || '|' || external_id || '|' || total_minor || '|' || refunded_minor || '|' || local_date || '|' || status || '|' || updated_at || '|' || COALESCE(customer_key, '') FROM orders WHERE tenant_id = $1",
+        "SELECT source || '|' || external_id || '|' || order_external_id || '|' || quantity || '|' || price_minor || '|' || local_date FROM order_lines WHERE tenant_id = $1",
+        "SELECT source || '|' || external_id || '|' || order_external_id || '|' || amount_minor || '|' || local_date FROM refunds WHERE tenant_id = $1",
+        "SELECT source || '|' || external_id || '|' || COALESCE(email, '') || '|' || customer_key || '|' || updated_at FROM customers WHERE tenant_id = $1",
+        "SELECT source || '|' || external_id || '|' || title || '|' || updated_at FROM products WHERE tenant_id = $1",
+    ];
+
+    pub async fn canonical(db: &Db, tenant: &str) -> Canonical {
+        let t: smb_core::ids::TenantId = tenant.parse().unwrap();
+        let read = async {
+            let mut tables: Vec<Vec<String>> = Vec::new();
+            for q in QUERIES {
+                let rows: Vec<(String,)> = with_tenant!(db, &t, read, |tx| {
+                    sqlx::query_as(q).bind(tenant).fetch_all(&mut *tx).await?
+                });
+                let mut rows: Vec<String> = rows.into_iter().map(|(r,)| r).collect();
+                rows.sort();
+                tables.push(rows);
+            }
+            Ok::<_, Error>(tables)
+        };
+        let tables = read.await.expect("canonical rows");
+        let keys: std::collections::HashSet<&str> = tables[3]
+            .iter()
+            .filter_map(|r| r.split('|').nth(3))
+            .collect();
+        let all = tables
+            .iter()
+            .map(|t| t.join("\n"))
+            .collect::<Vec<_>>()
+            .join("\n--\n");
+        Canonical {
+            orders: tables[0].len(),
+            lines: tables[1].len(),
+            refunds: tables[2].len(),
+            customers: tables[3].len(),
+            customer_keys: keys.len(),
+            products: tables[4].len(),
+            digest: smb_core::crypto::sha256_hex(all.as_bytes()),
+        }
     }
 }

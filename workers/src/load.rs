@@ -326,7 +326,7 @@ async fn postgres_load(
         if !lines.is_empty() {
             sqlx::query(&format!(
                 "INSERT INTO order_lines ({LINE_COLS}) SELECT $1, u.* FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], \
-                 $6::text[], $7::bigint[], $8::bigint[], $9::date[], $10::bool[]) \
+                 $6::text[], $7::bigint[], $8::bigint[], $9::date[], $10::bool[]) AS u \
                  ON CONFLICT (tenant_id, source, external_id) DO UPDATE SET {LINE_UPDATE}"
             ))
             .bind(t)
