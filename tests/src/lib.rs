@@ -31,11 +31,14 @@ fn binary() -> PathBuf {
     if let Ok(p) = std::env::var("SMB_BIN") {
         return PathBuf::from(p);
     }
-    // Test executables live in target/<profile>/deps; the binary sits one level up.
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| Some(exe.parent()?.parent()?.join("smb")))
-        .filter(|p| p.exists())
+    // Test executables live in target/<profile>/deps, benchmark programs in target/<profile>.
+    let exe = std::env::current_exe().ok();
+    let dir = exe.as_deref().and_then(|e| e.parent());
+    [dir, dir.and_then(|d| d.parent())]
+        .into_iter()
+        .flatten()
+        .map(|d| d.join("smb"))
+        .find(|p| p.exists())
         .unwrap_or_else(|| {
             let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
             let target = std::env::var("CARGO_TARGET_DIR")

@@ -1,0 +1,336 @@
+//! Sync benchmark. Prints:
+//! 1. the load stage (transform done beforehand; `load_batch` per 250-record page, as the workers do) into
+//!    PostgreSQL, next to a raw `COPY` of exactly the same rows into an identical empty schema, same run;
+//! 2. end-to-end sync records/s: the real `smb` binary syncing a scaled dataset from our fake Shopify and
+//!    Stripe (fetch → bus → transform → load), on SQLite and on PostgreSQL.
+//!
+//! Run with a release build: `cargo build --release -p smb -p smb-bench && target/release/sync_bench`.
+
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use smb_core::ids::TenantId;
+use smb_core::store::Db;
+use smb_core::store::testing::{PgTestDb, admin_url};
+use smb_core::with_global;
+use smb_tests::App;
+use smb_tests::fake::{Dataset, FakeSaas, Sizes};
+use smb_workers::load::load_batch;
+use smb_workers::transform::{Batch, transform_page};
+
+/// The northwind + brightside fixture sizes; `--scale` multiplies them.
+const FIXTURE: Sizes = Sizes {
+    orders: 6_870,
+    customers: 1_006,
+    products: 24,
+    charges: 3_470,
+    stripe_customers: 250,
+};
+
+#[derive(Parser)]
+struct Args {
+    /// Multiplier of the fixture sizes.
+    #[arg(long, default_value_t = 20)]
+    scale: usize,
+    /// Skip the end-to-end part.
+    #[arg(long)]
+    load_only: bool,
+}
+
+fn pages(data: &Dataset) -> Vec<Batch> {
+    let tz: chrono_tz::Tz = "America/New_York".parse().unwrap();
+    let mut out = Vec::new();
+    let streams: [(&str, &str, &[serde_json::Value], usize); 5] = [
+        ("shopify", "products", &data.products, 250),
+        ("shopify", "customers", &data.customers, 250),
+        ("shopify", "orders", &data.orders, 250),
+        ("stripe", "customers", &data.stripe_customers, 100),
+        ("stripe", "charges", &data.charges, 100),
+    ];
+    for (source, stream, records, size) in streams {
+        for chunk in records.chunks(size) {
+            let mut b = Batch::default();
+            transform_page(source, stream, chunk, tz, &mut b);
+            b.dedupe();
+            assert!(b.rejections.is_empty(), "{:?}", b.rejections);
+            out.push(b);
+        }
+    }
+    out
+}
+
+fn esc(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('\t', "\\t")
+        .replace('\n', "\\n")
+        .replace('\r', "\\r")
+}
+
+fn opt(s: &Option<String>) -> String {
+    s.as_deref().map_or_else(|| "\\N".to_string(), esc)
+}
+
+fn b(v: bool) -> &'static str {
+    if v { "t" } else { "f" }
+}
+
+/// COPY text-format bodies of every canonical table, for the same rows the loader writes.
+fn copy_bodies(t: &str, batches: &[Batch]) -> Vec<(&'static str, String)> {
+    let (mut orders, mut lines, mut refunds, mut customers, mut products) = (
+        String::new(),
+        String::new(),
+        String::new(),
+        String::new(),
+        String::new(),
+    );
+    for batch in batches {
+        for ob in &batch.orders {
+            let o = &ob.order;
+            orders.push_str(&format!(
+                "{t}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
+                esc(&o.source),
+                esc(&o.external_id),
+                esc(&o.name),
+                opt(&o.customer_key),
+                opt(&o.customer_ref),
+                opt(&o.customer_email),
+                opt(&o.customer_name),
+                o.created_at,
+                o.updated_at,
+                o.local_date,
+                esc(&o.status),
+                b(o.counted),
+                b(o.test),
+                o.total_minor,
+                o.refunded_minor,
+                o.discounts_minor,
+                esc(&o.currency),
+                opt(&o.note),
+                esc(&o.raw)
+            ));
+            for l in &ob.lines {
+                lines.push_str(&format!(
+                    "{t}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
+                    esc(&l.source),
+                    esc(&l.external_id),
+                    esc(&l.order_external_id),
+                    opt(&l.product_ref),
+                    esc(&l.title),
+                    l.quantity,
+                    l.price_minor,
+                    l.local_date,
+                    b(l.counted)
+                ));
+            }
+            for r in &ob.refunds {
+                refunds.push_str(&format!(
+                    "{t}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
+                    esc(&r.source),
+                    esc(&r.external_id),
+                    esc(&r.order_external_id),
+                    r.created_at,
+                    r.local_date,
+                    r.amount_minor,
+                    b(r.test),
+                    esc(&r.raw)
+                ));
+            }
+        }
+        for c in &batch.customers {
+            customers.push_str(&format!(
+                "{t}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
+                esc(&c.source),
+                esc(&c.external_id),
+                opt(&c.email),
+                opt(&c.name),
+                esc(&c.customer_key),
+                c.created_at,
+                c.updated_at,
+                esc(&c.raw)
+            ));
+        }
+        for p in &batch.products {
+            products.push_str(&format!(
+                "{t}\t{}\t{}\t{}\t{}\t{}\n",
+                esc(&p.source),
+                esc(&p.external_id),
+                esc(&p.title),
+                p.updated_at,
+                esc(&p.raw)
+            ));
+        }
+    }
+    vec![
+        (
+            "COPY orders (tenant_id, source, external_id, name, customer_key, customer_ref, customer_email, customer_name, created_at, updated_at, local_date, status, counted, test, total_minor, refunded_minor, discounts_minor, currency, note, raw) FROM STDIN",
+            orders,
+        ),
+        (
+            "COPY order_lines (tenant_id, source, external_id, order_external_id, product_ref, title, quantity, price_minor, local_date, counted) FROM STDIN",
+            lines,
+        ),
+        (
+            "COPY refunds (tenant_id, source, external_id, order_external_id, created_at, local_date, amount_minor, test, raw) FROM STDIN",
+            refunds,
+        ),
+        (
+            "COPY customers (tenant_id, source, external_id, email, name, customer_key, created_at, updated_at, raw) FROM STDIN",
+            customers,
+        ),
+        (
+            "COPY products (tenant_id, source, external_id, title, updated_at, raw) FROM STDIN",
+            products,
+        ),
+    ]
+}
+
+async fn add_tenant(db: &Db, tenant: &TenantId) -> anyhow::Result<()> {
+    with_global!(db, write, |tx| {
+        sqlx::query("INSERT INTO tenants (id, name, timezone, currency, created_at) VALUES ($1, 'Bench', 'America/New_York', 'USD', 0)")
+            .bind(tenant.as_str())
+            .execute(&mut *tx)
+            .await?;
+    });
+    Ok(())
+}
+
+fn rows(batches: &[Batch]) -> usize {
+    batches
+        .iter()
+        .map(|b| {
+            b.customers.len()
+                + b.products.len()
+                + b.orders
+                    .iter()
+                    .map(|o| 1 + o.lines.len() + o.refunds.len())
+                    .sum::<usize>()
+        })
+        .sum()
+}
+
+async fn load_vs_copy(data: &Dataset) -> anyhow::Result<()> {
+    let batches = pages(data);
+    let records: usize = batches.iter().map(Batch::accepted).sum();
+    let table_rows = rows(&batches);
+    let tenant = TenantId::generate();
+
+    // The loader, as the workers run it: one transaction per page.
+    let a = PgTestDb::create().await?;
+    add_tenant(&a.db, &tenant).await?;
+    let start = Instant::now();
+    for batch in &batches {
+        load_batch(&a.db, &tenant, batch).await?;
+    }
+    let load = start.elapsed();
+    a.drop_db().await;
+
+    // Raw COPY of the same rows as a superuser (no row-level security), one COPY per table.
+    let bodies = copy_bodies(tenant.as_str(), &batches);
+    let c = PgTestDb::create().await?;
+    add_tenant(&c.db, &tenant).await?;
+    let base = admin_url();
+    let url = format!(
+        "{}/{}",
+        base.rsplit_once('/').map_or(base.as_str(), |(b, _)| b),
+        c.name
+    );
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&url)
+        .await?;
+    let mut conn = pool.acquire().await?;
+    let start = Instant::now();
+    for (stmt, body) in &bodies {
+        let mut copy = conn.copy_in_raw(stmt).await?;
+        copy.send(body.as_bytes()).await?;
+        copy.finish().await?;
+    }
+    let copy = start.elapsed();
+    drop(conn);
+    pool.close().await;
+    c.drop_db().await;
+
+    let per_s = |d: Duration| records as f64 / d.as_secs_f64();
+    println!(
+        "load stage into PostgreSQL ({records} records = {table_rows} table rows, {} pages)",
+        batches.len()
+    );
+    println!(
+        "  smb loader (UNNEST upserts, 1 tx/page): {:>9.0} records/s  ({:.2} s)",
+        per_s(load),
+        load.as_secs_f64()
+    );
+    println!(
+        "  raw COPY, same rows, 1 COPY/table:     {:>9.0} records/s  ({:.2} s)",
+        per_s(copy),
+        copy.as_secs_f64()
+    );
+    println!(
+        "  ratio loader/COPY: {:.2}",
+        copy.as_secs_f64() / load.as_secs_f64()
+    );
+    Ok(())
+}
+
+async fn end_to_end(data: &Dataset, label: &str, env: &[(&str, &str)]) -> anyhow::Result<()> {
+    let fake = FakeSaas::start(data.clone()).await;
+    let app = App::start(env);
+    let owner = app.owner("America/New_York").await;
+    let shop = smb_tests::sync::connect_shopify(&app, &owner, &fake).await;
+    let stripe = smb_tests::sync::connect_stripe(&app, &owner, &fake).await;
+    let start = Instant::now();
+    let (a, b) = tokio::join!(
+        smb_tests::sync::trigger(&app, &owner, &shop),
+        smb_tests::sync::trigger(&app, &owner, &stripe)
+    );
+    let timeout = Duration::from_secs(1800);
+    let ra = smb_tests::sync::wait(&app, &owner, &shop, &a, timeout).await;
+    let rb = smb_tests::sync::wait(&app, &owner, &stripe, &b, timeout).await;
+    let elapsed = start.elapsed();
+    anyhow::ensure!(
+        ra["status"] == "succeeded" && rb["status"] == "succeeded",
+        "sync failed: {ra} {rb}"
+    );
+    let records =
+        ra["records_synced"].as_i64().unwrap_or(0) + rb["records_synced"].as_i64().unwrap_or(0);
+    let rate = records as f64 / elapsed.as_secs_f64();
+    println!(
+        "end-to-end sync on {label}: {records} records in {:.2} s = {rate:.0} records/s ({:.0}x the documented 276/s)",
+        elapsed.as_secs_f64(),
+        rate / 276.0
+    );
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let data = Dataset::scaled(FIXTURE, args.scale);
+    println!(
+        "dataset: fixture sizes x{}: {} Shopify orders, {} customers, {} products; {} Stripe charges, {} customers",
+        args.scale,
+        data.orders.len(),
+        data.customers.len(),
+        data.products.len(),
+        data.charges.len(),
+        data.stripe_customers.len()
+    );
+    load_vs_copy(&data).await?;
+    if args.load_only {
+        return Ok(());
+    }
+    end_to_end(&data, "SQLite", &[]).await?;
+    let pg = PgTestDb::create().await?;
+    let (url, migrate) = (pg.app_url.clone(), pg.owner_url.clone());
+    end_to_end(
+        &data,
+        "PostgreSQL",
+        &[
+            ("SMB_DATABASE__URL", &url),
+            ("SMB_DATABASE__MIGRATE_URL", &migrate),
+        ],
+    )
+    .await?;
+    pg.drop_db().await;
+    Ok(())
+}
