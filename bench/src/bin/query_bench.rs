@@ -1,0 +1,181 @@
+//! Query latency benchmark. Loads the two fixture tenants (`../shared/fixtures`) into SQLite and into
+//! PostgreSQL, then asks every metrics question of `../shared/eval/dev.jsonl` through the orchestrator
+//! service in-process (server-side: parse, plan, SQL, answer text, cache, event) and prints p50/p99 latency,
+//! uncached (the tenant's data version is bumped before each question, outside the timing) and cached.
+//!
+//! Run with a release build: `cargo build --release -p smb-bench && target/release/query_bench`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use serde_json::Value;
+use smb_bench::{ms, percentile};
+use smb_core::bus::{DynBus, StoreBus};
+use smb_core::cache::{DynCache, MemoryCache, keys};
+use smb_core::ids::{TenantId, UserId};
+use smb_core::store::Db;
+use smb_core::store::testing::{PgTestDb, TempDir};
+use smb_core::tenant::Caller;
+use smb_core::with_global;
+use smb_orchestrator::OrchestratorServiceImpl;
+use smb_proto::orchestrator::v1 as pb;
+use smb_workers::load::load_batch;
+use smb_workers::transform::{Batch, transform_page};
+
+#[derive(Parser)]
+struct Args {
+    /// The fixture directory (northwind/, brightside/).
+    #[arg(long, default_value = "../shared/fixtures")]
+    fixtures: PathBuf,
+    /// The questions (JSON lines with tenant, as_of, question, expect.intent).
+    #[arg(long, default_value = "../shared/eval/dev.jsonl")]
+    questions: PathBuf,
+    /// Times each question is asked per mode.
+    #[arg(long, default_value_t = 20)]
+    rounds: usize,
+}
+
+struct Tenant {
+    name: &'static str,
+    zone: &'static str,
+    streams: &'static [(&'static str, &'static str, &'static str, &'static str)],
+}
+
+const TENANTS: [Tenant; 2] = [
+    Tenant {
+        name: "northwind",
+        zone: "America/New_York",
+        streams: &[
+            ("shopify", "products", "products.json", "products"),
+            ("shopify", "customers", "customers.json", "customers"),
+            ("shopify", "orders", "orders.json", "orders"),
+        ],
+    },
+    Tenant {
+        name: "brightside",
+        zone: "America/Los_Angeles",
+        streams: &[
+            ("stripe", "customers", "customers.json", "data"),
+            ("stripe", "charges", "charges.json", "data"),
+        ],
+    },
+];
+
+async fn load(db: &Db, dir: &std::path::Path) -> anyhow::Result<Vec<(&'static str, TenantId)>> {
+    let mut out = Vec::new();
+    for t in &TENANTS {
+        let id = TenantId::generate();
+        with_global!(db, write, |tx| {
+            sqlx::query("INSERT INTO tenants (id, name, timezone, currency, created_at) VALUES ($1, $2, $3, 'USD', 0)")
+                .bind(id.as_str())
+                .bind(t.name)
+                .bind(t.zone)
+                .execute(&mut *tx)
+                .await?;
+        });
+        let tz: chrono_tz::Tz = t.zone.parse()?;
+        for (source, stream, file, key) in t.streams {
+            let path = dir.join(t.name).join(file);
+            let v: Value = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
+            let records = v[key]
+                .as_array()
+                .ok_or_else(|| anyhow::anyhow!("{} has no {key} array", path.display()))?;
+            for page in records.chunks(250) {
+                let mut b = Batch::default();
+                transform_page(source, stream, page, tz, &mut b);
+                b.dedupe();
+                load_batch(db, &id, &b).await?;
+            }
+        }
+        out.push((t.name, id));
+    }
+    Ok(out)
+}
+
+struct Question {
+    tenant: String,
+    as_of: String,
+    text: String,
+}
+
+fn questions(path: &std::path::Path) -> anyhow::Result<Vec<Question>> {
+    let mut out = Vec::new();
+    for line in std::fs::read_to_string(path)?.lines() {
+        let v: Value = serde_json::from_str(line)?;
+        if v["expect"]["intent"] == "metrics" {
+            out.push(Question {
+                tenant: v["tenant"].as_str().unwrap_or_default().to_string(),
+                as_of: v["as_of"].as_str().unwrap_or_default().to_string(),
+                text: v["question"].as_str().unwrap_or_default().to_string(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+async fn run(label: &str, db: Db, args: &Args, qs: &[Question]) -> anyhow::Result<()> {
+    let tenants = load(&db, &args.fixtures).await?;
+    let cache: DynCache = Arc::new(MemoryCache::new(""));
+    let bus: DynBus = Arc::new(StoreBus::new(db.clone()));
+    let svc = OrchestratorServiceImpl::new(db, cache.clone(), bus, Duration::from_secs(300));
+    let callers: Vec<(&str, Caller)> = tenants
+        .iter()
+        .map(|(n, t)| {
+            (
+                *n,
+                Caller {
+                    tenant: t.clone(),
+                    user: UserId::generate(),
+                    role: "owner".into(),
+                },
+            )
+        })
+        .collect();
+    let (mut uncached, mut cached) = (Vec::new(), Vec::new());
+    for _ in 0..args.rounds {
+        for q in qs {
+            let Some((_, caller)) = callers.iter().find(|(n, _)| *n == q.tenant) else {
+                continue;
+            };
+            let req = || pb::ProcessRequest {
+                query: q.text.clone(),
+                as_of: q.as_of.clone(),
+                debug: false,
+            };
+            cache.incr(&keys::data_version(&caller.tenant)).await?;
+            let t = Instant::now();
+            svc.process(caller, req()).await?;
+            uncached.push(t.elapsed());
+            let t = Instant::now();
+            svc.process(caller, req()).await?;
+            cached.push(t.elapsed());
+        }
+    }
+    uncached.sort();
+    cached.sort();
+    println!(
+        "{label:<10} uncached: p50 {:>7.3} ms  p99 {:>7.3} ms   cached: p50 {:>7.3} ms  p99 {:>7.3} ms   ({} questions x {} rounds)",
+        ms(percentile(&uncached, 50.0)),
+        ms(percentile(&uncached, 99.0)),
+        ms(percentile(&cached, 50.0)),
+        ms(percentile(&cached, 99.0)),
+        qs.len(),
+        args.rounds
+    );
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let qs = questions(&args.questions)?;
+    let dir = TempDir::new()?;
+    let sqlite = Db::open_sqlite(&dir.path().join("bench.db"), 4).await?;
+    run("SQLite", sqlite, &args, &qs).await?;
+    let pg = PgTestDb::create().await?;
+    run("PostgreSQL", pg.db.clone(), &args, &qs).await?;
+    pg.drop_db().await;
+    Ok(())
+}
