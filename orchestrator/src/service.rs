@@ -1,13 +1,15 @@
 //! The gRPC implementation of `smb.orchestrator.v1.OrchestratorService`: cache → understand → plan →
 //! execute → answer, then the `user.query.submitted` event.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use serde_json::{Value as Json, json};
 use sha2::{Digest, Sha256};
-use smb_core::bus::{DynBus, Envelope, topics};
+use smb_core::bus::{DynBus, Envelope, Message, topics};
 use smb_core::cache::{DynCache, keys};
 use smb_core::ids::{Currency, TenantId};
 use smb_core::store::Db;
@@ -27,10 +29,27 @@ pub const MAX_QUERY_CHARS: usize = 2000;
 pub struct OrchestratorServiceImpl {
     db: Db,
     cache: DynCache,
-    bus: DynBus,
     cache_ttl: Duration,
+    /// Tenant settings (time zone, currency) read at most once a minute per tenant.
+    tenants: Mutex<HashMap<TenantId, (Instant, Tenant)>>,
+    /// `user.query.submitted` events, published off the answer path by a background task in batches.
+    events: tokio::sync::mpsc::Sender<Message>,
 }
 
+const TENANT_TTL: Duration = Duration::from_secs(60);
+
+/// Publishes query events in batches; a full queue makes answers wait rather than lose events.
+async fn publish_events(bus: DynBus, mut rx: tokio::sync::mpsc::Receiver<Message>) {
+    let mut batch = Vec::with_capacity(256);
+    while rx.recv_many(&mut batch, 256).await > 0 {
+        if let Err(e) = bus.publish(&batch).await {
+            tracing::warn!(error = %e, events = batch.len(), "query events not published");
+        }
+        batch.clear();
+    }
+}
+
+#[derive(Clone)]
 struct Tenant {
     tz: chrono_tz::Tz,
     currency: Currency,
@@ -59,16 +78,34 @@ fn round2(x: f64) -> f64 {
 }
 
 impl OrchestratorServiceImpl {
+    /// Needs a Tokio runtime: it starts the event publisher.
     pub fn new(db: Db, cache: DynCache, bus: DynBus, cache_ttl: Duration) -> Self {
+        let (events, rx) = tokio::sync::mpsc::channel(4096);
+        tokio::spawn(publish_events(bus, rx));
         Self {
             db,
             cache,
-            bus,
             cache_ttl,
+            tenants: Mutex::new(HashMap::new()),
+            events,
         }
     }
 
     async fn tenant(&self, id: &TenantId) -> Result<Tenant, Error> {
+        if let Some((at, t)) = self.tenants.lock().expect("tenants").get(id)
+            && at.elapsed() < TENANT_TTL
+        {
+            return Ok(t.clone());
+        }
+        let t = self.load_tenant(id).await?;
+        self.tenants
+            .lock()
+            .expect("tenants")
+            .insert(id.clone(), (Instant::now(), t.clone()));
+        Ok(t)
+    }
+
+    async fn load_tenant(&self, id: &TenantId) -> Result<Tenant, Error> {
         let row: Option<(String, String)> = with_global!(&self.db, read, |tx| {
             sqlx::query_as("SELECT timezone, currency FROM tenants WHERE id = $1")
                 .bind(id.as_str())
@@ -169,12 +206,13 @@ impl OrchestratorServiceImpl {
             Some(caller.user.to_string()),
             json!({"query": query, "intent": resp.intent, "module": resp.module, "response_time_ms": resp.response_time_ms}),
         );
-        if let Err(e) = self
-            .bus
-            .publish(&[event.to_message(topics::QUERY_SUBMITTED)])
+        if self
+            .events
+            .send(event.to_message(topics::QUERY_SUBMITTED))
             .await
+            .is_err()
         {
-            tracing::warn!(error = %e, "query event not published");
+            tracing::warn!("query event publisher has stopped");
         }
         Ok(resp)
     }
