@@ -280,6 +280,20 @@ pub async fn first_day(db: &Db, tenant: &TenantId) -> Result<Option<NaiveDate>, 
 }
 
 /// Product titles the tenant sells (catalogue and order lines).
+/// Customers' names (lower-case) with their canonical key, from both sources: customer records and the
+/// names on orders and payments.
+pub async fn customer_names(db: &Db, tenant: &TenantId) -> Result<Vec<(String, String)>, Error> {
+    let rows: Vec<(String, String)> = with_tenant!(db, tenant, read, |tx| {
+        sqlx::query_as(
+            "SELECT LOWER(name), customer_key FROM customers WHERE tenant_id = $1 AND name IS NOT NULL              UNION SELECT DISTINCT LOWER(customer_name), customer_key FROM orders              WHERE tenant_id = $1 AND customer_name IS NOT NULL AND customer_key IS NOT NULL",
+        )
+        .bind(tenant.as_str())
+        .fetch_all(&mut *tx)
+        .await?
+    });
+    Ok(rows)
+}
+
 pub async fn product_titles(db: &Db, tenant: &TenantId) -> Result<Vec<String>, Error> {
     let rows: Vec<(String,)> = with_tenant!(db, tenant, read, |tx| {
         sqlx::query_as("SELECT title FROM products WHERE tenant_id = $1 UNION SELECT DISTINCT title FROM order_lines WHERE tenant_id = $1")

@@ -2,7 +2,7 @@
 //! execute → answer, then the `user.query.submitted` event.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -34,6 +34,16 @@ pub struct OrchestratorServiceImpl {
     tenants: Mutex<HashMap<TenantId, (Instant, Tenant)>>,
     /// `user.query.submitted` events, published off the answer path by a background task in batches.
     events: tokio::sync::mpsc::Sender<Message>,
+    /// Per tenant: the product titles and customer names questions are matched against, with the data
+    /// version they were read at (a sync bumps the version, so they are re-read after new data).
+    vocab: Mutex<HashMap<TenantId, (String, Arc<Vocab>)>>,
+}
+
+/// What a question's words are matched against.
+struct Vocab {
+    titles: Vec<String>,
+    /// (lower-case name, customer key)
+    customers: Vec<(String, String)>,
 }
 
 const TENANT_TTL: Duration = Duration::from_secs(60);
@@ -88,7 +98,25 @@ impl OrchestratorServiceImpl {
             cache_ttl,
             tenants: Mutex::new(HashMap::new()),
             events,
+            vocab: Mutex::new(HashMap::new()),
         }
+    }
+
+    async fn vocab(&self, id: &TenantId, version: &str) -> Result<Arc<Vocab>, Error> {
+        if let Some((v, vocab)) = self.vocab.lock().expect("vocab").get(id)
+            && v == version
+        {
+            return Ok(vocab.clone());
+        }
+        let vocab = Arc::new(Vocab {
+            titles: metrics::product_titles(&self.db, id).await?,
+            customers: metrics::customer_names(&self.db, id).await?,
+        });
+        self.vocab
+            .lock()
+            .expect("vocab")
+            .insert(id.clone(), (version.to_string(), vocab.clone()));
+        Ok(vocab)
     }
 
     async fn tenant(&self, id: &TenantId) -> Result<Tenant, Error> {
@@ -179,7 +207,9 @@ impl OrchestratorServiceImpl {
         let mut resp = match cached {
             Some(r) => r,
             None => {
-                let a = self.answer(&caller.tenant, &tenant, &u, today).await?;
+                let a = self
+                    .answer(&caller.tenant, &tenant, &u, today, &version)
+                    .await?;
                 tracing::debug!(plan = %Json::Array(a.plan.clone()), "plan executed");
                 let r = pb::ProcessResponse {
                     answer: a.answer,
@@ -223,6 +253,7 @@ impl OrchestratorServiceImpl {
         t: &Tenant,
         u: &Understanding,
         today: NaiveDate,
+        version: &str,
     ) -> Result<Answer, Error> {
         let conv = |answer: String| Answer {
             answer,
@@ -272,16 +303,26 @@ impl OrchestratorServiceImpl {
             source: u.source.map(str::to_string),
             ..Filter::default()
         };
+        let vocab = self.vocab(tenant_id, version).await?;
         if let Some(email) = &u.customer_email {
             filter.customer_key = Some(email.clone());
+        } else if !matches!(
+            metric,
+            Metric::TopCustomers
+                | Metric::Customers
+                | Metric::NewCustomers
+                | Metric::ReturningCustomers
+        ) && let Some((name, key)) = match_customer(&u.normalized, &vocab.customers)
+        {
+            plan.push(json!({"step": "resolve_customer", "customer": name}));
+            filter.customer_key = Some(key.clone());
         }
         // Product named in the question?
         if !matches!(
             metric,
             Metric::TopProducts | Metric::TopProductsByUnits | Metric::TopCustomers
         ) {
-            let titles = metrics::product_titles(&self.db, tenant_id).await?;
-            if let Some(title) = match_product(&u.normalized, &titles) {
+            if let Some(title) = match_product(&u.normalized, &vocab.titles) {
                 metric = match metric {
                     Metric::Units | Metric::Orders => Metric::Units,
                     _ if contains_phrase(&u.normalized, "how many") => Metric::Units,
@@ -314,6 +355,9 @@ impl OrchestratorServiceImpl {
         let mut result = json!({"metric": metric.name(), "period": period_json(&period), "timezone": tzname, "definition": definition(metric)});
         if let Some(p) = &filter.product {
             result["product"] = json!(p);
+        }
+        if let Some(c) = &filter.customer_key {
+            result["customer"] = json!(c);
         }
         if let Some(s) = &filter.source {
             result["source"] = json!(s);
@@ -440,11 +484,14 @@ impl OrchestratorServiceImpl {
             )
             .await?;
             result["value"] = json!(round2(v.to_f64(exp)));
-            let subject = match &filter.product {
+            let mut subject = match &filter.product {
                 Some(p) if metric == Metric::Units => format!("Units of {p} sold"),
                 Some(p) => format!("Sales of {p}"),
                 None => label(metric).to_string(),
             };
+            if let Some(c) = &filter.customer_key {
+                subject = format!("{subject} for customer {c}");
+            }
             let mut text = format!(
                 "{subject} — {} — {} {} in {words} ({tzname})",
                 definition(metric),
@@ -539,6 +586,17 @@ pub fn buckets(p: &Period, g: Grain) -> Vec<(NaiveDate, NaiveDate, NaiveDate)> {
     }
     let _ = p.start.year();
     out
+}
+
+/// The customer a question names by full name (two words or more, as a phrase); the longest name wins.
+fn match_customer<'a>(
+    text: &str,
+    customers: &'a [(String, String)],
+) -> Option<&'a (String, String)> {
+    customers
+        .iter()
+        .filter(|(name, _)| name.split_whitespace().count() >= 2 && contains_phrase(text, name))
+        .max_by_key(|(name, _)| name.len())
 }
 
 /// The product a question names: the title whose distinctive words all appear (sizes like "12oz" are

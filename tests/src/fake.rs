@@ -64,6 +64,20 @@ pub fn ts(t: DateTime<FixedOffset>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
 }
 
+const WORDS: [&str; 16] = [
+    "Amber", "Birch", "Cedar", "Dune", "Ember", "Fjord", "Granite", "Harbor", "Iris", "Juniper",
+    "Kestrel", "Lumen", "Meadow", "Nimbus", "Orchid", "Pebble",
+];
+
+/// Product `i`'s title: "Amber Roast", …, then "Amber Roast 2", ….
+pub fn product_title(i: usize) -> String {
+    let base = format!("{} Roast", WORDS[i % WORDS.len()]);
+    match i / WORDS.len() {
+        0 => base,
+        n => format!("{base} {}", n + 1),
+    }
+}
+
 fn money(minor: i64) -> String {
     format!("{}.{:02}", minor / 100, minor % 100)
 }
@@ -76,7 +90,7 @@ impl Dataset {
         let products: Vec<Value> = (0..s.products)
             .map(|i| {
                 let t = t0 + Duration::seconds(i as i64);
-                json!({"id": 8_100_000_000_000u64 + i as u64, "title": format!("Product {i}"),
+                json!({"id": 8_100_000_000_000u64 + i as u64, "title": product_title(i),
                     "created_at": ts(t), "updated_at": ts(t), "status": "active",
                     "variants": [{"id": 8_200_000_000_000u64 + i as u64, "price": money(1000 + 100 * i as i64)}]})
             })
@@ -118,7 +132,7 @@ impl Dataset {
                     "customer": {"id": 7_200_000_000_000u64 + c as u64, "email": format!("customer{c}@example.com"),
                         "first_name": format!("First{c}"), "last_name": format!("Last{c}")},
                     "line_items": [{"id": id + 100_000_000, "product_id": 8_100_000_000_000u64 + p as u64,
-                        "title": format!("Product {p}"), "quantity": qty, "price": money(price)}],
+                        "title": product_title(p), "quantity": qty, "price": money(price)}],
                     "shipping_lines": [{"title": "Standard", "price": money(shipping)}],
                     "refunds": refunds})
             })

@@ -1,0 +1,173 @@
+//! Questions answered over data synced from our fake sources, on SQLite and on PostgreSQL: both stores give
+//! the same results, and key figures match an independent computation from the source records.
+
+use chrono::{DateTime, NaiveDate};
+use serde_json::{Value, json};
+use smb_core::store::testing::PgTestDb;
+use smb_tests::fake::{Dataset, FakeSaas, Sizes};
+use smb_tests::sync::{connect_shopify, connect_stripe, sync};
+use smb_tests::{App, Owner};
+
+const AS_OF: &str = "2025-01-31T12:00:00-05:00";
+
+const QUESTIONS: &[&str] = &[
+    "revenue in January 2025 from shopify",
+    "how many orders this month",
+    "top 5 customers this month",
+    "orders by week this month",
+    "refunds this month",
+    "aov last week compared to the previous period",
+    "units sold in January",
+    "best selling products this month",
+    "new customers this month",
+    "failed payments this month",
+    "revenue from stripe yesterday",
+    "how much did customer3@example.com spend this month",
+    "how much did First3 Last3 spend this month",
+    "revenue from cedar roast this month",
+    "how many orders did Member 7 place this month",
+];
+
+fn sizes() -> Sizes {
+    Sizes {
+        orders: 900,
+        customers: 60,
+        products: 8,
+        charges: 400,
+        stripe_customers: 30,
+    }
+}
+
+async fn ask(app: &App, owner: &Owner, q: &str) -> Value {
+    let (s, b, _) = app
+        .call(
+            "POST",
+            "/v1/ai/query",
+            Some(json!({"query": q, "as_of": AS_OF})),
+            Some(&owner.token),
+        )
+        .await;
+    assert_eq!(s, 200, "{q}: {b}");
+    b
+}
+
+async fn answers(env: &[(&str, &str)], fake: &FakeSaas) -> Vec<Value> {
+    let app = App::start(env);
+    let owner = app.owner("America/New_York").await;
+    for c in [
+        connect_shopify(&app, &owner, fake).await,
+        connect_stripe(&app, &owner, fake).await,
+    ] {
+        assert_eq!(sync(&app, &owner, &c).await["status"], "succeeded");
+    }
+    let mut out = Vec::new();
+    for q in QUESTIONS {
+        out.push(ask(&app, &owner, q).await);
+    }
+    out
+}
+
+fn local_date(ts: &str) -> NaiveDate {
+    DateTime::parse_from_rfc3339(ts)
+        .unwrap()
+        .with_timezone(&chrono_tz::America::New_York)
+        .date_naive()
+}
+
+fn minor(s: &str) -> i64 {
+    let (a, b) = s.split_once('.').unwrap();
+    a.parse::<i64>().unwrap() * 100 + b.parse::<i64>().unwrap()
+}
+
+/// Shopify revenue in a date range, straight from the metrics spec over the source records.
+fn shopify_revenue(d: &Dataset, from: NaiveDate, to: NaiveDate) -> i64 {
+    d.orders
+        .iter()
+        .filter(|o| o["cancelled_at"].is_null() && o["test"] == false)
+        .filter(|o| (from..=to).contains(&local_date(o["created_at"].as_str().unwrap())))
+        .map(|o| {
+            let refunded: i64 = o["refunds"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|r| r["transactions"].as_array().unwrap().iter())
+                .filter(|t| t["kind"] == "refund" && t["status"] == "success")
+                .map(|t| minor(t["amount"].as_str().unwrap()))
+                .sum();
+            minor(o["total_price"].as_str().unwrap()) - refunded
+        })
+        .sum()
+}
+
+fn orders_count(d: &Dataset, from: NaiveDate, to: NaiveDate) -> i64 {
+    let shopify = d
+        .orders
+        .iter()
+        .filter(|o| o["cancelled_at"].is_null() && o["test"] == false)
+        .filter(|o| (from..=to).contains(&local_date(o["created_at"].as_str().unwrap())))
+        .count();
+    let stripe = d
+        .charges
+        .iter()
+        .filter(|c| c["status"] == "succeeded")
+        .filter(|c| {
+            let t = DateTime::from_timestamp(c["created"].as_i64().unwrap(), 0).unwrap();
+            (from..=to).contains(&t.with_timezone(&chrono_tz::America::New_York).date_naive())
+        })
+        .count();
+    (shopify + stripe) as i64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_and_postgres_answer_alike_and_match_the_spec() {
+    let data = Dataset::generate(sizes());
+    let fake = FakeSaas::start(data.clone()).await;
+    let pg = PgTestDb::create().await.unwrap();
+    let (url, migrate) = (pg.app_url.clone(), pg.owner_url.clone());
+    let pg_env = [
+        ("SMB_DATABASE__URL", url.as_str()),
+        ("SMB_DATABASE__MIGRATE_URL", migrate.as_str()),
+    ];
+    let (lite, post) = tokio::join!(answers(&[], &fake), answers(&pg_env, &fake));
+    pg.drop_db().await;
+
+    for ((q, a), b) in QUESTIONS.iter().zip(&lite).zip(&post) {
+        assert_eq!(a["result"], b["result"], "{q}");
+        assert_eq!(a["answer"], b["answer"], "{q}");
+        assert_eq!(a["intent"], "metrics", "{q}: {a}");
+    }
+    let jan = |d| NaiveDate::from_ymd_opt(2025, 1, d).unwrap();
+    let value = |i: usize| lite[i]["result"]["value"].as_f64().unwrap();
+    assert_eq!(
+        (value(0) * 100.0).round() as i64,
+        shopify_revenue(&data, jan(1), jan(31)),
+        "{}",
+        lite[0]
+    );
+    assert_eq!(
+        value(1) as i64,
+        orders_count(&data, jan(1), jan(31)),
+        "{}",
+        lite[1]
+    );
+    // Top customers are ranked and limited.
+    let rows = lite[2]["result"]["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 5, "{}", lite[2]);
+    // Weekly buckets cover the month, Monday-based, the first clipped to January 1.
+    let weeks = lite[3]["result"]["rows"].as_array().unwrap();
+    assert_eq!(weeks.len(), 5, "{}", lite[3]);
+    // A customer named by e-mail and by full name is the same customer.
+    assert_eq!(lite[11]["result"]["value"], lite[12]["result"]["value"]);
+    assert_eq!(
+        lite[12]["result"]["customer"], "customer3@example.com",
+        "{}",
+        lite[12]
+    );
+    assert!(value(11) > 0.0, "{}", lite[11]);
+    assert_eq!(lite[13]["result"]["product"], "Cedar Roast", "{}", lite[13]);
+    assert_eq!(
+        lite[14]["result"]["customer"], "member7@example.org",
+        "{}",
+        lite[14]
+    );
+}
