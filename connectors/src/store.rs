@@ -1,8 +1,9 @@
 //! SQL of the connectors service, written once for both adapters.
 
+use smb_core::bus::Message;
 use smb_core::ids::TenantId;
 use smb_core::store::Db;
-use smb_core::{Error, with_global, with_tenant};
+use smb_core::{Error, outbox_insert, with_global, with_tenant};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ConnectorRow {
@@ -206,6 +207,34 @@ pub async fn get_cursor(
             .await?
     });
     Ok(row.map(|r| r.0))
+}
+
+/// A page's checkpoint: the stream's new cursor and the page's messages, through the outbox, in one
+/// transaction — a sync that dies never loses a fetched page nor skips one.
+pub async fn checkpoint(
+    db: &Db,
+    tenant: &TenantId,
+    connector: &str,
+    stream: &str,
+    cursor: &str,
+    msgs: &[Message],
+    now: i64,
+) -> Result<(), Error> {
+    with_tenant!(db, tenant, write, |tx| {
+        outbox_insert!(tx, msgs, now);
+        sqlx::query(
+            "INSERT INTO sync_cursors (connector_id, stream, tenant_id, cursor, updated_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (connector_id, stream) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
+        )
+        .bind(connector)
+        .bind(stream)
+        .bind(tenant.as_str())
+        .bind(cursor)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    });
+    Ok(())
 }
 
 pub async fn save_cursor(

@@ -1,13 +1,14 @@
-//! One sync run: for every stream, fetch page after page from the stream's checkpoint, publish each page to
-//! the bus, then checkpoint the cursor and renew the lease. The run ends with an end marker on the same key,
-//! so workers finish the run only after every page of it is loaded.
+//! One sync run: for every stream, fetch page after page from the stream's checkpoint; each page goes into
+//! the outbox in the same transaction as the stream's new cursor (the relay publishes it to the bus), then
+//! the lease is renewed. The run ends with an end marker on the same key, so workers finish the run only
+//! after every page of it is loaded.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use smb_core::Error;
-use smb_core::bus::{DynBus, Message, topics};
+use smb_core::bus::{Message, topics};
 use smb_core::crypto::Sealer;
 use smb_core::ids::TenantId;
 use smb_core::store::{Db, now_ms};
@@ -22,12 +23,13 @@ use crate::stripe::Stripe;
 #[derive(Clone)]
 pub struct SyncEngine {
     pub db: Db,
-    pub bus: DynBus,
     pub sealer: Sealer,
     pub client: SourceClient,
     /// This replica's lease owner id.
     pub owner: String,
     pub lease: Duration,
+    /// Pokes the outbox relay after a checkpoint.
+    pub relay: Arc<tokio::sync::Notify>,
 }
 
 /// Builds the source of a connector from its settings and sealed secret.
@@ -46,6 +48,14 @@ pub fn build_source(
         "stripe" => Ok(Arc::new(Stripe::new(setting("api_base"), secret, client))),
         other => Err(Error::internal("connector kind", other)),
     }
+}
+
+fn message(connector: &str, msg: &RawMessage) -> Result<Message, Error> {
+    Ok(Message {
+        topic: topics::RAW_RECORDS.into(),
+        key: connector.to_string(),
+        payload: serde_json::to_string(msg).map_err(|e| Error::internal("encode page", e))?,
+    })
 }
 
 impl SyncEngine {
@@ -98,14 +108,9 @@ impl SyncEngine {
     }
 
     async fn publish(&self, connector: &str, msg: &RawMessage) -> Result<(), Error> {
-        let payload = serde_json::to_string(msg).map_err(|e| Error::internal("encode page", e))?;
-        self.bus
-            .publish(&[Message {
-                topic: topics::RAW_RECORDS.into(),
-                key: connector.to_string(),
-                payload,
-            }])
-            .await
+        smb_core::outbox::enqueue(&self.db, &[message(connector, msg)?]).await?;
+        self.relay.notify_one();
+        Ok(())
     }
 
     /// Fetches every stream; a source failure comes back as the owner-readable reason.
@@ -128,6 +133,7 @@ impl SyncEngine {
                     .next_page(stream, &cursor)
                     .await
                     .map_err(|e| format!("{stream}: {e}"))?;
+                let mut msgs = Vec::new();
                 if !page.records.is_empty() {
                     let msg = RawMessage::Page {
                         tenant_id: tenant.to_string(),
@@ -137,13 +143,14 @@ impl SyncEngine {
                         stream: (*stream).to_string(),
                         records: page.records,
                     };
-                    self.publish(&row.id, &msg).await.map_err(|e| e.message)?;
+                    msgs.push(message(&row.id, &msg).map_err(|e| e.message)?);
                 }
                 cursor = page.cursor;
                 let encoded = serde_json::to_string(&cursor).unwrap_or_default();
-                store::save_cursor(&self.db, tenant, &row.id, stream, &encoded, now_ms())
+                store::checkpoint(&self.db, tenant, &row.id, stream, &encoded, &msgs, now_ms())
                     .await
                     .map_err(|e| e.message)?;
+                self.relay.notify_one();
                 store::acquire_lease(&self.db, &row.id, &self.owner, now_ms(), self.lease_until())
                     .await
                     .map_err(|e| e.message)?;

@@ -60,6 +60,9 @@ pub struct Platform {
     pub engine: SyncEngine,
     pub wake: Arc<Notify>,
     pub worker: Worker,
+    pub bus: DynBus,
+    /// Pokes the outbox relay.
+    pub relay: Arc<Notify>,
 }
 
 impl Platform {
@@ -83,9 +86,10 @@ impl Platform {
             cfg.connectors.max_retries,
         );
         let wake = Arc::new(Notify::new());
+        let relay = Arc::new(Notify::new());
         let engine = SyncEngine {
             db: db.clone(),
-            bus: bus.clone(),
+            relay: relay.clone(),
             sealer: sealer.clone(),
             client: client.clone(),
             owner: format!("{}-{}", std::process::id(), uuid_like()),
@@ -115,7 +119,10 @@ impl Platform {
                 bus.clone(),
                 cache.clone(),
                 cfg.connectors.sync_interval_secs,
+                relay.clone(),
             ),
+            bus,
+            relay,
             engine,
             wake,
             db,
@@ -152,7 +159,12 @@ impl Platform {
         shutdown: &Arc<Notify>,
         scheduler: bool,
     ) -> Vec<tokio::task::JoinHandle<()>> {
-        let mut tasks = vec![tokio::spawn(self.worker.clone().run(shutdown.clone()))];
+        let relay =
+            smb_core::outbox::Relay::new(self.db.clone(), self.bus.clone(), self.relay.clone());
+        let mut tasks = vec![
+            tokio::spawn(self.worker.clone().run(shutdown.clone())),
+            tokio::spawn(relay.run(shutdown.clone())),
+        ];
         if scheduler {
             let s = Scheduler::new(
                 self.engine.clone(),

@@ -14,7 +14,7 @@ use smb_core::bus::{Delivery, DynBus, Envelope, topics};
 use smb_core::cache::{DynCache, keys};
 use smb_core::ids::TenantId;
 use smb_core::store::{Db, now_ms};
-use smb_core::{Error, with_global, with_tenant};
+use smb_core::{Error, outbox_insert, with_global, with_tenant};
 use tokio::sync::{Mutex, Notify};
 
 use crate::load::{RunProgress, apply_page};
@@ -29,6 +29,8 @@ pub struct Worker {
     pub cache: DynCache,
     /// Seconds between scheduled syncs (jittered ±10%).
     pub sync_interval_secs: u64,
+    /// Pokes the outbox relay after a commit that wrote events.
+    pub relay: Arc<Notify>,
     zones: Arc<Mutex<HashMap<String, Tz>>>,
 }
 
@@ -42,12 +44,19 @@ struct SyncCompleted<'a> {
 }
 
 impl Worker {
-    pub fn new(db: Db, bus: DynBus, cache: DynCache, sync_interval_secs: u64) -> Self {
+    pub fn new(
+        db: Db,
+        bus: DynBus,
+        cache: DynCache,
+        sync_interval_secs: u64,
+        relay: Arc<Notify>,
+    ) -> Self {
         Self {
             db,
             bus,
             cache,
             sync_interval_secs,
+            relay,
             zones: Arc::new(Mutex::new(HashMap::new())),
         }
     }
@@ -168,7 +177,7 @@ impl Worker {
         };
         let jitter = rand::thread_rng().gen_range(0.9..1.1);
         let next = now + (self.sync_interval_secs as f64 * 1000.0 * jitter) as i64;
-        let row: Option<(i64, i64)> = with_tenant!(&self.db, tenant, write, |tx| {
+        let (records, duration): (i64, i64) = with_tenant!(&self.db, tenant, write, |tx| {
             sqlx::query(
                 "UPDATE sync_runs SET status = $3, error = $4, finished_at = $5, duration_ms = $5 - COALESCE(started_at, created_at) \
                  WHERE tenant_id = $1 AND id = $2 AND status IN ('queued', 'running')",
@@ -195,29 +204,31 @@ impl Worker {
             .bind(next)
             .execute(&mut *tx)
             .await?;
-            sqlx::query_as("SELECT records_synced, COALESCE(duration_ms, 0) FROM sync_runs WHERE tenant_id = $1 AND id = $2")
+            let row: Option<(i64, i64)> = sqlx::query_as("SELECT records_synced, COALESCE(duration_ms, 0) FROM sync_runs WHERE tenant_id = $1 AND id = $2")
                 .bind(tenant.as_str())
                 .bind(sync_id)
                 .fetch_optional(&mut *tx)
-                .await?
+                .await?;
+            let (records, duration) = row.unwrap_or((0, 0));
+            // The completion event commits with the run's final state (transactional outbox).
+            let event = Envelope::new(
+                "connector.sync.completed",
+                tenant,
+                None,
+                SyncCompleted {
+                    connector_id: connector,
+                    connector_type: source,
+                    records_synced: records,
+                    duration_ms: duration,
+                    status,
+                },
+            );
+            let msgs = [event.to_message(topics::SYNC_COMPLETED)];
+            outbox_insert!(tx, &msgs, now);
+            (records, duration)
         });
-        let (records, duration) = row.unwrap_or((0, 0));
+        self.relay.notify_one();
         self.cache.incr(&keys::data_version(tenant)).await?;
-        let event = Envelope::new(
-            "connector.sync.completed",
-            tenant,
-            None,
-            SyncCompleted {
-                connector_id: connector,
-                connector_type: source,
-                records_synced: records,
-                duration_ms: duration,
-                status,
-            },
-        );
-        self.bus
-            .publish(&[event.to_message(topics::SYNC_COMPLETED)])
-            .await?;
         tracing::info!(tenant_id = %tenant, connector_id = %connector, sync_id, status, records, duration_ms = duration, "sync finished");
         Ok(())
     }

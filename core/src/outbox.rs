@@ -1,0 +1,143 @@
+//! The transactional outbox. Every event that must follow a state change is inserted into `outbox` inside
+//! the same database transaction as the change ([`outbox_insert!`]); the [`Relay`] publishes pending rows to
+//! the bus in id order and deletes them once the bus has them. If the bus is down the outbox grows and the
+//! platform keeps accepting work; it drains when the bus is back. Delivery is at least once (a crash between
+//! publish and delete publishes a row again), so every consumer is idempotent.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::bus::{DynBus, Message};
+use crate::error::Result;
+use crate::store::Db;
+use crate::with_global;
+
+/// Inserts `$msgs` (an iterator of `&Message`) into the outbox inside the open transaction `$tx`, in order.
+#[macro_export]
+macro_rules! outbox_insert {
+    ($tx:ident, $msgs:expr, $now:expr) => {
+        for m in $msgs {
+            sqlx::query(
+                "INSERT INTO outbox (topic, msg_key, payload, created_at) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(&m.topic)
+            .bind(&m.key)
+            .bind(&m.payload)
+            .bind($now)
+            .execute(&mut *$tx)
+            .await?;
+        }
+    };
+}
+
+/// Writes messages through the outbox in a transaction of their own (for events with no state change).
+pub async fn enqueue(db: &Db, msgs: &[Message]) -> Result<()> {
+    let now = crate::store::now_ms();
+    with_global!(db, write, |tx| {
+        outbox_insert!(tx, msgs, now);
+    });
+    Ok(())
+}
+
+/// Publishes the outbox to the bus.
+pub struct Relay {
+    db: Db,
+    bus: DynBus,
+    /// Poked after a commit that wrote to the outbox, so events leave at once.
+    pub wake: Arc<Notify>,
+    batch: i64,
+}
+
+impl Relay {
+    pub fn new(db: Db, bus: DynBus, wake: Arc<Notify>) -> Self {
+        Self {
+            db,
+            bus,
+            wake,
+            batch: 256,
+        }
+    }
+
+    /// Rows waiting to be published.
+    pub async fn pending(&self) -> Result<i64> {
+        let (n,): (i64,) = with_global!(&self.db, read, |tx| {
+            sqlx::query_as("SELECT CAST(COUNT(*) AS BIGINT) FROM outbox")
+                .fetch_one(&mut *tx)
+                .await?
+        });
+        Ok(n)
+    }
+
+    /// Publishes one batch; returns how many rows left the outbox.
+    pub async fn drain_once(&self) -> Result<usize> {
+        let rows: Vec<(i64, String, String, String)> = with_global!(&self.db, read, |tx| {
+            sqlx::query_as("SELECT id, topic, msg_key, payload FROM outbox ORDER BY id LIMIT $1")
+                .bind(self.batch)
+                .fetch_all(&mut *tx)
+                .await?
+        });
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
+        let msgs: Vec<Message> = rows
+            .into_iter()
+            .map(|(_, topic, key, payload)| Message {
+                topic,
+                key,
+                payload,
+            })
+            .collect();
+        self.bus.publish(&msgs).await?;
+        // Deleted by id, never by range: a transaction that commits late with a lower id is picked up next time.
+        match &self.db {
+            Db::Sqlite(pool) => {
+                let list = serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into());
+                let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                sqlx::query("DELETE FROM outbox WHERE id IN (SELECT value FROM json_each($1))")
+                    .bind(list)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+            }
+            Db::Postgres(pool) => {
+                sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
+                    .bind(&ids)
+                    .execute(pool)
+                    .await?;
+            }
+        }
+        Ok(ids.len())
+    }
+
+    /// Runs until `shutdown` is notified, backing off (up to 10 s) while the bus refuses.
+    pub async fn run(self, shutdown: Arc<Notify>) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let woken = self.wake.notified();
+            match self.drain_once().await {
+                Ok(n) if n as i64 == self.batch => {
+                    backoff = Duration::from_millis(100);
+                    continue;
+                }
+                Ok(_) => backoff = Duration::from_millis(100),
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "outbox relay: bus unavailable; events stay in the outbox");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.notified() => return,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    continue;
+                }
+            }
+            tokio::select! {
+                _ = woken => {}
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = shutdown.notified() => return,
+            }
+        }
+    }
+}
