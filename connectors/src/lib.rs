@@ -15,5 +15,6 @@ pub mod source;
 pub mod store;
 pub mod stripe;
 pub mod sync;
+pub mod webhooks;
 
 pub use service::ConnectorsServiceImpl;

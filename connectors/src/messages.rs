@@ -24,4 +24,15 @@ pub enum RawMessage {
         /// Why fetching failed, if it did.
         error: Option<String>,
     },
+    /// One verified webhook event: a single record of `stream` (`refunds` for a Shopify refund).
+    Webhook {
+        tenant_id: String,
+        connector_id: String,
+        source: String,
+        stream: String,
+        event_id: String,
+        record: serde_json::Value,
+        /// The event's own time (Stripe `created`, ms): the version of the change when the record has none.
+        version_ms: Option<i64>,
+    },
 }

@@ -32,6 +32,21 @@ struct NewConnector {
     kind: &'static str,
     settings: BTreeMap<String, String>,
     secret: String,
+    webhook_secret: Option<String>,
+}
+
+/// `config.webhook_secret`, if given: 16 to 256 characters.
+fn webhook_secret(config: &mut HashMap<String, String>) -> Result<Option<String>, Error> {
+    match config
+        .remove("webhook_secret")
+        .map(|v| v.trim().to_string())
+    {
+        None => Ok(None),
+        Some(v) if (16..=256).contains(&v.len()) => Ok(Some(v)),
+        Some(_) => Err(Error::invalid(
+            "config.webhook_secret must be 16 to 256 characters (the signing secret the source shows)",
+        )),
+    }
 }
 
 fn take(config: &mut HashMap<String, String>, key: &str, kind: &str) -> Result<String, Error> {
@@ -47,7 +62,8 @@ impl TryFrom<pb::CreateConnectorRequest> for NewConnector {
     type Error = Error;
     fn try_from(r: pb::CreateConnectorRequest) -> Result<Self, Error> {
         let pb::CreateConnectorRequest { r#type, mut config } = r;
-        let out = match pb::ConnectorType::try_from(r#type) {
+        let hook = webhook_secret(&mut config)?;
+        let mut out = match pb::ConnectorType::try_from(r#type) {
             Ok(pb::ConnectorType::Shopify) => {
                 let shop = normalize_base(&take(&mut config, "shop_url", "shopify")?)
                     .map_err(|e| Error::invalid(format!("config.shop_url: {e}")))?;
@@ -56,6 +72,7 @@ impl TryFrom<pb::CreateConnectorRequest> for NewConnector {
                     kind: "shopify",
                     settings: BTreeMap::from([("shop_url".into(), shop)]),
                     secret: token,
+                    webhook_secret: None,
                 }
             }
             Ok(pb::ConnectorType::Stripe) => {
@@ -70,6 +87,7 @@ impl TryFrom<pb::CreateConnectorRequest> for NewConnector {
                     kind: "stripe",
                     settings: BTreeMap::from([("api_base".into(), base)]),
                     secret: key,
+                    webhook_secret: None,
                 }
             }
             _ => return Err(Error::invalid("type must be \"shopify\" or \"stripe\"")),
@@ -81,6 +99,7 @@ impl TryFrom<pb::CreateConnectorRequest> for NewConnector {
                 out.kind
             )));
         }
+        out.webhook_secret = hook;
         Ok(out)
     }
 }
@@ -114,6 +133,7 @@ fn to_pb(c: ConnectorRow) -> pb::Connector {
         created_at: ms_to_rfc3339(Some(c.created_at)),
         last_sync_at: ms_to_rfc3339(c.last_sync_at),
         last_sync_status: c.last_sync_status.as_deref().map_or(0, status_enum),
+        webhook_configured: c.webhook_configured,
     }
 }
 
@@ -165,6 +185,7 @@ impl ConnectorsServiceImpl {
             created_at: now_ms(),
             last_sync_at: None,
             last_sync_status: None,
+            webhook_configured: new.webhook_secret.is_some(),
         };
         let source = build_source(&row, &self.sealer, self.client.clone())?;
         source.validate().await.map_err(|e| {
@@ -185,6 +206,18 @@ impl ConnectorsServiceImpl {
         })?;
         // The first scheduled sync is one interval away; owners usually trigger the first one themselves.
         store::insert_connector(&self.db, &row, now_ms() + 15 * 60_000).await?;
+        if let Some(h) = &new.webhook_secret {
+            let sealed = self.sealer.seal(h.as_bytes())?;
+            store::set_webhook_secret(
+                &self.db,
+                &caller.tenant,
+                &row.id,
+                &row.kind,
+                &sealed,
+                now_ms(),
+            )
+            .await?;
+        }
         tracing::info!(tenant_id = %caller.tenant, connector_id = %row.id, kind = new.kind, "connector created");
         Ok(to_pb(row))
     }
@@ -238,6 +271,39 @@ impl ConnectorsService for ConnectorsServiceImpl {
             return Err(not_found().into());
         }
         Ok(Response::new(pb::DeleteConnectorResponse {}))
+    }
+
+    async fn update_connector(
+        &self,
+        req: Request<pb::UpdateConnectorRequest>,
+    ) -> Result<Response<pb::Connector>, Status> {
+        let caller = Caller::from_metadata(req.metadata())?;
+        let pb::UpdateConnectorRequest { id, mut config } = req.into_inner();
+        let mut row = self.get(&caller.tenant, &id).await?;
+        let hook = webhook_secret(&mut config)?;
+        if let Some(k) = config.keys().next() {
+            return Err(Error::invalid(format!(
+                "config.{} cannot be changed; only webhook_secret can (delete and reconnect to change credentials)",
+                truncate(k, 40)
+            ))
+            .into());
+        }
+        let Some(h) = hook else {
+            return Err(Error::invalid("nothing to change: give config.webhook_secret").into());
+        };
+        let sealed = self.sealer.seal(h.as_bytes())?;
+        store::set_webhook_secret(
+            &self.db,
+            &caller.tenant,
+            &row.id,
+            &row.kind,
+            &sealed,
+            now_ms(),
+        )
+        .await?;
+        row.webhook_configured = true;
+        tracing::info!(tenant_id = %caller.tenant, connector_id = %row.id, "webhook secret set");
+        Ok(Response::new(to_pb(row)))
     }
 
     async fn trigger_sync(

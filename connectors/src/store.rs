@@ -15,6 +15,7 @@ pub struct ConnectorRow {
     pub created_at: i64,
     pub last_sync_at: Option<i64>,
     pub last_sync_status: Option<String>,
+    pub webhook_configured: bool,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -31,8 +32,8 @@ pub struct RunRow {
     pub duration_ms: Option<i64>,
 }
 
-const CONNECTOR_COLS: &str =
-    "id, tenant_id, kind, settings, secret_sealed, created_at, last_sync_at, last_sync_status";
+const CONNECTOR_COLS: &str = "id, tenant_id, kind, settings, secret_sealed, created_at, last_sync_at, last_sync_status, \
+    EXISTS (SELECT 1 FROM webhook_endpoints w WHERE w.connector_id = connectors.id) AS webhook_configured";
 
 pub async fn insert_connector(db: &Db, c: &ConnectorRow, first_run_at: i64) -> Result<(), Error> {
     let tenant: TenantId = c.tenant_id.parse()?;
@@ -103,6 +104,11 @@ pub async fn delete_connector(db: &Db, tenant: &TenantId, id: &str) -> Result<bo
             .execute(&mut *tx)
             .await?;
             sqlx::query("DELETE FROM sync_cursors WHERE tenant_id = $1 AND connector_id = $2")
+                .bind(tenant.as_str())
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM webhook_endpoints WHERE tenant_id = $1 AND connector_id = $2")
                 .bind(tenant.as_str())
                 .bind(id)
                 .execute(&mut *tx)
@@ -304,5 +310,79 @@ pub async fn acquire_lease(
         .await?
         .rows_affected()
             == 1
+    }))
+}
+
+/// Where a connector's webhooks go: its tenant, kind and sealed secret.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Endpoint {
+    pub tenant_id: String,
+    pub kind: String,
+    pub secret_sealed: String,
+}
+
+pub async fn set_webhook_secret(
+    db: &Db,
+    tenant: &TenantId,
+    connector: &str,
+    kind: &str,
+    sealed: &str,
+    now: i64,
+) -> Result<(), Error> {
+    with_tenant!(db, tenant, write, |tx| {
+        sqlx::query(
+            "INSERT INTO webhook_endpoints (connector_id, tenant_id, kind, secret_sealed, updated_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (connector_id) DO UPDATE SET secret_sealed = excluded.secret_sealed, updated_at = excluded.updated_at",
+        )
+        .bind(connector)
+        .bind(tenant.as_str())
+        .bind(kind)
+        .bind(sealed)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    });
+    Ok(())
+}
+
+/// The webhook endpoint of a connector, read before the tenant is known.
+pub async fn webhook_endpoint(db: &Db, connector: &str) -> Result<Option<Endpoint>, Error> {
+    Ok(with_global!(db, read, |tx| {
+        sqlx::query_as::<_, Endpoint>(
+            "SELECT tenant_id, kind, secret_sealed FROM webhook_endpoints WHERE connector_id = $1",
+        )
+        .bind(connector)
+        .fetch_optional(&mut *tx)
+        .await?
+    }))
+}
+
+/// Records a verified delivery and its event in one transaction. `false`: already received (nothing written).
+pub async fn accept_webhook(
+    db: &Db,
+    tenant: &TenantId,
+    connector: &str,
+    event_id: &str,
+    topic: &str,
+    msgs: &[Message],
+    now: i64,
+) -> Result<bool, Error> {
+    Ok(with_tenant!(db, tenant, write, |tx| {
+        let n = sqlx::query(
+            "INSERT INTO webhook_inbox (connector_id, event_id, tenant_id, topic, received_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (connector_id, event_id) DO NOTHING",
+        )
+        .bind(connector)
+        .bind(event_id)
+        .bind(tenant.as_str())
+        .bind(topic)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n == 1 {
+            outbox_insert!(tx, msgs, now);
+        }
+        n == 1
     }))
 }

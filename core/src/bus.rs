@@ -25,6 +25,18 @@ pub mod topics {
     pub const RAW_RECORDS: &str = "smb.connector.records";
     pub const SYNC_COMPLETED: &str = "smb.connector.sync.completed";
     pub const QUERY_SUBMITTED: &str = "smb.user.query.submitted";
+    /// Verified webhook events, one message per entity change, keyed by connector and entity.
+    pub const WEBHOOK_RECEIVED: &str = "smb.connector.webhook.received";
+    /// Messages a consumer gave up on after its attempts, with the error.
+    pub const DEAD_LETTER: &str = "smb.deadletter";
+    /// Every topic the platform uses (created up front on brokers that do not auto-create).
+    pub const ALL: [&str; 5] = [
+        RAW_RECORDS,
+        SYNC_COMPLETED,
+        QUERY_SUBMITTED,
+        WEBHOOK_RECEIVED,
+        DEAD_LETTER,
+    ];
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

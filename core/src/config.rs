@@ -22,6 +22,7 @@ pub struct Config {
     pub connectors: ConnectorsConfig,
     pub orchestrator: OrchestratorConfig,
     pub services: ServicesConfig,
+    pub bus: BusConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -109,6 +110,37 @@ pub struct ConnectorsConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct OrchestratorConfig {
     pub cache_ttl_secs: u64,
+}
+
+/// The event bus: the embedded log in the store, or Kafka.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BusConfig {
+    /// `store` (the embedded log in the database) or `kafka`.
+    pub kind: String,
+    /// Kafka bootstrap servers (`host:port,...`) when `kind = "kafka"`.
+    pub brokers: String,
+    /// Partitions of topics the platform creates on Kafka.
+    pub partitions: i32,
+    /// Replication factor of topics the platform creates on Kafka.
+    pub replication: i32,
+    /// Attempts at one message before it goes to the dead-letter topic.
+    pub max_attempts: u32,
+    /// Wait between attempts at a failing message.
+    pub retry_backoff_ms: u64,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        Self {
+            kind: "store".into(),
+            brokers: String::new(),
+            partitions: 3,
+            replication: 1,
+            max_attempts: 5,
+            retry_backoff_ms: 500,
+        }
+    }
 }
 
 /// Where the other services are, when running split (`smb serve`). Unused by `smb up`.

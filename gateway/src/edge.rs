@@ -169,6 +169,7 @@ edge_connectors! {
     list_connectors(conn_pb::ListConnectorsRequest) -> conn_pb::ListConnectorsResponse, "connectors.list";
     get_connector(conn_pb::GetConnectorRequest) -> conn_pb::Connector, "connectors.get";
     delete_connector(conn_pb::DeleteConnectorRequest) -> conn_pb::DeleteConnectorResponse, "connectors.delete";
+    update_connector(conn_pb::UpdateConnectorRequest) -> conn_pb::Connector, "connectors.update";
     trigger_sync(conn_pb::TriggerSyncRequest) -> conn_pb::TriggerSyncResponse, "connectors.sync";
     get_sync_run(conn_pb::GetSyncRunRequest) -> conn_pb::SyncRun, "connectors.sync_status";
 }

@@ -16,6 +16,9 @@ pub struct RateLimiter {
     public_limit: u64,
 }
 
+/// Default webhook deliveries per minute per connector (`gateway.rate_limits.webhooks` overrides).
+pub const WEBHOOK_LIMIT: u64 = 60_000;
+
 impl RateLimiter {
     pub fn new(
         cache: DynCache,
@@ -50,6 +53,17 @@ impl RateLimiter {
             .copied()
             .unwrap_or(self.public_limit);
         self.hit(&keys::rate_limit("public", addr, endpoint), limit)
+            .await
+    }
+
+    /// Counts one webhook delivery to a connector (sources send from few addresses, in bursts).
+    pub async fn check_webhook(&self, connector: &str) -> Result<(), Error> {
+        let limit = self
+            .limits
+            .get("webhooks")
+            .copied()
+            .unwrap_or(WEBHOOK_LIMIT);
+        self.hit(&keys::rate_limit("webhook", connector, "webhooks"), limit)
             .await
     }
 

@@ -5,6 +5,7 @@ use smb_proto::auth::v1 as auth_pb;
 use smb_proto::auth::v1::auth_service_client::AuthServiceClient;
 use smb_proto::connectors::v1 as conn_pb;
 use smb_proto::connectors::v1::connectors_service_client::ConnectorsServiceClient;
+use smb_proto::connectors::v1::webhooks_service_client::WebhooksServiceClient;
 use smb_proto::orchestrator::v1 as orch_pb;
 use smb_proto::orchestrator::v1::orchestrator_service_client::OrchestratorServiceClient;
 use tonic::transport::Channel;
@@ -51,6 +52,11 @@ forward!(RemoteConnectors, ConnectorsServiceClient, smb_proto::connectors::v1::c
     list_connectors(conn_pb::ListConnectorsRequest) -> conn_pb::ListConnectorsResponse;
     get_connector(conn_pb::GetConnectorRequest) -> conn_pb::Connector;
     delete_connector(conn_pb::DeleteConnectorRequest) -> conn_pb::DeleteConnectorResponse;
+    update_connector(conn_pb::UpdateConnectorRequest) -> conn_pb::Connector;
     trigger_sync(conn_pb::TriggerSyncRequest) -> conn_pb::TriggerSyncResponse;
     get_sync_run(conn_pb::GetSyncRunRequest) -> conn_pb::SyncRun;
+});
+
+forward!(RemoteWebhooks, WebhooksServiceClient, smb_proto::connectors::v1::webhooks_service_server::WebhooksService, {
+    receive(conn_pb::ReceiveWebhookRequest) -> conn_pb::ReceiveWebhookResponse;
 });

@@ -59,6 +59,32 @@ pub struct CreateConnectorBody {
     config: HashMap<String, Value>,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateConnectorBody {
+    config: HashMap<String, Value>,
+}
+
+/// Connector config values are strings; `null` means "not given".
+fn string_config(config: HashMap<String, Value>) -> Result<HashMap<String, String>, Error> {
+    let mut out = HashMap::new();
+    for (k, v) in config {
+        match v {
+            Value::String(s) => {
+                out.insert(k, s);
+            }
+            Value::Null => {}
+            _ => {
+                return Err(Error::invalid(format!(
+                    "config.{} must be a string",
+                    smb_core::ids::truncate(&k, 40)
+                )));
+            }
+        }
+    }
+    Ok(out)
+}
+
 fn token_json(t: auth_pb::TokenPair) -> Value {
     let role = if t.role == auth_pb::Role::Owner as i32 {
         "owner"
@@ -227,6 +253,7 @@ fn connector_json(c: conn_pb::Connector) -> Value {
     };
     let mut v =
         json!({"id": c.id, "type": kind, "settings": c.settings, "created_at": c.created_at});
+    v["webhook_configured"] = json!(c.webhook_configured);
     if !c.last_sync_at.is_empty() {
         v["last_sync_at"] = json!(c.last_sync_at);
         v["last_sync_status"] = json!(status_str(c.last_sync_status));
@@ -249,16 +276,7 @@ pub async fn create_connector(
     Extension(a): Extension<Authenticated>,
     JsonBody(b): JsonBody<CreateConnectorBody>,
 ) -> AppResult<impl IntoResponse> {
-    let mut config = HashMap::new();
-    for (k, v) in b.config {
-        match v {
-            Value::String(s) => {
-                config.insert(k, s);
-            }
-            Value::Null => {}
-            _ => return Err(Error::invalid(format!("config.{k} must be a string"))),
-        }
-    }
+    let config = string_config(b.config)?;
     let c = s
         .services
         .connectors
@@ -298,6 +316,67 @@ pub async fn get_connector(
         .await?
         .into_inner();
     Ok(Json(connector_json(c)))
+}
+
+pub async fn update_connector(
+    State(s): State<Arc<AppState>>,
+    Extension(a): Extension<Authenticated>,
+    Path(id): Path<String>,
+    JsonBody(b): JsonBody<UpdateConnectorBody>,
+) -> AppResult<Json<Value>> {
+    let c = s
+        .services
+        .connectors
+        .update_connector(a.caller.request(conn_pb::UpdateConnectorRequest {
+            id,
+            config: string_config(b.config)?,
+        }))
+        .await?
+        .into_inner();
+    Ok(Json(connector_json(c)))
+}
+
+/// `POST /webhooks/{source}/{connector_id}`: the raw body and headers go to the webhooks service, which
+/// verifies the signature before anything else. 202 once stored; 200 for a duplicate or ignored topic.
+pub async fn webhook(
+    State(s): State<Arc<AppState>>,
+    Path((source, id)): Path<(String, String)>,
+    headers: http::HeaderMap,
+    body: axum::body::Bytes,
+) -> AppResult<Response> {
+    if source != "shopify" && source != "stripe" {
+        return Err(Error::not_found(
+            "webhooks are received at /webhooks/shopify/{connector_id} or /webhooks/stripe/{connector_id}",
+        ));
+    }
+    s.limiter.check_webhook(&id).await?;
+    let headers = headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+        .collect();
+    let r = s
+        .services
+        .webhooks
+        .receive(tonic::Request::new(conn_pb::ReceiveWebhookRequest {
+            connector_id: id,
+            source,
+            body: body.to_vec(),
+            headers,
+        }))
+        .await?
+        .into_inner();
+    let (status, word) = if r.duplicate {
+        (StatusCode::OK, "duplicate")
+    } else if r.ignored {
+        (StatusCode::OK, "ignored")
+    } else {
+        (StatusCode::ACCEPTED, "accepted")
+    };
+    Ok((
+        status,
+        Json(json!({"status": word, "event_id": r.event_id})),
+    )
+        .into_response())
 }
 
 pub async fn delete_connector(
@@ -377,6 +456,7 @@ fn endpoint_name(method: &http::Method, path: &str) -> &'static str {
         ("POST", p) if p.ends_with("/sync") => "connectors.sync",
         ("GET", p) if p.contains("/syncs/") => "connectors.sync_status",
         ("DELETE", _) => "connectors.delete",
+        ("PATCH", _) => "connectors.update",
         _ => "connectors.get",
     }
 }

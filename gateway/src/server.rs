@@ -16,6 +16,7 @@ use smb_proto::auth::v1::auth_service_server::{AuthService, AuthServiceServer};
 use smb_proto::connectors::v1::connectors_service_server::{
     ConnectorsService, ConnectorsServiceServer,
 };
+use smb_proto::connectors::v1::webhooks_service_server::WebhooksService;
 use smb_proto::orchestrator::v1::orchestrator_service_server::{
     OrchestratorService, OrchestratorServiceServer,
 };
@@ -33,7 +34,11 @@ pub struct Services {
     pub auth: Arc<dyn AuthService>,
     pub orchestrator: Arc<dyn OrchestratorService>,
     pub connectors: Arc<dyn ConnectorsService>,
+    pub webhooks: Arc<dyn WebhooksService>,
 }
+
+/// Webhook bodies may be larger than API bodies (a big order), up to this.
+pub const WEBHOOK_BODY_LIMIT: usize = 1024 * 1024;
 
 /// A named dependency check for `/readyz`.
 pub type ReadyCheck = Arc<dyn Fn() -> BoxFuture<'static, bool> + Send + Sync>;
@@ -88,7 +93,9 @@ impl Gateway {
             )
             .route(
                 "/v1/connectors/{id}",
-                get(routes::get_connector).delete(routes::delete_connector),
+                get(routes::get_connector)
+                    .delete(routes::delete_connector)
+                    .patch(routes::update_connector),
             )
             .route("/v1/connectors/{id}/sync", post(routes::trigger_sync))
             .route("/v1/connectors/{id}/syncs/{sync_id}", get(routes::get_sync))
@@ -105,6 +112,10 @@ impl Gateway {
             .merge(protected)
             .with_state(state.clone())
             .layer(DefaultBodyLimit::max(self.body_limit));
+        let webhooks = Router::new()
+            .route("/webhooks/{source}/{id}", post(routes::webhook))
+            .with_state(state.clone())
+            .layer(DefaultBodyLimit::max(WEBHOOK_BODY_LIMIT));
 
         let edge = Edge(state);
         let (health_reporter, health) = tonic_health::server::health_reporter();
@@ -133,7 +144,8 @@ impl Gateway {
             .into_axum_router()
             .layer(tonic_web::GrpcWebLayer::new());
 
-        json.merge(grpc)
+        json.merge(webhooks)
+            .merge(grpc)
             .fallback(|| async {
                 Error::not_found("no such route; see the API section of the README")
             })

@@ -321,16 +321,15 @@ impl OrchestratorServiceImpl {
         if !matches!(
             metric,
             Metric::TopProducts | Metric::TopProductsByUnits | Metric::TopCustomers
-        ) {
-            if let Some(title) = match_product(&u.normalized, &vocab.titles) {
-                metric = match metric {
-                    Metric::Units | Metric::Orders => Metric::Units,
-                    _ if contains_phrase(&u.normalized, "how many") => Metric::Units,
-                    _ => Metric::ProductSales,
-                };
-                plan.push(json!({"step": "resolve_product", "product": title}));
-                filter.product = Some(title);
-            }
+        ) && let Some(title) = match_product(&u.normalized, &vocab.titles)
+        {
+            metric = match metric {
+                Metric::Units | Metric::Orders => Metric::Units,
+                _ if contains_phrase(&u.normalized, "how many") => Metric::Units,
+                _ => Metric::ProductSales,
+            };
+            plan.push(json!({"step": "resolve_product", "product": title}));
+            filter.product = Some(title);
         }
         let mut period = u.periods[0];
         if period.kind == Kind::AllTime {

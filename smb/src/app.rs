@@ -12,6 +12,7 @@ use smb_connectors::ConnectorsServiceImpl;
 use smb_connectors::http::SourceClient;
 use smb_connectors::scheduler::Scheduler;
 use smb_connectors::sync::SyncEngine;
+use smb_connectors::webhooks::WebhooksServiceImpl;
 use smb_core::bus::{DynBus, StoreBus};
 use smb_core::cache::{self, DynCache};
 use smb_core::config::Config;
@@ -22,6 +23,7 @@ use smb_gateway::{Gateway, Services};
 use smb_orchestrator::OrchestratorServiceImpl;
 use smb_proto::auth::v1::auth_service_server::AuthServiceServer;
 use smb_proto::connectors::v1::connectors_service_server::ConnectorsServiceServer;
+use smb_proto::connectors::v1::webhooks_service_server::WebhooksServiceServer;
 use smb_proto::orchestrator::v1::orchestrator_service_server::OrchestratorServiceServer;
 use smb_workers::Worker;
 use tokio::sync::Notify;
@@ -57,6 +59,7 @@ pub struct Platform {
     pub auth: Arc<AuthServiceImpl>,
     pub orchestrator: Arc<OrchestratorServiceImpl>,
     pub connectors: Arc<ConnectorsServiceImpl>,
+    pub webhooks: Arc<WebhooksServiceImpl>,
     pub engine: SyncEngine,
     pub wake: Arc<Notify>,
     pub worker: Worker,
@@ -108,6 +111,11 @@ impl Platform {
                 bus.clone(),
                 Duration::from_secs(cfg.orchestrator.cache_ttl_secs),
             )),
+            webhooks: Arc::new(WebhooksServiceImpl::new(
+                db.clone(),
+                sealer.clone(),
+                relay.clone(),
+            )),
             connectors: Arc::new(ConnectorsServiceImpl::new(
                 db.clone(),
                 sealer,
@@ -120,6 +128,10 @@ impl Platform {
                 cache.clone(),
                 cfg.connectors.sync_interval_secs,
                 relay.clone(),
+            )
+            .with_retries(
+                cfg.bus.max_attempts,
+                Duration::from_millis(cfg.bus.retry_backoff_ms),
             ),
             bus,
             relay,
@@ -181,6 +193,7 @@ impl Platform {
             auth: self.auth.clone(),
             orchestrator: self.orchestrator.clone(),
             connectors: self.connectors.clone(),
+            webhooks: self.webhooks.clone(),
         };
         Ok(Gateway::new(services, self.cache.clone(), cfg, self.readiness()).await?)
     }
@@ -250,7 +263,9 @@ pub async fn serve(service: &str) -> anyhow::Result<()> {
     tokio::spawn(shutdown_signal(shutdown.clone()));
     let addr: std::net::SocketAddr = cfg.server.addr.parse().context("server.addr")?;
     if service == "gateway" {
-        use smb_gateway::remote::{RemoteAuth, RemoteConnectors, RemoteOrchestrator};
+        use smb_gateway::remote::{
+            RemoteAuth, RemoteConnectors, RemoteOrchestrator, RemoteWebhooks,
+        };
         let services = Services {
             auth: Arc::new(RemoteAuth::connect_lazy(&cfg.services.auth_url)?),
             orchestrator: Arc::new(RemoteOrchestrator::connect_lazy(
@@ -259,6 +274,7 @@ pub async fn serve(service: &str) -> anyhow::Result<()> {
             connectors: Arc::new(RemoteConnectors::connect_lazy(
                 &cfg.services.connectors_url,
             )?),
+            webhooks: Arc::new(RemoteWebhooks::connect_lazy(&cfg.services.connectors_url)?),
         };
         let cache = cache::connect(cfg.cache.url.expose_secret(), &cfg.cache.key_prefix).await?;
         let gateway = Gateway::new(services, cache, &cfg, Vec::new()).await?;
@@ -304,9 +320,11 @@ pub async fn serve(service: &str) -> anyhow::Result<()> {
             reporter
                 .set_serving::<ConnectorsServiceServer<ConnectorsServiceImpl>>()
                 .await;
-            router.add_service(ConnectorsServiceServer::from_arc(
-                platform.connectors.clone(),
-            ))
+            router
+                .add_service(ConnectorsServiceServer::from_arc(
+                    platform.connectors.clone(),
+                ))
+                .add_service(WebhooksServiceServer::from_arc(platform.webhooks.clone()))
         }
     };
     tracing::info!(%addr, service, "serving");

@@ -402,3 +402,48 @@ async fn postgres_load(
     }
     Ok(())
 }
+
+/// A refund on its own (a `refunds/create` webhook): upserts the refund, recomputes its order's refunded
+/// total and marks the order at least as new as the refund, so an older copy of the order arriving later
+/// cannot drop it. If the order is not there yet, the refund waits for it.
+pub async fn apply_refund(
+    db: &Db,
+    tenant: &TenantId,
+    r: &crate::transform::RefundRow,
+) -> Result<(), Error> {
+    let t = tenant.as_str();
+    let raw = match db {
+        Db::Sqlite(_) => "$9",
+        Db::Postgres(_) => "$9::jsonb",
+    };
+    let insert = format!(
+        "INSERT INTO refunds ({REFUND_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, {raw}) \
+         ON CONFLICT (tenant_id, source, external_id) DO UPDATE SET {REFUND_UPDATE}"
+    );
+    smb_core::with_tenant!(db, tenant, write, |tx| {
+        sqlx::query(&insert)
+            .bind(t)
+            .bind(&r.source)
+            .bind(&r.external_id)
+            .bind(&r.order_external_id)
+            .bind(r.created_at)
+            .bind(r.local_date)
+            .bind(r.amount_minor)
+            .bind(r.test)
+            .bind(&r.raw)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "UPDATE orders SET refunded_minor = (SELECT COALESCE(SUM(f.amount_minor), 0) FROM refunds f \
+             WHERE f.tenant_id = orders.tenant_id AND f.source = orders.source AND f.order_external_id = orders.external_id), \
+             updated_at = CASE WHEN updated_at < $3 THEN $3 ELSE updated_at END \
+             WHERE tenant_id = $1 AND source = 'shopify' AND external_id = $2",
+        )
+        .bind(t)
+        .bind(&r.order_external_id)
+        .bind(r.created_at)
+        .execute(&mut *tx)
+        .await?;
+    });
+    Ok(())
+}

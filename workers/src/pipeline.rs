@@ -17,10 +17,11 @@ use smb_core::store::{Db, now_ms};
 use smb_core::{Error, outbox_insert, with_global, with_tenant};
 use tokio::sync::{Mutex, Notify};
 
-use crate::load::{RunProgress, apply_page};
-use crate::transform::{Batch, transform_page};
+use crate::load::{RunProgress, apply_page, apply_refund, load_batch};
+use crate::transform::{Batch, refund_order_id, shopify_refund, transform_page};
 
 pub const GROUP: &str = "workers.canonical";
+pub const WEBHOOK_GROUP: &str = "workers.webhooks";
 
 #[derive(Clone)]
 pub struct Worker {
@@ -31,6 +32,9 @@ pub struct Worker {
     pub sync_interval_secs: u64,
     /// Pokes the outbox relay after a commit that wrote events.
     pub relay: Arc<Notify>,
+    /// Attempts at one message before it is dead-lettered, and the wait between attempts.
+    pub max_attempts: u32,
+    pub retry_backoff: Duration,
     zones: Arc<Mutex<HashMap<String, Tz>>>,
 }
 
@@ -57,37 +61,95 @@ impl Worker {
             cache,
             sync_interval_secs,
             relay,
+            max_attempts: 5,
+            retry_backoff: Duration::from_millis(500),
             zones: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
-    /// Consumes until `shutdown` is notified.
+    /// Attempts per message before dead-lettering (at least 1), and the wait between attempts.
+    pub fn with_retries(mut self, max_attempts: u32, backoff: Duration) -> Self {
+        self.max_attempts = max_attempts.max(1);
+        self.retry_backoff = backoff;
+        self
+    }
+
+    /// Consumes sync pages and webhook events until `shutdown` is notified.
     pub async fn run(self, shutdown: Arc<Notify>) {
+        let pages = tokio::spawn(self.clone().consume(
+            GROUP,
+            topics::RAW_RECORDS,
+            shutdown.clone(),
+        ));
+        let hooks = tokio::spawn(self.consume(WEBHOOK_GROUP, topics::WEBHOOK_RECEIVED, shutdown));
+        let _ = tokio::join!(pages, hooks);
+    }
+
+    /// One consumer group on one topic. A message is committed only after its effects have committed; a
+    /// failing one is retried (`max_attempts`, with backoff) and then moved to the dead-letter topic with
+    /// its error, so the partition keeps moving. A message that can never succeed (undecodable) goes there
+    /// at once.
+    async fn consume(self, group: &'static str, topic: &'static str, shutdown: Arc<Notify>) {
+        let mut failures: HashMap<(i32, i64), u32> = HashMap::new();
         loop {
             let polled = tokio::select! {
-                r = self.bus.poll(GROUP, topics::RAW_RECORDS, 16, Duration::from_secs(1)) => r,
+                r = self.bus.poll(group, topic, 16, Duration::from_secs(1)) => r,
                 _ = shutdown.notified() => return,
             };
-            match polled {
-                Ok(batch) => {
-                    for d in batch {
-                        if let Err(e) = self.handle(&d).await {
-                            // Not committed: the message comes again. Back off so a broken store isn't hammered.
-                            tracing::error!(offset = d.offset, error = %e, "applying message failed; will retry");
-                            tokio::time::sleep(Duration::from_secs(1)).await;
-                            break;
-                        }
-                        if let Err(e) = self.bus.commit(GROUP, topics::RAW_RECORDS, &d).await {
-                            tracing::error!(error = %e, "offset commit failed");
-                        }
-                    }
-                }
+            let batch = match polled {
+                Ok(b) => b,
                 Err(e) => {
-                    tracing::error!(error = %e, "bus poll failed");
+                    tracing::error!(topic, error = %e, "bus poll failed");
                     tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            for d in batch {
+                if let Err(e) = self.handle(&d).await {
+                    let n = failures.entry((d.partition, d.offset)).or_insert(0);
+                    *n += 1;
+                    let permanent = e.code == smb_core::ErrorCode::InvalidArgument;
+                    if !permanent && *n < self.max_attempts {
+                        // Not committed: the message comes again after the backoff.
+                        tracing::warn!(topic, offset = d.offset, attempt = *n, error = %e, "applying message failed; will retry");
+                        tokio::time::sleep(self.retry_backoff).await;
+                        break;
+                    }
+                    if let Err(pe) = self.dead_letter(group, topic, &d, &e, *n).await {
+                        tracing::error!(error = %pe, "dead-letter publish failed; will retry");
+                        tokio::time::sleep(self.retry_backoff).await;
+                        break;
+                    }
+                    failures.remove(&(d.partition, d.offset));
+                }
+                if let Err(e) = self.bus.commit(group, topic, &d).await {
+                    tracing::error!(topic, error = %e, "offset commit failed");
+                    break;
                 }
             }
         }
+    }
+
+    async fn dead_letter(
+        &self,
+        group: &str,
+        topic: &str,
+        d: &Delivery,
+        e: &Error,
+        attempts: u32,
+    ) -> Result<(), Error> {
+        tracing::error!(topic, offset = d.offset, attempts, error = %e, "message moved to the dead-letter topic");
+        let payload = serde_json::json!({
+            "topic": topic, "group": group, "partition": d.partition, "offset": d.offset, "key": d.key,
+            "attempts": attempts, "error": e.to_string(), "payload": d.payload,
+        });
+        self.bus
+            .publish(&[smb_core::bus::Message {
+                topic: topics::DEAD_LETTER.into(),
+                key: d.key.clone(),
+                payload: payload.to_string(),
+            }])
+            .await
     }
 
     async fn zone(&self, tenant: &TenantId) -> Result<Tz, Error> {
@@ -110,15 +172,10 @@ impl Worker {
         Ok(tz)
     }
 
-    /// Applies one message. Malformed messages are logged and skipped (they can never succeed).
+    /// Applies one message; an `InvalidArgument` error means it can never succeed.
     pub async fn handle(&self, d: &Delivery) -> Result<(), Error> {
-        let msg: RawMessage = match serde_json::from_str(&d.payload) {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::error!(offset = d.offset, error = %e, "undecodable message skipped");
-                return Ok(());
-            }
-        };
+        let msg: RawMessage = serde_json::from_str(&d.payload)
+            .map_err(|e| Error::invalid(format!("undecodable message: {e}")))?;
         match msg {
             RawMessage::Page {
                 tenant_id,
@@ -145,6 +202,50 @@ impl Worker {
                 if !apply_page(&self.db, &tenant, &batch, &progress).await? {
                     tracing::info!(offset = d.offset, "redelivered page skipped");
                 }
+                Ok(())
+            }
+            RawMessage::Webhook {
+                tenant_id,
+                source,
+                stream,
+                event_id,
+                record,
+                version_ms,
+                ..
+            } => {
+                let tenant: TenantId = tenant_id.parse()?;
+                let tz = self.zone(&tenant).await?;
+                if source == "shopify" && stream == "refunds" {
+                    let order = refund_order_id(&record).map_err(Error::invalid)?;
+                    let row = shopify_refund(&record, &order, false, tz).map_err(Error::invalid)?;
+                    apply_refund(&self.db, &tenant, &row).await?;
+                } else {
+                    let mut batch = Batch::default();
+                    transform_page(
+                        &source,
+                        &stream,
+                        std::slice::from_ref(&record),
+                        tz,
+                        &mut batch,
+                    );
+                    if !batch.rejections.is_empty() {
+                        return Err(Error::invalid(format!(
+                            "webhook event {event_id} rejected: {}",
+                            batch.rejections.join("; ")
+                        )));
+                    }
+                    // The event's time versions records that carry none of their own (Stripe).
+                    if let Some(v) = version_ms {
+                        for o in &mut batch.orders {
+                            o.order.updated_at = o.order.updated_at.max(v);
+                        }
+                        for c in &mut batch.customers {
+                            c.updated_at = c.updated_at.max(v);
+                        }
+                    }
+                    load_batch(&self.db, &tenant, &batch).await?;
+                }
+                self.cache.incr(&keys::data_version(&tenant)).await?;
                 Ok(())
             }
             RawMessage::End {

@@ -227,6 +227,42 @@ fn money_field(r: &Value, k: &str, required: bool) -> Result<i64, String> {
     }
 }
 
+/// A Shopify refund (inside an order, or alone from a `refunds/create` webhook): its successful refund
+/// transactions, dated by the refund's `created_at` in the tenant's zone.
+pub fn shopify_refund(rf: &Value, order_id: &str, test: bool, tz: Tz) -> Result<RefundRow, String> {
+    let rid = req_id(rf).map_err(|e| format!("refund: {e}"))?;
+    let rcreated = req_time(rf, "created_at").map_err(|e| format!("refund {rid}: {e}"))?;
+    let mut amount = 0;
+    for t in rf
+        .get("transactions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if str_field(t, "kind") == Some("refund") && str_field(t, "status") == Some("success") {
+            amount += money_field(t, "amount", true).map_err(|e| format!("refund {rid}: {e}"))?;
+        }
+    }
+    Ok(RefundRow {
+        source: "shopify".into(),
+        external_id: rid,
+        order_external_id: order_id.to_string(),
+        created_at: rcreated.timestamp_millis(),
+        local_date: rcreated.with_timezone(&tz).date_naive(),
+        amount_minor: amount,
+        test,
+        raw: rf.to_string(),
+    })
+}
+
+/// The order id a standalone refund belongs to.
+pub fn refund_order_id(rf: &Value) -> Result<String, String> {
+    match rf.get("order_id") {
+        Some(v @ (Value::Number(_) | Value::String(_))) => Ok(id_string(v)),
+        _ => Err("refund: missing order_id".into()),
+    }
+}
+
 fn shopify_order(r: &Value, tz: Tz) -> Result<OrderBundle, String> {
     let id = req_id(r)?;
     let created = req_time(r, "created_at")?;
@@ -266,30 +302,7 @@ fn shopify_order(r: &Value, tz: Tz) -> Result<OrderBundle, String> {
         .into_iter()
         .flatten()
     {
-        let rid = req_id(rf).map_err(|e| format!("refund: {e}"))?;
-        let rcreated = req_time(rf, "created_at").map_err(|e| format!("refund {rid}: {e}"))?;
-        let mut amount = 0;
-        for t in rf
-            .get("transactions")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            if str_field(t, "kind") == Some("refund") && str_field(t, "status") == Some("success") {
-                amount +=
-                    money_field(t, "amount", true).map_err(|e| format!("refund {rid}: {e}"))?;
-            }
-        }
-        refunds.push(RefundRow {
-            source: "shopify".into(),
-            external_id: rid,
-            order_external_id: id.clone(),
-            created_at: rcreated.timestamp_millis(),
-            local_date: rcreated.with_timezone(&tz).date_naive(),
-            amount_minor: amount,
-            test,
-            raw: rf.to_string(),
-        });
+        refunds.push(shopify_refund(rf, &id, test, tz)?);
     }
     let mut lines = Vec::new();
     for li in r
