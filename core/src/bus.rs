@@ -1,11 +1,12 @@
-//! The event bus port, shaped like Kafka: topics, keyed messages (one key's messages stay in order),
-//! durable publish (returns once stored), consumer groups that poll and commit positions only after their
-//! own work has committed, so delivery is at least once and consumers must be idempotent.
+//! The event bus port, shaped like Kafka: topics, keyed messages (one key's messages stay in order; order
+//! across keys is not promised), durable publish (returns once stored), consumer groups that poll forward
+//! from their position and commit only after their own work has committed. After a crash, a rebalance or an
+//! explicit [`Bus::rewind`], a group starts again from its last commit, so delivery is at least once and
+//! consumers must be idempotent.
 //!
-//! Embedded adapter: [`StoreBus`], an append-only log in the relational store (`bus_log`) with committed
-//! positions per group (`bus_offsets`). One consumer per group reads in log order. The Kafka adapter is a
-//! separate issue; it maps `publish` to an idempotent `acks=all` produce, `poll` to a consumer poll and
-//! `commit` to an offset commit of the delivery's partition.
+//! Adapters: [`StoreBus`], an append-only log in the relational store (`bus_log`) with committed positions
+//! per group (`bus_offsets`), one partition; and [`crate::kafka::KafkaBus`] (idempotent `acks=all`
+//! producer, consumer groups with manual offset commits). Both pass [`contract::run_all`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,8 +67,11 @@ pub trait Bus: Send + Sync + 'static {
         max: usize,
         wait: Duration,
     ) -> Result<Vec<Delivery>>;
-    /// Marks everything up to and including `delivery` as done for the group.
+    /// Marks everything up to and including `delivery` (on its partition) as done for the group.
     async fn commit(&self, group: &str, topic: &str, delivery: &Delivery) -> Result<()>;
+    /// Moves the group's read position back to its last commit on every partition: what was delivered
+    /// but not committed comes again (a consumer calls this after a failed message).
+    async fn rewind(&self, group: &str, topic: &str) -> Result<()>;
 }
 
 pub type DynBus = Arc<dyn Bus>;
@@ -108,6 +112,8 @@ impl<P: Serialize> Envelope<P> {
 pub struct StoreBus {
     db: Db,
     notify: Notify,
+    /// This process's read position per (group, topic), ahead of the committed one.
+    positions: std::sync::Mutex<std::collections::HashMap<(String, String), i64>>,
 }
 
 impl StoreBus {
@@ -115,21 +121,38 @@ impl StoreBus {
         Self {
             db,
             notify: Notify::new(),
+            positions: Default::default(),
         }
+    }
+
+    fn position(&self, group: &str, topic: &str) -> i64 {
+        self.positions
+            .lock()
+            .expect("positions")
+            .get(&(group.to_string(), topic.to_string()))
+            .copied()
+            .unwrap_or(0)
     }
 
     async fn fetch(&self, group: &str, topic: &str, max: usize) -> Result<Vec<Delivery>> {
         const SQL: &str = "SELECT id, msg_key, payload FROM bus_log WHERE topic = $1 AND id > \
             COALESCE((SELECT position FROM bus_offsets WHERE consumer_group = $2 AND topic = $1), 0) \
-            ORDER BY id LIMIT $3";
+            AND id > $4 ORDER BY id LIMIT $3";
+        let after = self.position(group, topic);
         let rows: Vec<(i64, String, String)> = with_global!(&self.db, read, |tx| {
             sqlx::query_as(SQL)
                 .bind(topic)
                 .bind(group)
                 .bind(max as i64)
+                .bind(after)
                 .fetch_all(&mut *tx)
                 .await?
         });
+        if let Some(last) = rows.last() {
+            let mut p = self.positions.lock().expect("positions");
+            let e = p.entry((group.to_string(), topic.to_string())).or_insert(0);
+            *e = (*e).max(last.0);
+        }
         Ok(rows
             .into_iter()
             .map(|(offset, key, payload)| Delivery {
@@ -195,71 +218,112 @@ impl Bus for StoreBus {
         });
         Ok(())
     }
+
+    async fn rewind(&self, group: &str, topic: &str) -> Result<()> {
+        self.positions
+            .lock()
+            .expect("positions")
+            .remove(&(group.to_string(), topic.to_string()));
+        Ok(())
+    }
 }
 
 /// The bus contract suite, run against every adapter.
 pub mod contract {
     use super::*;
 
+    fn msg(topic: &str, key: &str, payload: &str) -> Message {
+        Message {
+            topic: topic.into(),
+            key: key.into(),
+            payload: payload.into(),
+        }
+    }
+
+    /// Polls until `n` deliveries arrived (or 20 s passed).
+    async fn collect(bus: &dyn Bus, group: &str, topic: &str, n: usize) -> Vec<Delivery> {
+        let mut out = Vec::new();
+        let start = std::time::Instant::now();
+        while out.len() < n && start.elapsed() < Duration::from_secs(20) {
+            out.extend(
+                bus.poll(group, topic, n - out.len(), Duration::from_secs(2))
+                    .await
+                    .unwrap(),
+            );
+        }
+        out
+    }
+
+    fn by_key<'a>(got: &'a [Delivery], key: &str) -> Vec<&'a str> {
+        got.iter()
+            .filter(|d| d.key == key)
+            .map(|d| d.payload.as_str())
+            .collect()
+    }
+
+    /// Commits the last delivery of every partition.
+    async fn commit_all(bus: &dyn Bus, group: &str, topic: &str, got: &[Delivery]) {
+        let mut last: std::collections::BTreeMap<i32, &Delivery> = Default::default();
+        for d in got {
+            let e = last.entry(d.partition).or_insert(d);
+            if d.offset > e.offset {
+                *e = d;
+            }
+        }
+        for d in last.values() {
+            bus.commit(group, topic, d).await.unwrap();
+        }
+    }
+
     pub async fn run_all(bus: &dyn Bus, topic: &str) {
         let msgs: Vec<Message> = (0..5)
-            .map(|i| Message {
-                topic: topic.into(),
-                key: format!("k{}", i % 2),
-                payload: format!("m{i}"),
-            })
+            .map(|i| msg(topic, &format!("k{}", i % 2), &format!("m{i}")))
             .collect();
         bus.publish(&msgs).await.unwrap();
-        // A group sees everything in order.
-        let got = bus
-            .poll("g1", topic, 3, Duration::from_secs(5))
-            .await
-            .unwrap();
-        assert_eq!(
-            got.iter().map(|d| d.payload.as_str()).collect::<Vec<_>>(),
-            ["m0", "m1", "m2"]
-        );
-        // Without a commit, the same messages come again (at least once).
-        let again = bus
-            .poll("g1", topic, 3, Duration::from_secs(5))
-            .await
-            .unwrap();
-        assert_eq!(again[0].payload, "m0");
-        bus.commit("g1", topic, &again[1]).await.unwrap();
-        let rest = bus
-            .poll("g1", topic, 10, Duration::from_secs(5))
-            .await
-            .unwrap();
-        assert_eq!(
-            rest.iter().map(|d| d.payload.as_str()).collect::<Vec<_>>(),
-            ["m2", "m3", "m4"]
-        );
-        // Another group has its own position.
-        let other = bus
-            .poll("g2", topic, 10, Duration::from_secs(5))
-            .await
-            .unwrap();
-        assert_eq!(other.len(), 5);
-        bus.commit("g2", topic, other.last().unwrap())
-            .await
-            .unwrap();
-        bus.commit("g1", topic, rest.last().unwrap()).await.unwrap();
-        // Nothing left: poll waits, then returns empty.
+        // A group sees everything, each key in order.
+        let got = collect(bus, "g1", topic, 5).await;
+        assert_eq!(got.len(), 5);
+        assert_eq!(by_key(&got, "k0"), ["m0", "m2", "m4"]);
+        assert_eq!(by_key(&got, "k1"), ["m1", "m3"]);
+        // Polling goes forward: nothing new.
         assert!(
-            bus.poll("g1", topic, 10, Duration::from_millis(50))
+            bus.poll("g1", topic, 10, Duration::from_millis(300))
                 .await
                 .unwrap()
                 .is_empty()
         );
+        // Without a commit, a rewind delivers the same messages again (at least once).
+        bus.rewind("g1", topic).await.unwrap();
+        let again = collect(bus, "g1", topic, 5).await;
+        assert_eq!(by_key(&again, "k0"), ["m0", "m2", "m4"]);
+        assert_eq!(by_key(&again, "k1"), ["m1", "m3"]);
+        // After commits, a rewind delivers nothing.
+        commit_all(bus, "g1", topic, &again).await;
+        bus.rewind("g1", topic).await.unwrap();
+        assert!(
+            bus.poll("g1", topic, 10, Duration::from_millis(300))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        // Another group has its own position.
+        let other = collect(bus, "g2", topic, 5).await;
+        assert_eq!(other.len(), 5);
+        // A partial commit: only what follows the committed message comes again.
+        bus.publish(&[msg(topic, "k0", "m5"), msg(topic, "k0", "m6")])
+            .await
+            .unwrap();
+        let two = collect(bus, "g1", topic, 2).await;
+        assert_eq!(by_key(&two, "k0"), ["m5", "m6"]);
+        bus.commit("g1", topic, &two[0]).await.unwrap();
+        bus.rewind("g1", topic).await.unwrap();
+        let rest = collect(bus, "g1", topic, 1).await;
+        assert_eq!(by_key(&rest, "k0"), ["m6"]);
+        bus.commit("g1", topic, &rest[0]).await.unwrap();
         // A publish wakes a waiting poll.
-        let later = Message {
-            topic: topic.into(),
-            key: "k".into(),
-            payload: "late".into(),
-        };
         let (r, _) = tokio::join!(bus.poll("g1", topic, 10, Duration::from_secs(10)), async {
             tokio::time::sleep(Duration::from_millis(50)).await;
-            bus.publish(std::slice::from_ref(&later)).await.unwrap();
+            bus.publish(&[msg(topic, "k", "late")]).await.unwrap();
         });
         assert_eq!(r.unwrap()[0].payload, "late");
     }

@@ -120,10 +120,14 @@ pub struct BusConfig {
     pub kind: String,
     /// Kafka bootstrap servers (`host:port,...`) when `kind = "kafka"`.
     pub brokers: String,
+    /// Prepended to every Kafka topic and consumer group name (shared clusters, tests).
+    pub topic_prefix: String,
     /// Partitions of topics the platform creates on Kafka.
     pub partitions: i32,
     /// Replication factor of topics the platform creates on Kafka.
     pub replication: i32,
+    /// Kafka: one message per record batch (needed with tansu, which serves fetches only from batch starts).
+    pub one_message_per_batch: bool,
     /// Attempts at one message before it goes to the dead-letter topic.
     pub max_attempts: u32,
     /// Wait between attempts at a failing message.
@@ -135,6 +139,8 @@ impl Default for BusConfig {
         Self {
             kind: "store".into(),
             brokers: String::new(),
+            topic_prefix: String::new(),
+            one_message_per_batch: false,
             partitions: 3,
             replication: 1,
             max_attempts: 5,

@@ -10,6 +10,7 @@ pub mod config;
 pub mod crypto;
 pub mod error;
 pub mod ids;
+pub mod kafka;
 pub mod outbox;
 pub mod store;
 pub mod telemetry;

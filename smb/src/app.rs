@@ -77,7 +77,22 @@ impl Platform {
         let cache = cache::connect(cfg.cache.url.expose_secret(), &cfg.cache.key_prefix)
             .await
             .context("cache")?;
-        let bus: DynBus = Arc::new(StoreBus::new(db.clone()));
+        let bus: DynBus = match cfg.bus.kind.as_str() {
+            "store" => Arc::new(StoreBus::new(db.clone())),
+            "kafka" => {
+                let mut k = smb_core::kafka::KafkaSettings::new(&cfg.bus.brokers);
+                k.prefix = cfg.bus.topic_prefix.clone();
+                k.partitions = cfg.bus.partitions;
+                k.replication = cfg.bus.replication;
+                k.one_message_per_batch = cfg.bus.one_message_per_batch;
+                Arc::new(
+                    smb_core::kafka::KafkaBus::connect(k, &[])
+                        .await
+                        .context("kafka (bus.brokers)")?,
+                )
+            }
+            other => anyhow::bail!("bus.kind must be \"store\" or \"kafka\", not {other:?}"),
+        };
         let keys = if cfg.auth.signing_keys.is_empty() {
             KeyRing::load_or_create(&data_dir.join("keys"))?
         } else {

@@ -102,3 +102,21 @@ async fn sqlite_store_accepts_the_same_statements() {
     assert_eq!(seen, 2);
     let _ = Arc::new(db);
 }
+
+/// The Kafka broker the test command started (`SMB_TEST_KAFKA`, host:port).
+fn kafka() -> String {
+    std::env::var("SMB_TEST_KAFKA")
+        .expect("SMB_TEST_KAFKA is set by scripts/test.sh (the Kafka-compatible test broker)")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bus_contract_kafka() {
+    let mut s = smb_core::kafka::KafkaSettings::new(&kafka());
+    s.prefix = format!("t{}.", uuid::Uuid::new_v4().simple());
+    s.one_message_per_batch = true; // tansu serves fetches only from batch starts
+    let bus = smb_core::kafka::KafkaBus::connect(s, &["contract"])
+        .await
+        .unwrap();
+    smb_core::bus::contract::run_all(&bus, "contract").await;
+    bus.close().await;
+}

@@ -100,7 +100,7 @@ impl Worker {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::error!(topic, error = %e, "bus poll failed");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    self.rewind(group, topic).await;
                     continue;
                 }
             };
@@ -110,23 +110,32 @@ impl Worker {
                     *n += 1;
                     let permanent = e.code == smb_core::ErrorCode::InvalidArgument;
                     if !permanent && *n < self.max_attempts {
-                        // Not committed: the message comes again after the backoff.
+                        // Not committed: rewound, the message comes again after the backoff.
                         tracing::warn!(topic, offset = d.offset, attempt = *n, error = %e, "applying message failed; will retry");
-                        tokio::time::sleep(self.retry_backoff).await;
+                        self.rewind(group, topic).await;
                         break;
                     }
                     if let Err(pe) = self.dead_letter(group, topic, &d, &e, *n).await {
                         tracing::error!(error = %pe, "dead-letter publish failed; will retry");
-                        tokio::time::sleep(self.retry_backoff).await;
+                        self.rewind(group, topic).await;
                         break;
                     }
                     failures.remove(&(d.partition, d.offset));
                 }
                 if let Err(e) = self.bus.commit(group, topic, &d).await {
                     tracing::error!(topic, error = %e, "offset commit failed");
+                    self.rewind(group, topic).await;
                     break;
                 }
             }
+        }
+    }
+
+    /// Waits the backoff, then goes back to the last commit so uncommitted messages come again.
+    async fn rewind(&self, group: &str, topic: &str) {
+        tokio::time::sleep(self.retry_backoff).await;
+        if let Err(e) = self.bus.rewind(group, topic).await {
+            tracing::error!(topic, error = %e, "bus rewind failed");
         }
     }
 

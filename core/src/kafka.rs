@@ -1,0 +1,252 @@
+//! The Kafka adapter of the bus port (rdkafka).
+//!
+//! Producer: idempotent (`enable.idempotence`, `acks=all`); `publish` returns once every message is
+//! acknowledged, in order per key (one key → one partition). Consumers: one per (group, topic) in this
+//! process, a member of a consumer group with auto-commit off; `commit` commits `offset + 1` of the delivery's
+//! partition synchronously, after the caller's own transaction. `rewind` seeks every assigned partition back
+//! to its committed offset. Topics are created up front (some brokers do not auto-create), optionally under
+//! a prefix that isolates tests and environments.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message as _;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::Mutex;
+
+use crate::bus::{Bus, Delivery, Message, topics};
+use crate::error::{Error, Result};
+
+/// Settings of the Kafka adapter.
+#[derive(Debug, Clone)]
+pub struct KafkaSettings {
+    pub brokers: String,
+    /// Prepended to every topic and group name (tests, shared clusters).
+    pub prefix: String,
+    pub partitions: i32,
+    pub replication: i32,
+    /// How long a produce may wait for acknowledgement before `publish` fails.
+    pub delivery_timeout: Duration,
+    /// One message per record batch. Needed with brokers that only serve fetches from batch boundaries
+    /// (tansu 0.6: a consumer resuming from a committed offset inside a batch would get nothing).
+    pub one_message_per_batch: bool,
+}
+
+impl KafkaSettings {
+    pub fn new(brokers: &str) -> Self {
+        Self {
+            brokers: brokers.to_string(),
+            prefix: String::new(),
+            partitions: 3,
+            replication: 1,
+            delivery_timeout: Duration::from_secs(10),
+            one_message_per_batch: false,
+        }
+    }
+}
+
+fn kafka_err(context: &str, e: KafkaError) -> Error {
+    tracing::warn!(context, error = %e, "kafka");
+    Error::unavailable(format!(
+        "the event broker is unavailable ({context}); retry shortly"
+    ))
+}
+
+pub struct KafkaBus {
+    settings: KafkaSettings,
+    producer: FutureProducer,
+    consumers: Mutex<HashMap<(String, String), Arc<StreamConsumer>>>,
+}
+
+impl KafkaBus {
+    /// Connects, and creates the platform's topics (and `extra`) when missing.
+    pub async fn connect(settings: KafkaSettings, extra: &[&str]) -> Result<Self> {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &settings.brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "2")
+            .set(
+                "batch.num.messages",
+                if settings.one_message_per_batch {
+                    "1"
+                } else {
+                    "10000"
+                },
+            )
+            .set(
+                "message.timeout.ms",
+                settings.delivery_timeout.as_millis().to_string(),
+            )
+            .create()
+            .map_err(|e| kafka_err("producer", e))?;
+        let bus = Self {
+            settings,
+            producer,
+            consumers: Mutex::new(HashMap::new()),
+        };
+        let mut all: Vec<&str> = topics::ALL.to_vec();
+        all.extend_from_slice(extra);
+        bus.create_topics(&all).await?;
+        Ok(bus)
+    }
+
+    fn name(&self, topic: &str) -> String {
+        format!("{}{topic}", self.settings.prefix)
+    }
+
+    /// Creates topics that do not exist yet.
+    pub async fn create_topics(&self, names: &[&str]) -> Result<()> {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &self.settings.brokers)
+            .create()
+            .map_err(|e| kafka_err("admin", e))?;
+        let full: Vec<String> = names.iter().map(|t| self.name(t)).collect();
+        let new: Vec<NewTopic> = full
+            .iter()
+            .map(|t| {
+                NewTopic::new(
+                    t,
+                    self.settings.partitions,
+                    TopicReplication::Fixed(self.settings.replication),
+                )
+            })
+            .collect();
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        let results = admin
+            .create_topics(&new, &opts)
+            .await
+            .map_err(|e| kafka_err("create topics", e))?;
+        for r in results {
+            match r {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((t, code)) => {
+                    return Err(Error::unavailable(format!(
+                        "cannot create topic {t}: {code}"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn consumer(&self, group: &str, topic: &str) -> Result<Arc<StreamConsumer>> {
+        let key = (group.to_string(), topic.to_string());
+        let mut map = self.consumers.lock().await;
+        if let Some(c) = map.get(&key) {
+            return Ok(c.clone());
+        }
+        let c: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.settings.brokers)
+            .set("group.id", self.name(group))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "10000")
+            .set("fetch.wait.max.ms", "100")
+            .create()
+            .map_err(|e| kafka_err("consumer", e))?;
+        c.subscribe(&[&self.name(topic)])
+            .map_err(|e| kafka_err("subscribe", e))?;
+        let c = Arc::new(c);
+        map.insert(key, c.clone());
+        Ok(c)
+    }
+
+    /// Closes this process's consumers (they leave their groups).
+    pub async fn close(&self) {
+        self.consumers.lock().await.clear();
+    }
+}
+
+fn delivery(m: &rdkafka::message::BorrowedMessage<'_>) -> Delivery {
+    Delivery {
+        partition: m.partition(),
+        offset: m.offset(),
+        key: String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
+        payload: String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
+    }
+}
+
+#[async_trait]
+impl Bus for KafkaBus {
+    async fn publish(&self, messages: &[Message]) -> Result<()> {
+        let names: Vec<String> = messages.iter().map(|m| self.name(&m.topic)).collect();
+        // Futures are polled in order on their first poll, so messages are enqueued in order.
+        let sends = messages.iter().zip(&names).map(|(m, topic)| {
+            self.producer.send(
+                FutureRecord::to(topic).key(&m.key).payload(&m.payload),
+                self.settings.delivery_timeout,
+            )
+        });
+        futures::future::try_join_all(sends)
+            .await
+            .map_err(|(e, _)| kafka_err("publish", e))?;
+        Ok(())
+    }
+
+    async fn poll(
+        &self,
+        group: &str,
+        topic: &str,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Delivery>> {
+        let c = self.consumer(group, topic).await?;
+        let mut out = Vec::new();
+        match tokio::time::timeout(wait, c.recv()).await {
+            Err(_) => return Ok(out),
+            Ok(Err(e)) => return Err(kafka_err("poll", e)),
+            Ok(Ok(m)) => out.push(delivery(&m)),
+        }
+        while out.len() < max {
+            match tokio::time::timeout(Duration::from_millis(5), c.recv()).await {
+                Ok(Ok(m)) => out.push(delivery(&m)),
+                Ok(Err(e)) => return Err(kafka_err("poll", e)),
+                Err(_) => break,
+            }
+        }
+        Ok(out)
+    }
+
+    async fn commit(&self, group: &str, topic: &str, d: &Delivery) -> Result<()> {
+        let c = self.consumer(group, topic).await?;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&self.name(topic), d.partition, Offset::Offset(d.offset + 1))
+            .map_err(|e| kafka_err("commit", e))?;
+        tokio::task::spawn_blocking(move || c.commit(&tpl, CommitMode::Sync))
+            .await
+            .map_err(|e| Error::internal("commit task", e))?
+            .map_err(|e| kafka_err("commit", e))
+    }
+
+    async fn rewind(&self, group: &str, topic: &str) -> Result<()> {
+        let c = self.consumer(group, topic).await?;
+        tokio::task::spawn_blocking(move || -> std::result::Result<(), KafkaError> {
+            let assigned = c.assignment()?;
+            if assigned.count() == 0 {
+                return Ok(());
+            }
+            let committed = c.committed_offsets(assigned, Duration::from_secs(10))?;
+            for e in committed.elements() {
+                let to = match e.offset() {
+                    Offset::Offset(o) => Offset::Offset(o),
+                    _ => Offset::Beginning,
+                };
+                c.seek(e.topic(), e.partition(), to, Duration::from_secs(10))?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| Error::internal("rewind task", e))?
+        .map_err(|e| kafka_err("rewind", e))
+    }
+}
