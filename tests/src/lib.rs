@@ -68,8 +68,10 @@ impl App {
                 Stdio::null()
             });
         // The harness's own variables are not the program's configuration.
-        for k in ["SMB_TEST_STDERR", "SMB_TEST_PG_URL", "SMB_BIN"] {
-            cmd.env_remove(k);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("SMB_TEST_") || k == "SMB_BIN" {
+                cmd.env_remove(k);
+            }
         }
         for (k, v) in env {
             cmd.env(k, v);
