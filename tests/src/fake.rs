@@ -167,6 +167,19 @@ impl Dataset {
         }
     }
 
+    /// Orders the records as the APIs list them: Shopify by id, Stripe newest first.
+    fn sort(&mut self) {
+        for v in [&mut self.orders, &mut self.customers, &mut self.products] {
+            v.sort_by_key(|r| r["id"].as_u64());
+        }
+        for v in [&mut self.charges, &mut self.stripe_customers] {
+            v.sort_by(|a, b| {
+                (b["created"].as_i64(), b["id"].as_str())
+                    .cmp(&(a["created"].as_i64(), a["id"].as_str()))
+            });
+        }
+    }
+
     /// The same data `factor` times over, with new ids (for the benchmark's scaled fixture).
     pub fn scaled(s: Sizes, factor: usize) -> Self {
         Self::generate(Sizes {
@@ -204,7 +217,8 @@ pub struct FakeSaas {
 }
 
 impl FakeSaas {
-    pub async fn start(data: Dataset) -> Self {
+    pub async fn start(mut data: Dataset) -> Self {
+        data.sort();
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", l.local_addr().unwrap());
         let inner = Arc::new(Inner {
@@ -232,7 +246,9 @@ impl FakeSaas {
 
     /// Changes the data the sources serve.
     pub async fn edit(&self, f: impl FnOnce(&mut Dataset)) {
-        f(&mut *self.inner.data.lock().await);
+        let mut d = self.inner.data.lock().await;
+        f(&mut d);
+        d.sort();
     }
 
     /// The next `n` data requests answer `status` (with `Retry-After` for 429s).
@@ -378,25 +394,36 @@ async fn shopify_list(
         "products" => &data.products,
         _ => return error(404, json!({"errors": "Not Found"})),
     };
-    let mut matching: Vec<&Value> = all
-        .iter()
-        .filter(|r| match since {
-            Some(s) => r["updated_at"]
-                .as_str()
-                .and_then(parse_ts)
-                .is_some_and(|u| u >= s),
-            None => true,
-        })
-        .collect();
-    matching.sort_by_key(|r| r["id"].as_u64());
-    let page: Vec<Value> = matching
-        .iter()
-        .skip(offset)
-        .take(limit)
-        .map(|v| (*v).clone())
-        .collect();
+    // Records are kept sorted by id: a full listing is a slice, an incremental one is filtered first.
+    let (page, has_more): (Vec<Value>, bool) = match since {
+        None => {
+            let end = (offset + limit).min(all.len());
+            (
+                all.get(offset..end).unwrap_or(&[]).to_vec(),
+                end < all.len(),
+            )
+        }
+        Some(s) => {
+            let m: Vec<&Value> = all
+                .iter()
+                .filter(|r| {
+                    r["updated_at"]
+                        .as_str()
+                        .and_then(parse_ts)
+                        .is_some_and(|u| u >= s)
+                })
+                .collect();
+            let page = m
+                .iter()
+                .skip(offset)
+                .take(limit)
+                .map(|v| (*v).clone())
+                .collect();
+            (page, offset + limit < m.len())
+        }
+    };
     let mut resp = axum::Json(json!({ stream.clone(): page })).into_response();
-    if offset + limit < matching.len() {
+    if has_more {
         let token = URL_SAFE_NO_PAD.encode(format!(
             "{}|{}|{}",
             offset + limit,
@@ -468,14 +495,11 @@ async fn stripe_list(
             );
         }
     };
-    // Newest first, as Stripe lists.
-    let mut matching: Vec<&Value> = all
+    // Kept newest first, as Stripe lists.
+    let matching: Vec<&Value> = all
         .iter()
         .filter(|r| gte.is_none_or(|g| r["created"].as_i64().unwrap_or(0) >= g))
         .collect();
-    matching.sort_by(|a, b| {
-        (b["created"].as_i64(), b["id"].as_str()).cmp(&(a["created"].as_i64(), a["id"].as_str()))
-    });
     let start = match q.get("starting_after") {
         Some(after) => match matching
             .iter()

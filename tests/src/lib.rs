@@ -9,6 +9,90 @@ use serde_json::{Value, json};
 
 pub mod fake;
 
+/// A tansu broker (Kafka-compatible) of a test's or benchmark's own.
+pub mod broker {
+    use std::path::{Path, PathBuf};
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    pub struct Broker {
+        port: u16,
+        /// With a directory, the log is kept in SQLite there and survives a restart; without, in memory.
+        dir: Option<PathBuf>,
+        child: Option<Child>,
+    }
+
+    impl Broker {
+        pub fn start(dir: Option<&Path>) -> Self {
+            let mut b = Self {
+                port: super::free_port(),
+                dir: dir.map(Path::to_path_buf),
+                child: None,
+            };
+            b.restart();
+            b
+        }
+
+        pub fn restart(&mut self) {
+            let url = format!("tcp://127.0.0.1:{}", self.port);
+            let mut cmd = Command::new("tansu");
+            cmd.args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ]);
+            match &self.dir {
+                // tansu resolves sqlite:// paths against its working directory.
+                Some(d) => cmd
+                    .args(["--storage-engine", "sqlite://broker.db"])
+                    .current_dir(d),
+                None => cmd.args(["--storage-engine", "memory://tansu/"]),
+            };
+            let child = cmd
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("tansu is installed by scripts/test.sh");
+            self.child = Some(child);
+            let start = Instant::now();
+            while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+                assert!(
+                    start.elapsed() < Duration::from_secs(20),
+                    "broker did not start"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+
+        pub fn kill(&mut self) {
+            if let Some(mut c) = self.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+
+        pub fn addr(&self) -> String {
+            format!("127.0.0.1:{}", self.port)
+        }
+    }
+
+    impl Drop for Broker {
+        fn drop(&mut self) {
+            self.kill();
+        }
+    }
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
 pub struct App {
     pub url: String,
     child: Child,

@@ -1,7 +1,6 @@
 //! The pipeline on Kafka (tansu): nothing lost and nothing twice across a broker restart, a worker that dies
 //! between its database commit and its offset commit, and a poison message.
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,6 +14,7 @@ use smb_core::store::Db;
 use smb_core::store::testing::{TempDir, sqlite};
 use smb_core::with_global;
 use smb_tests::App;
+use smb_tests::broker::Broker;
 use smb_tests::fake::{Dataset, FakeSaas, Sizes};
 use smb_tests::sync::{canonical, connect_shopify, connect_stripe, sync, trigger, wait};
 use smb_workers::Worker;
@@ -30,78 +30,6 @@ fn settings(brokers: &str) -> KafkaSettings {
     s.prefix = format!("t{}.", uuid::Uuid::new_v4().simple());
     s.one_message_per_batch = true;
     s
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A broker of the test's own, with its log in SQLite so it survives a restart.
-struct Broker {
-    port: u16,
-    file: std::path::PathBuf,
-    child: Option<Child>,
-}
-
-impl Broker {
-    fn start(dir: &TempDir) -> Self {
-        let mut b = Self {
-            port: free_port(),
-            file: dir.path().join("broker.db"),
-            child: None,
-        };
-        b.restart();
-        b
-    }
-
-    fn restart(&mut self) {
-        let url = format!("tcp://127.0.0.1:{}", self.port);
-        let child = Command::new("tansu")
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            // tansu resolves sqlite:// paths against its working directory.
-            .args(["--storage-engine", "sqlite://broker.db"])
-            .current_dir(self.file.parent().unwrap())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("tansu is installed by scripts/test.sh");
-        self.child = Some(child);
-        let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "broker did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 const SIZES: Sizes = Sizes {
@@ -134,7 +62,7 @@ async fn broker_killed_mid_sync_loses_and_duplicates_nothing() {
     let _ = fake.take_log().await;
 
     let dir = TempDir::new().unwrap();
-    let mut broker = Broker::start(&dir);
+    let mut broker = Broker::start(Some(dir.path()));
     let prefix = format!("t{}.", uuid::Uuid::new_v4().simple());
     let addr = broker.addr();
     let app = App::start(&[

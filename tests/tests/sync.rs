@@ -148,7 +148,12 @@ async fn full_scenario(store: Store) {
         new["line_items"][0]["id"] = json!(5_999_000_000_001u64);
         new["updated_at"] = json!(later);
         d.orders.push(new);
-        let mut ch = d.charges[0].clone();
+        let mut ch = d
+            .charges
+            .iter()
+            .find(|c| c["status"] == "succeeded")
+            .unwrap()
+            .clone();
         ch["id"] = json!("ch_new");
         ch["created"] = json!(epoch().timestamp() + 400 * 86_400);
         d.charges.push(ch);

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use smb_connectors::webhooks::sign;
 use smb_core::store::Db;
 use smb_core::with_global;
-use smb_tests::fake::{Dataset, FakeSaas, Sizes};
+use smb_tests::fake::{Dataset, FakeSaas};
 use smb_tests::sync::{canonical, connect};
 use smb_tests::{App, Owner};
 
@@ -23,14 +23,7 @@ struct Hooks {
 }
 
 async fn setup() -> Hooks {
-    let fake = FakeSaas::start(Dataset::generate(Sizes {
-        orders: 0,
-        customers: 0,
-        products: 0,
-        charges: 0,
-        stripe_customers: 0,
-    }))
-    .await;
+    let fake = FakeSaas::start(Dataset::default()).await;
     let app = App::start(&[("SMB_BUS__RETRY_BACKOFF_MS", "50")]);
     let owner = app.owner("America/New_York").await;
     let shop = connect(

@@ -267,9 +267,9 @@ async fn postgres_load(
              customer_name, created_at, updated_at, local_date, status, counted, test, total_minor, refunded_minor, discounts_minor, \
              currency, note, raw) \
              ON CONFLICT (tenant_id, source, external_id) DO UPDATE SET {ORDER_UPDATE} WHERE excluded.updated_at >= orders.updated_at \
-             RETURNING source, external_id"
+             RETURNING source, external_id, (xmax = 0) AS inserted"
         );
-        let applied: Vec<(String, String)> = sqlx::query_as(&sql)
+        let applied: Vec<(String, String, bool)> = sqlx::query_as(&sql)
             .bind(t)
             .bind(o.iter().map(|x| x.source.clone()).collect::<Vec<_>>())
             .bind(o.iter().map(|x| x.external_id.clone()).collect::<Vec<_>>())
@@ -300,27 +300,32 @@ async fn postgres_load(
             .bind(o.iter().map(|x| x.raw.clone()).collect::<Vec<_>>())
             .fetch_all(&mut **tx)
             .await?;
-        let applied: std::collections::HashSet<(String, String)> = applied.into_iter().collect();
+        // Rows that were inserted have no old lines or refunds; only replaced ones need them cleared.
+        let updated: Vec<(String, String)> = applied
+            .iter()
+            .filter(|(_, _, inserted)| !inserted)
+            .map(|(s, e, _)| (s.clone(), e.clone()))
+            .collect();
+        let applied: std::collections::HashSet<(String, String)> =
+            applied.into_iter().map(|(s, e, _)| (s, e)).collect();
         let replaced: Vec<&OrderBundle> = b
             .orders
             .iter()
             .filter(|x| applied.contains(&(x.order.source.clone(), x.order.external_id.clone())))
             .collect();
-        let srcs: Vec<String> = replaced.iter().map(|x| x.order.source.clone()).collect();
-        let ids: Vec<String> = replaced
-            .iter()
-            .map(|x| x.order.external_id.clone())
-            .collect();
-        for table in ["order_lines", "refunds"] {
-            sqlx::query(&format!(
-                "DELETE FROM {table} WHERE tenant_id = $1 AND (source, order_external_id) IN \
-                 (SELECT * FROM UNNEST($2::text[], $3::text[]))"
-            ))
-            .bind(t)
-            .bind(&srcs)
-            .bind(&ids)
-            .execute(&mut **tx)
-            .await?;
+        if !updated.is_empty() {
+            let (srcs, ids): (Vec<String>, Vec<String>) = updated.into_iter().unzip();
+            for table in ["order_lines", "refunds"] {
+                sqlx::query(&format!(
+                    "DELETE FROM {table} t USING UNNEST($2::text[], $3::text[]) AS u(source, order_external_id) \
+                     WHERE t.tenant_id = $1 AND t.source = u.source AND t.order_external_id = u.order_external_id"
+                ))
+                .bind(t)
+                .bind(&srcs)
+                .bind(&ids)
+                .execute(&mut **tx)
+                .await?;
+            }
         }
         let lines: Vec<_> = replaced.iter().flat_map(|x| x.lines.iter()).collect();
         if !lines.is_empty() {
