@@ -60,6 +60,15 @@ fn filters(f: &Filter, first: usize, lines: bool) -> (String, Vec<String>) {
     (sql, binds)
 }
 
+/// Lines need their order only to filter by customer.
+fn lines_join(f: &Filter) -> &'static str {
+    if f.customer_key.is_some() {
+        " JOIN orders o ON o.tenant_id = l.tenant_id AND o.source = l.source AND o.external_id = l.order_external_id"
+    } else {
+        ""
+    }
+}
+
 /// The SQL computing `metric` as one i64 (or two for AOV) over $1 tenant, $2..$3 dates.
 fn scalar_sql(metric: Metric, f: &Filter) -> String {
     let (of, _) = filters(f, 4, false);
@@ -67,9 +76,9 @@ fn scalar_sql(metric: Metric, f: &Filter) -> String {
     let orders = format!(
         "FROM orders o WHERE o.tenant_id = $1 AND o.local_date BETWEEN $2 AND $3 AND o.counted{of}"
     );
+    let join = lines_join(f);
     let lines = format!(
-        "FROM order_lines l JOIN orders o ON o.tenant_id = l.tenant_id AND o.source = l.source AND o.external_id = l.order_external_id \
-         WHERE l.tenant_id = $1 AND l.local_date BETWEEN $2 AND $3 AND l.counted{lf}"
+        "FROM order_lines l{join} WHERE l.tenant_id = $1 AND l.local_date BETWEEN $2 AND $3 AND l.counted{lf}"
     );
     match metric {
         Metric::Revenue => format!(
@@ -195,9 +204,9 @@ pub async fn by_day(
              AND o.counted{fs} GROUP BY o.local_date"
         ),
         "lines" => format!(
-            "SELECT l.local_date, CAST({expr} AS BIGINT) FROM order_lines l JOIN orders o ON o.tenant_id = l.tenant_id \
-             AND o.source = l.source AND o.external_id = l.order_external_id WHERE l.tenant_id = $1 \
-             AND l.local_date BETWEEN $2 AND $3 AND l.counted{fs} GROUP BY l.local_date"
+            "SELECT l.local_date, CAST({expr} AS BIGINT) FROM order_lines l{} WHERE l.tenant_id = $1 \
+             AND l.local_date BETWEEN $2 AND $3 AND l.counted{fs} GROUP BY l.local_date",
+            lines_join(f)
         ),
         _ => "SELECT r.local_date, CAST(SUM(r.amount_minor) AS BIGINT) FROM refunds r WHERE r.tenant_id = $1 \
               AND r.local_date BETWEEN $2 AND $3 AND NOT r.test GROUP BY r.local_date"

@@ -41,7 +41,7 @@ pub struct OrchestratorServiceImpl {
 
 /// What a question's words are matched against.
 struct Vocab {
-    titles: Vec<String>,
+    titles: Vec<ProductName>,
     /// (lower-case name, customer key)
     customers: Vec<(String, String)>,
 }
@@ -109,7 +109,11 @@ impl OrchestratorServiceImpl {
             return Ok(vocab.clone());
         }
         let vocab = Arc::new(Vocab {
-            titles: metrics::product_titles(&self.db, id).await?,
+            titles: metrics::product_titles(&self.db, id)
+                .await?
+                .iter()
+                .map(|t| ProductName::new(t))
+                .collect(),
             customers: metrics::customer_names(&self.db, id).await?,
         });
         self.vocab
@@ -600,15 +604,33 @@ fn match_customer<'a>(
 
 /// The product a question names: the title whose distinctive words all appear (sizes like "12oz" are
 /// optional), preferring the title that matches most words; `None` when none or a tie.
-pub fn match_product(text: &str, titles: &[String]) -> Option<String> {
-    let mut best: Option<(usize, &String)> = None;
-    let mut tie = false;
-    for t in titles {
-        let norm = nlu::normalize(t);
-        let words: Vec<&str> = norm
+/// A product title with its distinctive words (normalised; sizes and short words dropped), computed once
+/// per data version.
+pub struct ProductName {
+    pub title: String,
+    words: Vec<String>,
+}
+
+impl ProductName {
+    pub fn new(title: &str) -> Self {
+        let norm = nlu::normalize(title);
+        let words = norm
             .split_whitespace()
             .filter(|w| !w.chars().any(|c| c.is_ascii_digit()) && w.len() > 2)
+            .map(str::to_string)
             .collect();
+        Self {
+            title: title.to_string(),
+            words,
+        }
+    }
+}
+
+pub fn match_product(text: &str, products: &[ProductName]) -> Option<String> {
+    let mut best: Option<(usize, &String)> = None;
+    let mut tie = false;
+    for p in products {
+        let words = &p.words;
         if words.is_empty() || !words.iter().all(|w| contains_phrase(text, w)) {
             continue;
         }
@@ -616,7 +638,7 @@ pub fn match_product(text: &str, titles: &[String]) -> Option<String> {
             Some((n, _)) if n > words.len() => {}
             Some((n, _)) if n == words.len() => tie = true,
             _ => {
-                best = Some((words.len(), t));
+                best = Some((words.len(), &p.title));
                 tie = false;
             }
         }
@@ -647,14 +669,14 @@ mod tests {
 
     #[test]
     fn products_match_by_distinctive_words() {
-        let titles: Vec<String> = [
+        let titles: Vec<ProductName> = [
             "House Espresso Blend 12oz",
             "Conical Burr Grinder",
             "Hand Grinder",
             "Gift Card $50",
         ]
         .iter()
-        .map(|s| s.to_string())
+        .map(|s| ProductName::new(s))
         .collect();
         assert_eq!(
             match_product("how many house espresso blend did i sell", &titles).as_deref(),
