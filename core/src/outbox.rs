@@ -95,6 +95,7 @@ impl Relay {
         match &self.db {
             Db::Sqlite(pool) => {
                 let list = serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into());
+                let _write = crate::store::sqlite_write_lock(pool).await;
                 let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
                 sqlx::query("DELETE FROM outbox WHERE id IN (SELECT value FROM json_each($1))")
                     .bind(list)

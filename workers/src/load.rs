@@ -89,6 +89,7 @@ pub async fn apply_page(
     }
     Ok(match db {
         Db::Sqlite(pool) => {
+            let _write = smb_core::store::sqlite_write_lock(pool).await;
             let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
             let applied = apply!(tx, sqlite_load);
             tx.commit().await?;
@@ -109,6 +110,7 @@ pub async fn load_batch(db: &Db, tenant: &TenantId, batch: &Batch) -> Result<(),
     let t = tenant.as_str();
     match db {
         Db::Sqlite(pool) => {
+            let _write = smb_core::store::sqlite_write_lock(pool).await;
             let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
             sqlite_load(&mut tx, t, batch).await?;
             tx.commit().await?;
