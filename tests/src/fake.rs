@@ -395,11 +395,11 @@ async fn shopify_list(
         _ => return error(404, json!({"errors": "Not Found"})),
     };
     // Records are kept sorted by id: a full listing is a slice, an incremental one is filtered first.
-    let (page, has_more): (Vec<Value>, bool) = match since {
+    let (page, has_more): (Vec<&Value>, bool) = match since {
         None => {
             let end = (offset + limit).min(all.len());
             (
-                all.get(offset..end).unwrap_or(&[]).to_vec(),
+                all.get(offset..end).unwrap_or(&[]).iter().collect(),
                 end < all.len(),
             )
         }
@@ -413,16 +413,11 @@ async fn shopify_list(
                         .is_some_and(|u| u >= s)
                 })
                 .collect();
-            let page = m
-                .iter()
-                .skip(offset)
-                .take(limit)
-                .map(|v| (*v).clone())
-                .collect();
+            let page = m.iter().skip(offset).take(limit).copied().collect();
             (page, offset + limit < m.len())
         }
     };
-    let mut resp = axum::Json(json!({ stream.clone(): page })).into_response();
+    let mut resp = json_response(list_body(&format!("{{\"{stream}\":["), &page, "]}"));
     if has_more {
         let token = URL_SAFE_NO_PAD.encode(format!(
             "{}|{}|{}",
@@ -445,6 +440,28 @@ async fn shopify_list(
     inner.pages.fetch_add(1, Ordering::SeqCst);
     inner.log.lock().await.push(uri.to_string());
     resp
+}
+
+/// A JSON list body written straight from the stored records (no copies of them).
+fn list_body(head: &str, items: &[&Value], tail: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(2048 * items.len() + 64);
+    out.extend_from_slice(head.as_bytes());
+    for (i, v) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut out, v).expect("JSON values serialise");
+    }
+    out.extend_from_slice(tail.as_bytes());
+    out
+}
+
+fn json_response(body: Vec<u8>) -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
 }
 
 fn stripe_authorized(h: &HeaderMap) -> bool {
@@ -515,16 +532,17 @@ async fn stripe_list(
         },
         None => 0,
     };
-    let page: Vec<Value> = matching
-        .iter()
-        .skip(start)
-        .take(limit)
-        .map(|v| (*v).clone())
-        .collect();
+    let page: Vec<&Value> = matching.iter().skip(start).take(limit).copied().collect();
     let has_more = start + limit < matching.len();
+    let body = list_body(
+        &format!(
+            "{{\"object\":\"list\",\"url\":\"/v1/{stream}\",\"has_more\":{has_more},\"data\":["
+        ),
+        &page,
+        "]}",
+    );
     drop(data);
     inner.pages.fetch_add(1, Ordering::SeqCst);
     inner.log.lock().await.push(uri.to_string());
-    axum::Json(json!({"object": "list", "url": format!("/v1/{stream}"), "has_more": has_more, "data": page}))
-        .into_response()
+    json_response(body)
 }
