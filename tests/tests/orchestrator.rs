@@ -171,3 +171,44 @@ async fn sqlite_and_postgres_answer_alike_and_match_the_spec() {
         lite[14]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odd_questions_get_clear_answers_never_500s() {
+    let app = App::start(&[]);
+    let owner = app.owner("America/New_York").await;
+    for q in [
+        "revenue in 2031",
+        "revenue from the unicorn saddle last month",
+        "how much did nobody@example.com spend",
+        "\u{0}\u{1}\u{2}revenue\u{7f} last week",
+        "🙂 revenue 🙂 yesterday",
+        "SELECT * FROM orders; DROP TABLE orders",
+        &"revenue ".repeat(200),
+    ] {
+        let b = ask(&app, &owner, q).await;
+        assert!(
+            b["answer"].as_str().is_some_and(|a| !a.is_empty()),
+            "{q}: {b}"
+        );
+    }
+    // A future period says so rather than reporting zero as a fact.
+    let b = ask(&app, &owner, "revenue in 2031").await;
+    assert!(
+        b["answer"]
+            .as_str()
+            .unwrap()
+            .contains("hasn't happened yet"),
+        "{b}"
+    );
+    // A binary body is refused with a reason.
+    let r = app
+        .http
+        .post(format!("{}/v1/ai/query", app.url))
+        .bearer_auth(&owner.token)
+        .header("content-type", "application/json")
+        .body(vec![0xff, 0xfe, 0x00, 0x01])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+}
