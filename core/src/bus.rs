@@ -172,7 +172,15 @@ impl Bus for StoreBus {
             return Ok(());
         }
         let now = now_ms();
+        // Consumers read `id > position`: ids must become visible in id order. On PostgreSQL, sequence values
+        // are taken at insert and transactions commit in any order, so publishers take turns (SQLite writers
+        // are serialised already).
+        let serialise =
+            matches!(self.db, Db::Postgres(_)).then_some("SELECT pg_advisory_xact_lock(7261001)");
         with_global!(&self.db, write, |tx| {
+            if let Some(lock) = serialise {
+                sqlx::query(lock).execute(&mut *tx).await?;
+            }
             for m in messages {
                 sqlx::query("INSERT INTO bus_log (topic, msg_key, payload, created_at) VALUES ($1, $2, $3, $4)")
                     .bind(&m.topic)
