@@ -45,6 +45,8 @@ pub struct RunProgress<'a> {
     /// The bus offset of the page; a page at or below the run's last applied offset is a redelivery.
     pub offset: i64,
     pub rejections: &'a [String],
+    /// Written to the outbox with the page when records were rejected (to the dead-letter topic).
+    pub dead_letters: &'a [smb_core::bus::Message],
 }
 
 /// Applies a page: rows and run counters in one transaction. `Ok(false)` for a redelivered page.
@@ -83,6 +85,7 @@ pub async fn apply_page(
                 .bind(run.offset)
                 .execute(&mut *$tx)
                 .await?;
+                smb_core::outbox_insert!($tx, run.dead_letters, smb_core::store::now_ms());
                 true
             }
         }};

@@ -203,13 +203,30 @@ impl Worker {
                 for r in &rejections {
                     tracing::warn!(tenant_id = %tenant, sync_id = %sync_id, rejection = %r, "record rejected");
                 }
+                // Rejected records go to the dead-letter topic with their reasons, in the page's transaction.
+                let dead_letters: Vec<smb_core::bus::Message> = if rejections.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![smb_core::bus::Message {
+                        topic: topics::DEAD_LETTER.into(),
+                        key: d.key.clone(),
+                        payload: serde_json::json!({
+                            "kind": "rejected_records", "tenant_id": tenant.as_str(), "sync_id": sync_id,
+                            "source": source, "stream": stream, "reasons": rejections,
+                        })
+                        .to_string(),
+                    }]
+                };
                 let progress = RunProgress {
                     sync_id: &sync_id,
                     offset: d.offset,
                     rejections: &rejections,
+                    dead_letters: &dead_letters,
                 };
                 if !apply_page(&self.db, &tenant, &batch, &progress).await? {
                     tracing::info!(offset = d.offset, "redelivered page skipped");
+                } else if !dead_letters.is_empty() {
+                    self.relay.notify_waiters();
                 }
                 Ok(())
             }
