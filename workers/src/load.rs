@@ -1,6 +1,6 @@
-//! Loading canonical rows, one transaction per page together with the sync run's counters. SQLite: prepared
-//! statements row by row inside the transaction (no round trips in-process). PostgreSQL: set-based
-//! `INSERT … SELECT FROM UNNEST(…)`, one statement per table per page.
+//! Loading canonical rows, one transaction per page together with the sync run's counters, one set-based
+//! statement per table per page: SQLite `INSERT … SELECT FROM json_each(…)`, PostgreSQL
+//! `INSERT … SELECT FROM UNNEST(…)`.
 //!
 //! Upserts only replace a row when the incoming version is at least as new (`updated_at`); an order that is
 //! replaced gets its lines and refunds replaced with it.
@@ -31,13 +31,6 @@ const CUSTOMER_UPDATE: &str = "email = excluded.email, name = excluded.name, cus
 const PRODUCT_COLS: &str = "tenant_id, source, external_id, title, updated_at, raw";
 const PRODUCT_UPDATE: &str =
     "title = excluded.title, updated_at = excluded.updated_at, raw = excluded.raw";
-
-fn placeholders(n: usize) -> String {
-    (1..=n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
 
 /// The run bookkeeping that goes into the same transaction as the rows.
 pub struct RunProgress<'a> {
@@ -128,129 +121,173 @@ pub async fn load_batch(db: &Db, tenant: &TenantId, batch: &Batch) -> Result<(),
     Ok(())
 }
 
+/// `INSERT … SELECT` of `n` columns from a JSON array of row arrays (`$2`), with `$1` as the tenant.
+fn sqlite_bulk(table: &str, cols: &str, n: usize, conflict: &str) -> String {
+    let values = (0..n)
+        .map(|i| format!("j.value ->> {i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "INSERT INTO {table} ({cols}) SELECT $1, {values} FROM json_each($2) j WHERE true \
+         ON CONFLICT (tenant_id, source, external_id) DO UPDATE SET {conflict}"
+    )
+}
+
+/// SQLite: one statement per table per page, rows passed as one JSON parameter (`json_each`), the way the
+/// PostgreSQL loader passes arrays to `UNNEST`; a statement per row would cross sqlx's worker thread per row.
 async fn sqlite_load(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     t: &str,
     b: &Batch,
 ) -> Result<(), sqlx::Error> {
-    let order_sql = format!(
-        "INSERT INTO orders ({ORDER_COLS}) VALUES ({}) ON CONFLICT (tenant_id, source, external_id) DO UPDATE SET {ORDER_UPDATE} \
-         WHERE excluded.updated_at >= orders.updated_at",
-        placeholders(20)
-    );
-    let line_sql = format!(
-        "INSERT INTO order_lines ({LINE_COLS}) VALUES ({}) ON CONFLICT (tenant_id, source, external_id) DO UPDATE SET {LINE_UPDATE}",
-        placeholders(10)
-    );
-    let refund_sql = format!(
-        "INSERT INTO refunds ({REFUND_COLS}) VALUES ({}) ON CONFLICT (tenant_id, source, external_id) DO UPDATE SET {REFUND_UPDATE}",
-        placeholders(9)
-    );
-    for OrderBundle {
-        order: o,
-        lines,
-        refunds,
-    } in &b.orders
-    {
-        let applied = sqlx::query(&order_sql)
+    use serde_json::json;
+    if !b.orders.is_empty() {
+        let rows: Vec<serde_json::Value> = b
+            .orders
+            .iter()
+            .map(|x| {
+                let o = &x.order;
+                json!([
+                    o.source,
+                    o.external_id,
+                    o.name,
+                    o.customer_key,
+                    o.customer_ref,
+                    o.customer_email,
+                    o.customer_name,
+                    o.created_at,
+                    o.updated_at,
+                    o.local_date.to_string(),
+                    o.status,
+                    o.counted,
+                    o.test,
+                    o.total_minor,
+                    o.refunded_minor,
+                    o.discounts_minor,
+                    o.currency,
+                    o.note,
+                    o.raw
+                ])
+            })
+            .collect();
+        let sql = format!(
+            "{} WHERE excluded.updated_at >= orders.updated_at RETURNING source, external_id",
+            sqlite_bulk("orders", ORDER_COLS, 19, ORDER_UPDATE)
+        );
+        let applied: Vec<(String, String)> = sqlx::query_as(&sql)
             .bind(t)
-            .bind(&o.source)
-            .bind(&o.external_id)
-            .bind(&o.name)
-            .bind(&o.customer_key)
-            .bind(&o.customer_ref)
-            .bind(&o.customer_email)
-            .bind(&o.customer_name)
-            .bind(o.created_at)
-            .bind(o.updated_at)
-            .bind(o.local_date)
-            .bind(&o.status)
-            .bind(o.counted)
-            .bind(o.test)
-            .bind(o.total_minor)
-            .bind(o.refunded_minor)
-            .bind(o.discounts_minor)
-            .bind(&o.currency)
-            .bind(&o.note)
-            .bind(&o.raw)
-            .execute(&mut **tx)
-            .await?
-            .rows_affected();
-        if applied == 0 {
-            continue; // an older version than the stored one
-        }
+            .bind(serde_json::Value::Array(rows).to_string())
+            .fetch_all(&mut **tx)
+            .await?;
+        let applied: std::collections::HashSet<(String, String)> = applied.into_iter().collect();
+        let replaced: Vec<&OrderBundle> = b
+            .orders
+            .iter()
+            .filter(|x| applied.contains(&(x.order.source.clone(), x.order.external_id.clone())))
+            .collect();
+        let keys: Vec<serde_json::Value> = replaced
+            .iter()
+            .map(|x| json!([x.order.source, x.order.external_id]))
+            .collect();
+        let keys = serde_json::Value::Array(keys).to_string();
         for table in ["order_lines", "refunds"] {
-            sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = $1 AND source = $2 AND order_external_id = $3"))
+            sqlx::query(&format!(
+                "DELETE FROM {table} WHERE tenant_id = $1 AND (source, order_external_id) IN \
+                 (SELECT j.value ->> 0, j.value ->> 1 FROM json_each($2) j)"
+            ))
+            .bind(t)
+            .bind(&keys)
+            .execute(&mut **tx)
+            .await?;
+        }
+        let lines: Vec<serde_json::Value> = replaced
+            .iter()
+            .flat_map(|x| x.lines.iter())
+            .map(|l| {
+                json!([
+                    l.source,
+                    l.external_id,
+                    l.order_external_id,
+                    l.product_ref,
+                    l.title,
+                    l.quantity,
+                    l.price_minor,
+                    l.local_date.to_string(),
+                    l.counted
+                ])
+            })
+            .collect();
+        if !lines.is_empty() {
+            sqlx::query(&sqlite_bulk("order_lines", LINE_COLS, 9, LINE_UPDATE))
                 .bind(t)
-                .bind(&o.source)
-                .bind(&o.external_id)
+                .bind(serde_json::Value::Array(lines).to_string())
                 .execute(&mut **tx)
                 .await?;
         }
-        for l in lines {
-            sqlx::query(&line_sql)
+        let refunds: Vec<serde_json::Value> = replaced
+            .iter()
+            .flat_map(|x| x.refunds.iter())
+            .map(|r| {
+                json!([
+                    r.source,
+                    r.external_id,
+                    r.order_external_id,
+                    r.created_at,
+                    r.local_date.to_string(),
+                    r.amount_minor,
+                    r.test,
+                    r.raw
+                ])
+            })
+            .collect();
+        if !refunds.is_empty() {
+            sqlx::query(&sqlite_bulk("refunds", REFUND_COLS, 8, REFUND_UPDATE))
                 .bind(t)
-                .bind(&l.source)
-                .bind(&l.external_id)
-                .bind(&l.order_external_id)
-                .bind(&l.product_ref)
-                .bind(&l.title)
-                .bind(l.quantity)
-                .bind(l.price_minor)
-                .bind(l.local_date)
-                .bind(l.counted)
-                .execute(&mut **tx)
-                .await?;
-        }
-        for r in refunds {
-            sqlx::query(&refund_sql)
-                .bind(t)
-                .bind(&r.source)
-                .bind(&r.external_id)
-                .bind(&r.order_external_id)
-                .bind(r.created_at)
-                .bind(r.local_date)
-                .bind(r.amount_minor)
-                .bind(r.test)
-                .bind(&r.raw)
+                .bind(serde_json::Value::Array(refunds).to_string())
                 .execute(&mut **tx)
                 .await?;
         }
     }
-    let customer_sql = format!(
-        "INSERT INTO customers ({CUSTOMER_COLS}) VALUES ({}) ON CONFLICT (tenant_id, source, external_id) DO UPDATE SET {CUSTOMER_UPDATE} \
-         WHERE excluded.updated_at >= customers.updated_at",
-        placeholders(9)
-    );
-    for c in &b.customers {
-        sqlx::query(&customer_sql)
-            .bind(t)
-            .bind(&c.source)
-            .bind(&c.external_id)
-            .bind(&c.email)
-            .bind(&c.name)
-            .bind(&c.customer_key)
-            .bind(c.created_at)
-            .bind(c.updated_at)
-            .bind(&c.raw)
-            .execute(&mut **tx)
-            .await?;
+    if !b.customers.is_empty() {
+        let rows: Vec<serde_json::Value> = b
+            .customers
+            .iter()
+            .map(|c| {
+                json!([
+                    c.source,
+                    c.external_id,
+                    c.email,
+                    c.name,
+                    c.customer_key,
+                    c.created_at,
+                    c.updated_at,
+                    c.raw
+                ])
+            })
+            .collect();
+        sqlx::query(&format!(
+            "{} WHERE excluded.updated_at >= customers.updated_at",
+            sqlite_bulk("customers", CUSTOMER_COLS, 8, CUSTOMER_UPDATE)
+        ))
+        .bind(t)
+        .bind(serde_json::Value::Array(rows).to_string())
+        .execute(&mut **tx)
+        .await?;
     }
-    let product_sql = format!(
-        "INSERT INTO products ({PRODUCT_COLS}) VALUES ({}) ON CONFLICT (tenant_id, source, external_id) DO UPDATE SET {PRODUCT_UPDATE} \
-         WHERE excluded.updated_at >= products.updated_at",
-        placeholders(6)
-    );
-    for p in &b.products {
-        sqlx::query(&product_sql)
-            .bind(t)
-            .bind(&p.source)
-            .bind(&p.external_id)
-            .bind(&p.title)
-            .bind(p.updated_at)
-            .bind(&p.raw)
-            .execute(&mut **tx)
-            .await?;
+    if !b.products.is_empty() {
+        let rows: Vec<serde_json::Value> = b
+            .products
+            .iter()
+            .map(|p| json!([p.source, p.external_id, p.title, p.updated_at, p.raw]))
+            .collect();
+        sqlx::query(&format!(
+            "{} WHERE excluded.updated_at >= products.updated_at",
+            sqlite_bulk("products", PRODUCT_COLS, 5, PRODUCT_UPDATE)
+        ))
+        .bind(t)
+        .bind(serde_json::Value::Array(rows).to_string())
+        .execute(&mut **tx)
+        .await?;
     }
     Ok(())
 }
