@@ -2,6 +2,7 @@
 
 use smb_core::bus::Message;
 use smb_core::ids::TenantId;
+use smb_core::outbox::Outbox;
 use smb_core::store::Db;
 use smb_core::{Error, outbox_insert, with_global, with_tenant};
 
@@ -217,17 +218,22 @@ pub async fn get_cursor(
 
 /// A page's checkpoint: the stream's new cursor and the page's messages, through the outbox, in one
 /// transaction — a sync that dies never loses a fetched page nor skips one.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one transaction's whole input, named at the call site"
+)]
 pub async fn checkpoint(
     db: &Db,
     tenant: &TenantId,
     connector: &str,
     stream: &str,
     cursor: &str,
+    outbox: &Outbox,
     msgs: &[Message],
     now: i64,
 ) -> Result<(), Error> {
     with_tenant!(db, tenant, write, |tx| {
-        outbox_insert!(tx, msgs, now);
+        outbox_insert!(tx, outbox, msgs, now);
         sqlx::query(
             "INSERT INTO sync_cursors (connector_id, stream, tenant_id, cursor, updated_at) VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (connector_id, stream) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
@@ -358,12 +364,17 @@ pub async fn webhook_endpoint(db: &Db, connector: &str) -> Result<Option<Endpoin
 }
 
 /// Records a verified delivery and its event in one transaction. `false`: already received (nothing written).
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one transaction's whole input, named at the call site"
+)]
 pub async fn accept_webhook(
     db: &Db,
     tenant: &TenantId,
     connector: &str,
     event_id: &str,
     topic: &str,
+    outbox: &Outbox,
     msgs: &[Message],
     now: i64,
 ) -> Result<bool, Error> {
@@ -381,7 +392,7 @@ pub async fn accept_webhook(
         .await?
         .rows_affected();
         if n == 1 {
-            outbox_insert!(tx, msgs, now);
+            outbox_insert!(tx, outbox, msgs, now);
         }
         n == 1
     }))

@@ -28,8 +28,8 @@ pub struct SyncEngine {
     /// This replica's lease owner id.
     pub owner: String,
     pub lease: Duration,
-    /// Pokes the outbox relay after a checkpoint.
-    pub relay: Arc<tokio::sync::Notify>,
+    /// Where pages and end markers are written (outbox or the embedded log).
+    pub outbox: smb_core::outbox::Outbox,
 }
 
 /// Builds the source of a connector from its settings and sealed secret.
@@ -108,9 +108,7 @@ impl SyncEngine {
     }
 
     async fn publish(&self, connector: &str, msg: &RawMessage) -> Result<(), Error> {
-        smb_core::outbox::enqueue(&self.db, &[message(connector, msg)?]).await?;
-        self.relay.notify_one();
-        Ok(())
+        smb_core::outbox::enqueue(&self.db, &self.outbox, &[message(connector, msg)?]).await
     }
 
     /// Fetches every stream; a source failure comes back as the owner-readable reason.
@@ -147,10 +145,19 @@ impl SyncEngine {
                 }
                 cursor = page.cursor;
                 let encoded = serde_json::to_string(&cursor).unwrap_or_default();
-                store::checkpoint(&self.db, tenant, &row.id, stream, &encoded, &msgs, now_ms())
-                    .await
-                    .map_err(|e| e.message)?;
-                self.relay.notify_one();
+                store::checkpoint(
+                    &self.db,
+                    tenant,
+                    &row.id,
+                    stream,
+                    &encoded,
+                    &self.outbox,
+                    &msgs,
+                    now_ms(),
+                )
+                .await
+                .map_err(|e| e.message)?;
+                self.outbox.poke();
                 store::acquire_lease(&self.db, &row.id, &self.owner, now_ms(), self.lease_until())
                     .await
                     .map_err(|e| e.message)?;

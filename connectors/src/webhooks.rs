@@ -3,8 +3,6 @@
 //! (inbox row + outbox row, one transaction). Workers apply the events with the same idempotent upserts as
 //! syncs; scheduled syncs remain the gap-filler for deliveries a source never made.
 
-use std::sync::Arc;
-
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -12,10 +10,10 @@ use smb_core::Error;
 use smb_core::bus::{Message, topics};
 use smb_core::crypto::Sealer;
 use smb_core::ids::{ConnectorId, TenantId};
+use smb_core::outbox::Outbox;
 use smb_core::store::{Db, now_ms};
 use smb_proto::connectors::v1 as pb;
 use smb_proto::connectors::v1::webhooks_service_server::WebhooksService;
-use tokio::sync::Notify;
 use tonic::{Request, Response, Status};
 
 use crate::messages::RawMessage;
@@ -105,7 +103,7 @@ pub fn stripe_stream(kind: &str) -> Option<&'static str> {
 pub struct WebhooksServiceImpl {
     db: Db,
     sealer: Sealer,
-    relay: Arc<Notify>,
+    outbox: Outbox,
 }
 
 fn not_found() -> Error {
@@ -119,8 +117,8 @@ fn bad_signature() -> Error {
 }
 
 impl WebhooksServiceImpl {
-    pub fn new(db: Db, sealer: Sealer, relay: Arc<Notify>) -> Self {
-        Self { db, sealer, relay }
+    pub fn new(db: Db, sealer: Sealer, outbox: Outbox) -> Self {
+        Self { db, sealer, outbox }
     }
 
     pub async fn receive(
@@ -216,12 +214,13 @@ impl WebhooksServiceImpl {
             connector.as_str(),
             &event_id,
             &topic,
+            &self.outbox,
             &[message],
             now_ms(),
         )
         .await?;
         if fresh {
-            self.relay.notify_one();
+            self.outbox.poke();
         }
         Ok(pb::ReceiveWebhookResponse {
             duplicate: !fresh,

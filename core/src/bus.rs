@@ -111,7 +111,7 @@ impl<P: Serialize> Envelope<P> {
 /// The embedded adapter: a log in the store.
 pub struct StoreBus {
     db: Db,
-    notify: Notify,
+    notify: Arc<Notify>,
     /// This process's read position per (group, topic), ahead of the committed one.
     positions: std::sync::Mutex<std::collections::HashMap<(String, String), i64>>,
 }
@@ -120,9 +120,14 @@ impl StoreBus {
     pub fn new(db: Db) -> Self {
         Self {
             db,
-            notify: Notify::new(),
+            notify: Arc::new(Notify::new()),
             positions: Default::default(),
         }
+    }
+
+    /// Wakes waiting consumers; for writers that append to the log in their own transactions.
+    pub fn notifier(&self) -> Arc<Notify> {
+        self.notify.clone()
     }
 
     fn position(&self, group: &str, topic: &str) -> i64 {

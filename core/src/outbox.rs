@@ -14,14 +14,55 @@ use crate::error::Result;
 use crate::store::Db;
 use crate::with_global;
 
-/// Inserts `$msgs` (an iterator of `&Message`) into the outbox inside the open transaction `$tx`, in order.
+/// Where events are written, and whom to wake after the commit. With the embedded bus on SQLite the outbox
+/// *is* the bus log (`bus_log` in the same database): the commit publishes, no relay copies. Otherwise rows go
+/// to `outbox` and the [`Relay`] publishes them.
+#[derive(Clone)]
+pub struct Outbox {
+    pub table: &'static str,
+    wake: Arc<Notify>,
+}
+
+impl Outbox {
+    pub fn relayed(wake: Arc<Notify>) -> Self {
+        Self {
+            table: "outbox",
+            wake,
+        }
+    }
+
+    /// Writes straight into the embedded bus log; `wake` is the bus's own notifier.
+    pub fn direct(wake: Arc<Notify>) -> Self {
+        Self {
+            table: "bus_log",
+            wake,
+        }
+    }
+
+    pub fn is_direct(&self) -> bool {
+        self.table == "bus_log"
+    }
+
+    /// After a commit that wrote events: wakes the relay, or the bus's waiting consumers.
+    pub fn poke(&self) {
+        self.wake.notify_waiters();
+    }
+
+    pub fn wake(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+}
+
+/// Inserts `$msgs` (an iterator of `&Message`) into `$outbox`'s table inside the open transaction `$tx`,
+/// in order.
 #[macro_export]
 macro_rules! outbox_insert {
-    ($tx:ident, $msgs:expr, $now:expr) => {
+    ($tx:ident, $outbox:expr, $msgs:expr, $now:expr) => {
         for m in $msgs {
-            sqlx::query(
-                "INSERT INTO outbox (topic, msg_key, payload, created_at) VALUES ($1, $2, $3, $4)",
-            )
+            sqlx::query(&format!(
+                "INSERT INTO {} (topic, msg_key, payload, created_at) VALUES ($1, $2, $3, $4)",
+                $outbox.table
+            ))
             .bind(&m.topic)
             .bind(&m.key)
             .bind(&m.payload)
@@ -33,11 +74,12 @@ macro_rules! outbox_insert {
 }
 
 /// Writes messages through the outbox in a transaction of their own (for events with no state change).
-pub async fn enqueue(db: &Db, msgs: &[Message]) -> Result<()> {
+pub async fn enqueue(db: &Db, outbox: &Outbox, msgs: &[Message]) -> Result<()> {
     let now = crate::store::now_ms();
     with_global!(db, write, |tx| {
-        outbox_insert!(tx, msgs, now);
+        outbox_insert!(tx, outbox, msgs, now);
     });
+    outbox.poke();
     Ok(())
 }
 

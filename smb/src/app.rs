@@ -17,6 +17,7 @@ use smb_core::bus::{DynBus, StoreBus};
 use smb_core::cache::{self, DynCache};
 use smb_core::config::Config;
 use smb_core::crypto::Sealer;
+use smb_core::outbox::Outbox;
 use smb_core::store::Db;
 use smb_gateway::server::ReadyCheck;
 use smb_gateway::{Gateway, Services};
@@ -64,8 +65,8 @@ pub struct Platform {
     pub wake: Arc<Notify>,
     pub worker: Worker,
     pub bus: DynBus,
-    /// Pokes the outbox relay.
-    pub relay: Arc<Notify>,
+    /// Where events that follow state changes are written.
+    pub outbox: Outbox,
 }
 
 impl Platform {
@@ -77,8 +78,17 @@ impl Platform {
         let cache = cache::connect(cfg.cache.url.expose_secret(), &cfg.cache.key_prefix)
             .await
             .context("cache")?;
+        let relay_wake = Arc::new(Notify::new());
+        let mut outbox = Outbox::relayed(relay_wake.clone());
         let bus: DynBus = match cfg.bus.kind.as_str() {
-            "store" => Arc::new(StoreBus::new(db.clone())),
+            "store" => {
+                let b = StoreBus::new(db.clone());
+                // On SQLite the embedded log is in the same database: events are written straight into it.
+                if matches!(db, Db::Sqlite(_)) {
+                    outbox = Outbox::direct(b.notifier());
+                }
+                Arc::new(b)
+            }
             "kafka" => {
                 let mut k = smb_core::kafka::KafkaSettings::new(&cfg.bus.brokers);
                 k.prefix = cfg.bus.topic_prefix.clone();
@@ -104,10 +114,9 @@ impl Platform {
             cfg.connectors.max_retries,
         );
         let wake = Arc::new(Notify::new());
-        let relay = Arc::new(Notify::new());
         let engine = SyncEngine {
             db: db.clone(),
-            relay: relay.clone(),
+            outbox: outbox.clone(),
             sealer: sealer.clone(),
             client: client.clone(),
             owner: format!("{}-{}", std::process::id(), uuid_like()),
@@ -129,7 +138,7 @@ impl Platform {
             webhooks: Arc::new(WebhooksServiceImpl::new(
                 db.clone(),
                 sealer.clone(),
-                relay.clone(),
+                outbox.clone(),
             )),
             connectors: Arc::new(ConnectorsServiceImpl::new(
                 db.clone(),
@@ -142,14 +151,14 @@ impl Platform {
                 bus.clone(),
                 cache.clone(),
                 cfg.connectors.sync_interval_secs,
-                relay.clone(),
+                outbox.clone(),
             )
             .with_retries(
                 cfg.bus.max_attempts,
                 Duration::from_millis(cfg.bus.retry_backoff_ms),
             ),
             bus,
-            relay,
+            outbox,
             engine,
             wake,
             db,
@@ -186,12 +195,12 @@ impl Platform {
         shutdown: &Arc<Notify>,
         scheduler: bool,
     ) -> Vec<tokio::task::JoinHandle<()>> {
-        let relay =
-            smb_core::outbox::Relay::new(self.db.clone(), self.bus.clone(), self.relay.clone());
-        let mut tasks = vec![
-            tokio::spawn(self.worker.clone().run(shutdown.clone())),
-            tokio::spawn(relay.run(shutdown.clone())),
-        ];
+        let mut tasks = vec![tokio::spawn(self.worker.clone().run(shutdown.clone()))];
+        if !self.outbox.is_direct() {
+            let relay =
+                smb_core::outbox::Relay::new(self.db.clone(), self.bus.clone(), self.outbox.wake());
+            tasks.push(tokio::spawn(relay.run(shutdown.clone())));
+        }
         if scheduler {
             let s = Scheduler::new(
                 self.engine.clone(),

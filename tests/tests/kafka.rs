@@ -189,7 +189,7 @@ async fn worker_dying_between_db_commit_and_offset_commit_changes_nothing() {
             bus,
             Arc::new(MemoryCache::new("")),
             900,
-            Arc::new(Notify::new()),
+            smb_core::outbox::Outbox::relayed(Arc::new(Notify::new())),
         )
     };
 
@@ -269,7 +269,7 @@ async fn poison_message_is_dead_lettered_and_the_partition_moves_on() {
         bus.clone(),
         Arc::new(MemoryCache::new("")),
         900,
-        Arc::new(Notify::new()),
+        smb_core::outbox::Outbox::relayed(Arc::new(Notify::new())),
     )
     .with_retries(3, Duration::from_millis(50));
     let shutdown = Arc::new(Notify::new());

@@ -40,6 +40,7 @@ pub struct RunProgress<'a> {
     pub rejections: &'a [String],
     /// Written to the outbox with the page when records were rejected (to the dead-letter topic).
     pub dead_letters: &'a [smb_core::bus::Message],
+    pub outbox: &'a smb_core::outbox::Outbox,
 }
 
 /// Applies a page: rows and run counters in one transaction. `Ok(false)` for a redelivered page.
@@ -78,7 +79,7 @@ pub async fn apply_page(
                 .bind(run.offset)
                 .execute(&mut *$tx)
                 .await?;
-                smb_core::outbox_insert!($tx, run.dead_letters, smb_core::store::now_ms());
+                smb_core::outbox_insert!($tx, run.outbox, run.dead_letters, smb_core::store::now_ms());
                 true
             }
         }};

@@ -30,8 +30,8 @@ pub struct Worker {
     pub cache: DynCache,
     /// Seconds between scheduled syncs (jittered ±10%).
     pub sync_interval_secs: u64,
-    /// Pokes the outbox relay after a commit that wrote events.
-    pub relay: Arc<Notify>,
+    /// Where completion events and dead letters are written.
+    pub outbox: smb_core::outbox::Outbox,
     /// Attempts at one message before it is dead-lettered, and the wait between attempts.
     pub max_attempts: u32,
     pub retry_backoff: Duration,
@@ -53,14 +53,14 @@ impl Worker {
         bus: DynBus,
         cache: DynCache,
         sync_interval_secs: u64,
-        relay: Arc<Notify>,
+        outbox: smb_core::outbox::Outbox,
     ) -> Self {
         Self {
             db,
             bus,
             cache,
             sync_interval_secs,
-            relay,
+            outbox,
             max_attempts: 5,
             retry_backoff: Duration::from_millis(500),
             zones: Arc::new(Mutex::new(HashMap::new())),
@@ -222,11 +222,12 @@ impl Worker {
                     offset: d.offset,
                     rejections: &rejections,
                     dead_letters: &dead_letters,
+                    outbox: &self.outbox,
                 };
                 if !apply_page(&self.db, &tenant, &batch, &progress).await? {
                     tracing::info!(offset = d.offset, "redelivered page skipped");
                 } else if !dead_letters.is_empty() {
-                    self.relay.notify_waiters();
+                    self.outbox.poke();
                 }
                 Ok(())
             }
@@ -351,10 +352,10 @@ impl Worker {
                 },
             );
             let msgs = [event.to_message(topics::SYNC_COMPLETED)];
-            outbox_insert!(tx, &msgs, now);
+            outbox_insert!(tx, self.outbox, &msgs, now);
             (records, duration)
         });
-        self.relay.notify_one();
+        self.outbox.poke();
         self.cache.incr(&keys::data_version(tenant)).await?;
         tracing::info!(tenant_id = %tenant, connector_id = %connector, sync_id, status, records, duration_ms = duration, "sync finished");
         Ok(())
