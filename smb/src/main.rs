@@ -35,6 +35,13 @@ enum Command {
         #[arg(value_parser = ["gateway", "auth", "orchestrator", "connectors", "workers"])]
         service: String,
     },
+    /// Add a new token-signing key to the embedded key directory. `smb up` signs with the newest key after
+    /// its next start; tokens signed with older keys stay valid while those keys remain in the directory.
+    RotateKeys {
+        /// Directory of the embedded state.
+        #[arg(long, default_value = ".smb")]
+        data_dir: PathBuf,
+    },
     /// Create a tenant and its owner on a running gateway.
     Signup {
         #[arg(long)]
@@ -89,6 +96,14 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Up { addr, data_dir } => app::up(addr, data_dir).await,
             Command::Serve { service } => app::serve(&service).await,
+            Command::RotateKeys { data_dir } => {
+                let kid = smb_auth::KeyRing::rotate(&data_dir.join("keys"))?;
+                println!(
+                    "new signing key {kid} in {}; restart smb to sign with it",
+                    data_dir.join("keys").display()
+                );
+                Ok(())
+            }
             Command::Signup {
                 tenant_name,
                 email,

@@ -111,7 +111,8 @@ pub struct Owner {
     pub password: String,
 }
 
-fn binary() -> PathBuf {
+/// The `smb` binary under test (`SMB_BIN` overrides).
+pub fn binary() -> PathBuf {
     if let Ok(p) = std::env::var("SMB_BIN") {
         return PathBuf::from(p);
     }

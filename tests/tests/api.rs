@@ -319,3 +319,43 @@ async fn health_and_readiness() {
     assert_eq!(s, 200);
     assert_eq!(b["checks"]["database"], "ok");
 }
+
+#[tokio::test]
+async fn signing_keys_rotate_without_logging_anyone_out() {
+    let dir = std::env::temp_dir().join(format!("smb-it-{}", uuid::Uuid::new_v4().simple()));
+    let app = App::start_in(dir.clone(), true, &[]);
+    let owner = app.owner("UTC").await;
+    let kid = |t: &str| jsonwebtoken::decode_header(t).unwrap().kid.unwrap();
+    let old_kid = kid(&owner.token);
+    app.kill();
+
+    let bin = smb_tests::binary();
+    let out = std::process::Command::new(&bin)
+        .args(["rotate-keys", "--data-dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let app = App::start_in(dir, false, &[]);
+    // The token signed with the old key still works; new tokens carry the new key.
+    let (s, b, _) = app
+        .call("GET", "/v1/connectors", None, Some(&owner.token))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b, _) = app
+        .call(
+            "POST",
+            "/v1/auth/login",
+            Some(json!({"email": owner.email, "password": owner.password})),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let new_kid = kid(b["access_token"].as_str().unwrap());
+    assert_ne!(new_kid, old_kid);
+}
