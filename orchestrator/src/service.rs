@@ -36,7 +36,24 @@ pub struct OrchestratorServiceImpl {
     events: tokio::sync::mpsc::Sender<Message>,
     /// Per tenant: the product titles and customer names questions are matched against, with the data
     /// version they were read at (a sync bumps the version, so they are re-read after new data).
-    vocab: Mutex<HashMap<TenantId, (String, Arc<Vocab>)>>,
+    vocab: Arc<Mutex<HashMap<TenantId, VocabEntry>>>,
+}
+
+struct VocabEntry {
+    version: String,
+    vocab: Arc<Vocab>,
+    refreshing: bool,
+}
+
+async fn load_vocab(db: &Db, id: &TenantId) -> Result<Vocab, Error> {
+    Ok(Vocab {
+        titles: metrics::product_titles(db, id)
+            .await?
+            .iter()
+            .map(|t| ProductName::new(t))
+            .collect(),
+        customers: metrics::customer_names(db, id).await?,
+    })
 }
 
 /// What a question's words are matched against.
@@ -98,29 +115,64 @@ impl OrchestratorServiceImpl {
             cache_ttl,
             tenants: Mutex::new(HashMap::new()),
             events,
-            vocab: Mutex::new(HashMap::new()),
+            vocab: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
-    async fn vocab(&self, id: &TenantId, version: &str) -> Result<Arc<Vocab>, Error> {
-        if let Some((v, vocab)) = self.vocab.lock().expect("vocab").get(id)
-            && v == version
+    /// The tenant's names and titles, and whether they are of `version`. After new data the previous set is
+    /// used while a background task re-reads it (answers computed with it are not cached), so the first
+    /// question after a sync does not wait for the re-read.
+    async fn vocab(&self, id: &TenantId, version: &str) -> Result<(Arc<Vocab>, bool), Error> {
         {
-            return Ok(vocab.clone());
+            let mut map = self.vocab.lock().expect("vocab");
+            if let Some(e) = map.get_mut(id) {
+                if e.version == version {
+                    return Ok((e.vocab.clone(), true));
+                }
+                if !e.refreshing {
+                    e.refreshing = true;
+                    let (db, map, id, version) = (
+                        self.db.clone(),
+                        self.vocab.clone(),
+                        id.clone(),
+                        version.to_string(),
+                    );
+                    tokio::spawn(async move {
+                        let loaded = load_vocab(&db, &id).await;
+                        let mut map = map.lock().expect("vocab");
+                        match loaded {
+                            Ok(v) => {
+                                map.insert(
+                                    id,
+                                    VocabEntry {
+                                        version,
+                                        vocab: Arc::new(v),
+                                        refreshing: false,
+                                    },
+                                );
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "re-reading product and customer names failed");
+                                if let Some(entry) = map.get_mut(&id) {
+                                    entry.refreshing = false;
+                                }
+                            }
+                        }
+                    });
+                }
+                return Ok((e.vocab.clone(), false));
+            }
         }
-        let vocab = Arc::new(Vocab {
-            titles: metrics::product_titles(&self.db, id)
-                .await?
-                .iter()
-                .map(|t| ProductName::new(t))
-                .collect(),
-            customers: metrics::customer_names(&self.db, id).await?,
-        });
-        self.vocab
-            .lock()
-            .expect("vocab")
-            .insert(id.clone(), (version.to_string(), vocab.clone()));
-        Ok(vocab)
+        let vocab = Arc::new(load_vocab(&self.db, id).await?);
+        self.vocab.lock().expect("vocab").insert(
+            id.clone(),
+            VocabEntry {
+                version: version.to_string(),
+                vocab: vocab.clone(),
+                refreshing: false,
+            },
+        );
+        Ok((vocab, true))
     }
 
     async fn tenant(&self, id: &TenantId) -> Result<Tenant, Error> {
@@ -211,8 +263,9 @@ impl OrchestratorServiceImpl {
         let mut resp = match cached {
             Some(r) => r,
             None => {
+                let (vocab, current) = self.vocab(&caller.tenant, &version).await?;
                 let a = self
-                    .answer(&caller.tenant, &tenant, &u, today, &version)
+                    .answer(&caller.tenant, &tenant, &u, today, &vocab)
                     .await?;
                 tracing::debug!(plan = %Json::Array(a.plan.clone()), "plan executed");
                 let r = pb::ProcessResponse {
@@ -227,9 +280,11 @@ impl OrchestratorServiceImpl {
                         String::new()
                     },
                 };
-                let encoded = base64::engine::general_purpose::STANDARD
-                    .encode(prost::Message::encode_to_vec(&r));
-                self.cache.set(&cache_key, &encoded, self.cache_ttl).await?;
+                if current {
+                    let encoded = base64::engine::general_purpose::STANDARD
+                        .encode(prost::Message::encode_to_vec(&r));
+                    self.cache.set(&cache_key, &encoded, self.cache_ttl).await?;
+                }
                 r
             }
         };
@@ -257,7 +312,7 @@ impl OrchestratorServiceImpl {
         t: &Tenant,
         u: &Understanding,
         today: NaiveDate,
-        version: &str,
+        vocab: &Vocab,
     ) -> Result<Answer, Error> {
         let conv = |answer: String| Answer {
             answer,
@@ -307,7 +362,6 @@ impl OrchestratorServiceImpl {
             source: u.source.map(str::to_string),
             ..Filter::default()
         };
-        let vocab = self.vocab(tenant_id, version).await?;
         if let Some(email) = &u.customer_email {
             filter.customer_key = Some(email.clone());
         } else if !matches!(
