@@ -207,19 +207,21 @@ impl ConnectorsServiceImpl {
         // The first scheduled sync is one interval away; owners usually trigger the first one themselves.
         store::insert_connector(&self.db, &row, now_ms() + 15 * 60_000).await?;
         if let Some(h) = &new.webhook_secret {
-            let sealed = self.sealer.seal(h.as_bytes())?;
-            store::set_webhook_secret(
-                &self.db,
-                &caller.tenant,
-                &row.id,
-                &row.kind,
-                &sealed,
-                now_ms(),
-            )
-            .await?;
+            self.set_webhook_secret(&caller.tenant, &row, h).await?;
         }
         tracing::info!(tenant_id = %caller.tenant, connector_id = %row.id, kind = new.kind, "connector created");
         Ok(to_pb(row))
+    }
+
+    /// Seals and stores the connector's webhook secret (its webhook endpoint starts accepting deliveries).
+    async fn set_webhook_secret(
+        &self,
+        tenant: &TenantId,
+        row: &ConnectorRow,
+        secret: &str,
+    ) -> Result<(), Error> {
+        let sealed = self.sealer.seal(secret.as_bytes())?;
+        store::set_webhook_secret(&self.db, tenant, &row.id, &row.kind, &sealed, now_ms()).await
     }
 
     async fn get(&self, tenant: &TenantId, id: &str) -> Result<ConnectorRow, Error> {
@@ -291,16 +293,7 @@ impl ConnectorsService for ConnectorsServiceImpl {
         let Some(h) = hook else {
             return Err(Error::invalid("nothing to change: give config.webhook_secret").into());
         };
-        let sealed = self.sealer.seal(h.as_bytes())?;
-        store::set_webhook_secret(
-            &self.db,
-            &caller.tenant,
-            &row.id,
-            &row.kind,
-            &sealed,
-            now_ms(),
-        )
-        .await?;
+        self.set_webhook_secret(&caller.tenant, &row, &h).await?;
         row.webhook_configured = true;
         tracing::info!(tenant_id = %caller.tenant, connector_id = %row.id, "webhook secret set");
         Ok(Response::new(to_pb(row)))

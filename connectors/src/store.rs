@@ -249,30 +249,6 @@ pub async fn checkpoint(
     Ok(())
 }
 
-pub async fn save_cursor(
-    db: &Db,
-    tenant: &TenantId,
-    connector: &str,
-    stream: &str,
-    cursor: &str,
-    now: i64,
-) -> Result<(), Error> {
-    with_tenant!(db, tenant, write, |tx| {
-        sqlx::query(
-            "INSERT INTO sync_cursors (connector_id, stream, tenant_id, cursor, updated_at) VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (connector_id, stream) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
-        )
-        .bind(connector)
-        .bind(stream)
-        .bind(tenant.as_str())
-        .bind(cursor)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-    });
-    Ok(())
-}
-
 /// A connector the scheduler should act on.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct DueRow {

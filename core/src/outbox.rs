@@ -102,16 +102,6 @@ impl Relay {
         }
     }
 
-    /// Rows waiting to be published.
-    pub async fn pending(&self) -> Result<i64> {
-        let (n,): (i64,) = with_global!(&self.db, read, |tx| {
-            sqlx::query_as("SELECT CAST(COUNT(*) AS BIGINT) FROM outbox")
-                .fetch_one(&mut *tx)
-                .await?
-        });
-        Ok(n)
-    }
-
     /// Publishes one batch; returns how many rows left the outbox.
     pub async fn drain_once(&self) -> Result<usize> {
         let rows: Vec<(i64, String, String, String)> = with_global!(&self.db, read, |tx| {
@@ -137,8 +127,7 @@ impl Relay {
         match &self.db {
             Db::Sqlite(pool) => {
                 let list = serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into());
-                let _write = crate::store::sqlite_write_lock(pool).await;
-                let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                let (_write, mut tx) = crate::store::sqlite_begin_write(pool).await?;
                 sqlx::query("DELETE FROM outbox WHERE id IN (SELECT value FROM json_each($1))")
                     .bind(list)
                     .execute(&mut *tx)

@@ -232,12 +232,20 @@ macro_rules! with_global {
 #[macro_export]
 macro_rules! __sqlite_begin {
     ($pool:expr, write) => {{
-        let guard = $crate::store::sqlite_write_lock($pool).await;
-        (Some(guard), $pool.begin_with("BEGIN IMMEDIATE").await?)
+        let (guard, tx) = $crate::store::sqlite_begin_write($pool).await?;
+        (Some(guard), tx)
     }};
     ($pool:expr, read) => {
         (None::<$crate::store::WriteGuard>, $pool.begin().await?)
     };
+}
+
+/// A SQLite write transaction, after this process's earlier writers of the same database.
+pub async fn sqlite_begin_write(
+    pool: &sqlx::SqlitePool,
+) -> std::result::Result<(WriteGuard, sqlx::Transaction<'static, sqlx::Sqlite>), sqlx::Error> {
+    let guard = sqlite_write_lock(pool).await;
+    Ok((guard, pool.begin_with("BEGIN IMMEDIATE").await?))
 }
 
 /// Held from `BEGIN IMMEDIATE` to commit by this process's writers of one SQLite database.
@@ -245,7 +253,7 @@ pub type WriteGuard = tokio::sync::OwnedMutexGuard<()>;
 
 /// Writers of a SQLite database queue here, in this process, instead of meeting SQLite's busy handler,
 /// which sleeps in steps of up to 100 ms and makes latency tails.
-pub async fn sqlite_write_lock(pool: &sqlx::SqlitePool) -> WriteGuard {
+async fn sqlite_write_lock(pool: &sqlx::SqlitePool) -> WriteGuard {
     use std::collections::HashMap;
     use std::sync::{Arc, Mutex, OnceLock};
     static LOCKS: OnceLock<Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>> = OnceLock::new();

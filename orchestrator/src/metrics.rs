@@ -38,6 +38,22 @@ impl Value {
     }
 }
 
+/// Runs `$sql` with `$1` the tenant, `$2..$3` the dates and the filter values after them.
+macro_rules! ranged {
+    ($db:expr, $tenant:expr, $sql:expr, $start:expr, $end:expr, $binds:expr, $fetch:ident) => {
+        with_tenant!($db, $tenant, read, |tx| {
+            let mut q = sqlx::query_as($sql)
+                .bind($tenant.as_str())
+                .bind($start)
+                .bind($end);
+            for v in $binds {
+                q = q.bind(v);
+            }
+            q.$fetch(&mut *tx).await?
+        })
+    };
+}
+
 fn filters(f: &Filter, first: usize, lines: bool) -> (String, Vec<String>) {
     let mut sql = String::new();
     let mut binds = Vec::new();
@@ -166,16 +182,7 @@ pub async fn scalar(
         )
         .1
     };
-    let (a, b): (i64, i64) = with_tenant!(db, tenant, read, |tx| {
-        let mut q = sqlx::query_as(&sql)
-            .bind(tenant.as_str())
-            .bind(start)
-            .bind(end);
-        for v in &binds {
-            q = q.bind(v);
-        }
-        q.fetch_one(&mut *tx).await?
-    });
+    let (a, b): (i64, i64) = ranged!(db, tenant, &sql, start, end, &binds, fetch_one);
     Ok(wrap(metric, a, b))
 }
 
@@ -213,16 +220,7 @@ pub async fn by_day(
             .to_string(),
     };
     let binds = if from == "refunds" { Vec::new() } else { binds };
-    let rows: Vec<(NaiveDate, i64)> = with_tenant!(db, tenant, read, |tx| {
-        let mut q = sqlx::query_as(&sql)
-            .bind(tenant.as_str())
-            .bind(start)
-            .bind(end);
-        for v in &binds {
-            q = q.bind(v);
-        }
-        q.fetch_all(&mut *tx).await?
-    });
+    let rows: Vec<(NaiveDate, i64)> = ranged!(db, tenant, &sql, start, end, &binds, fetch_all);
     Ok(Some(rows))
 }
 
@@ -265,16 +263,7 @@ pub async fn top(
         lines,
     );
     let sql = sql.replace("{f}", &fs).replace("{n}", &n.to_string());
-    Ok(with_tenant!(db, tenant, read, |tx| {
-        let mut q = sqlx::query_as(&sql)
-            .bind(tenant.as_str())
-            .bind(start)
-            .bind(end);
-        for v in &binds {
-            q = q.bind(v);
-        }
-        q.fetch_all(&mut *tx).await?
-    }))
+    Ok(ranged!(db, tenant, &sql, start, end, &binds, fetch_all))
 }
 
 /// The first day with data of the tenant (for "all time").

@@ -316,17 +316,19 @@ async fn faults(inner: &Inner) -> Option<Response> {
     }
 }
 
-async fn shop(State(inner): State<Arc<Inner>>, h: HeaderMap) -> Response {
-    if h.get("x-shopify-access-token")
+fn shopify_authorized(h: &HeaderMap) -> bool {
+    h.get("x-shopify-access-token")
         .and_then(|v| v.to_str().ok())
-        != Some(SHOP_TOKEN)
-    {
+        == Some(SHOP_TOKEN)
+}
+
+async fn shop(h: HeaderMap) -> Response {
+    if !shopify_authorized(&h) {
         return error(
             401,
             json!({"errors": "[API] Invalid API key or access token (unrecognized login or wrong password)"}),
         );
     }
-    let _ = inner;
     axum::Json(json!({"shop": {"id": 1, "name": "Fake Shop", "iana_timezone": "America/New_York", "currency": "USD"}}))
         .into_response()
 }
@@ -342,10 +344,7 @@ async fn shopify_list(
     Query(q): Query<HashMap<String, String>>,
     h: HeaderMap,
 ) -> Response {
-    if h.get("x-shopify-access-token")
-        .and_then(|v| v.to_str().ok())
-        != Some(SHOP_TOKEN)
-    {
+    if !shopify_authorized(&h) {
         return error(
             401,
             json!({"errors": "[API] Invalid API key or access token"}),

@@ -225,6 +225,32 @@ impl App {
         )
     }
 
+    /// `POST /v1/auth/login`: (status, body).
+    pub async fn login(&self, email: &str, password: &str) -> (u16, Value) {
+        let (s, b, _) = self
+            .call(
+                "POST",
+                "/v1/auth/login",
+                Some(json!({"email": email, "password": password})),
+                None,
+            )
+            .await;
+        (s, b)
+    }
+
+    /// `POST /v1/auth/refresh`: (status, body).
+    pub async fn refresh(&self, refresh_token: &str) -> (u16, Value) {
+        let (s, b, _) = self
+            .call(
+                "POST",
+                "/v1/auth/refresh",
+                Some(json!({"refresh_token": refresh_token})),
+                None,
+            )
+            .await;
+        (s, b)
+    }
+
     /// Signs up a new tenant and logs in; returns (login body, email, password).
     pub async fn tenant(&self, tz: &str) -> (Value, String, String) {
         let o = self.owner(tz).await;
@@ -240,14 +266,7 @@ impl App {
             .await;
         assert_eq!(s, 201, "{b}");
         let tenant_id = b["tenant_id"].as_str().unwrap().to_string();
-        let (s, b, _) = self
-            .call(
-                "POST",
-                "/v1/auth/login",
-                Some(json!({"email": email, "password": password})),
-                None,
-            )
-            .await;
+        let (s, b) = self.login(&email, &password).await;
         assert_eq!(s, 200, "{b}");
         Owner {
             tenant_id,

@@ -24,34 +24,13 @@ async fn signup_login_refresh_rotation_reuse_and_logout() {
     assert_eq!(b["intent"], "conversation");
 
     // Refresh rotates.
-    let (s, r1, _) = app
-        .call(
-            "POST",
-            "/v1/auth/refresh",
-            Some(json!({"refresh_token": refresh})),
-            None,
-        )
-        .await;
+    let (s, r1) = app.refresh(&refresh).await;
     assert_eq!(s, 200, "{r1}");
     assert_ne!(r1["refresh_token"], refresh.as_str());
     // Reusing the rotated token revokes the whole session: the new tokens stop working too.
-    let (s, _, _) = app
-        .call(
-            "POST",
-            "/v1/auth/refresh",
-            Some(json!({"refresh_token": refresh})),
-            None,
-        )
-        .await;
+    let (s, _) = app.refresh(&refresh).await;
     assert_eq!(s, 401);
-    let (s, _, _) = app
-        .call(
-            "POST",
-            "/v1/auth/refresh",
-            Some(json!({"refresh_token": r1["refresh_token"]})),
-            None,
-        )
-        .await;
+    let (s, _) = app.refresh(r1["refresh_token"].as_str().unwrap()).await;
     assert_eq!(s, 401);
     let (s, _, _) = app
         .call(
@@ -67,14 +46,7 @@ async fn signup_login_refresh_rotation_reuse_and_logout() {
     );
 
     // Logout revokes at once.
-    let (_, l2, _) = app
-        .call(
-            "POST",
-            "/v1/auth/login",
-            Some(json!({"email": email, "password": password})),
-            None,
-        )
-        .await;
+    let (_, l2) = app.login(&email, &password).await;
     let t2 = l2["access_token"].as_str().unwrap();
     let (s, _, _) = app.call("POST", "/v1/auth/logout", None, Some(t2)).await;
     assert_eq!(s, 204);
@@ -97,22 +69,8 @@ async fn signup_login_refresh_rotation_reuse_and_logout() {
 async fn wrong_password_and_unknown_email_answer_alike() {
     let app = App::start(&[]);
     let (_, email, _) = app.tenant("UTC").await;
-    let (s1, b1, _) = app
-        .call(
-            "POST",
-            "/v1/auth/login",
-            Some(json!({"email": email, "password": "wrong password!"})),
-            None,
-        )
-        .await;
-    let (s2, b2, _) = app
-        .call(
-            "POST",
-            "/v1/auth/login",
-            Some(json!({"email": "nobody@example.com", "password": "wrong password!"})),
-            None,
-        )
-        .await;
+    let (s1, b1) = app.login(&email, "wrong password!").await;
+    let (s2, b2) = app.login("nobody@example.com", "wrong password!").await;
     assert_eq!((s1, s2), (401, 401));
     assert_eq!(b1, b2);
 }
@@ -347,14 +305,7 @@ async fn signing_keys_rotate_without_logging_anyone_out() {
         .call("GET", "/v1/connectors", None, Some(&owner.token))
         .await;
     assert_eq!(s, 200, "{b}");
-    let (s, b, _) = app
-        .call(
-            "POST",
-            "/v1/auth/login",
-            Some(json!({"email": owner.email, "password": owner.password})),
-            None,
-        )
-        .await;
+    let (s, b) = app.login(&owner.email, &owner.password).await;
     assert_eq!(s, 200, "{b}");
     let new_kid = kid(b["access_token"].as_str().unwrap());
     assert_ne!(new_kid, old_kid);

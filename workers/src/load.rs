@@ -86,8 +86,7 @@ pub async fn apply_page(
     }
     Ok(match db {
         Db::Sqlite(pool) => {
-            let _write = smb_core::store::sqlite_write_lock(pool).await;
-            let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+            let (_write, mut tx) = smb_core::store::sqlite_begin_write(pool).await?;
             let applied = apply!(tx, sqlite_load);
             tx.commit().await?;
             applied
@@ -107,8 +106,7 @@ pub async fn load_batch(db: &Db, tenant: &TenantId, batch: &Batch) -> Result<(),
     let t = tenant.as_str();
     match db {
         Db::Sqlite(pool) => {
-            let _write = smb_core::store::sqlite_write_lock(pool).await;
-            let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+            let (_write, mut tx) = smb_core::store::sqlite_begin_write(pool).await?;
             sqlite_load(&mut tx, t, batch).await?;
             tx.commit().await?;
         }

@@ -120,8 +120,9 @@ impl Worker {
                         self.rewind(group, topic).await;
                         break;
                     }
-                    failures.remove(&(d.partition, d.offset));
                 }
+                // Applied or dead-lettered: no more attempts to count for it.
+                failures.remove(&(d.partition, d.offset));
                 if let Err(e) = self.bus.commit(group, topic, &d).await {
                     tracing::error!(topic, error = %e, "offset commit failed");
                     self.rewind(group, topic).await;
