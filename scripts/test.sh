@@ -4,6 +4,37 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Section timings, printed at the end (also on failure) so that growth shows long before CI's 90 minutes.
+SECTIONS=()
+SECTION_NAME=""
+SECTION_START=$(date +%s)
+RUN_START=$SECTION_START
+section() {
+  local now; now=$(date +%s)
+  if [ -n "$SECTION_NAME" ]; then SECTIONS+=("$(printf '%-28s %5ss' "$SECTION_NAME" $((now - SECTION_START)))"); fi
+  SECTION_NAME="$1"; SECTION_START=$now
+  [ -n "$1" ] && echo "== $1"
+  return 0
+}
+report() {
+  section ""
+  echo "== section timings"
+  for l in "${SECTIONS[@]}"; do echo "   $l"; done
+  printf '   %-28s %5ss\n' "total" $(( $(date +%s) - RUN_START ))
+}
+TEST_LOG="${TMPDIR:-/tmp}/smb-test-$$.log"
+cleanup() {
+  local rc=$?
+  [ -n "${TANSU_PID:-}" ] && kill "$TANSU_PID" 2>/dev/null
+  report
+  # The test runner's own closing line comes last, where CI looks for it.
+  if [ -f "$TEST_LOG" ]; then grep -E '^ *Summary \[' "$TEST_LOG" | tail -n1; rm -f "$TEST_LOG"; fi
+  exit $rc
+}
+trap cleanup EXIT
+
+section "services (PostgreSQL, Redis)"
+
 pg_up() { pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; }
 if ! pg_up; then
   echo "starting PostgreSQL"
@@ -18,6 +49,7 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
   for _ in $(seq 1 30); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 1; done
 fi
 
+section "tansu (install if missing)"
 # Kafka-compatible test broker (tansu): installed once, started per run on a free port, stopped on exit.
 export PATH="$HOME/.cargo/bin:$PATH"
 if ! command -v tansu >/dev/null 2>&1; then
@@ -28,16 +60,19 @@ KAFKA_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 
 tansu broker --listener-url "tcp://127.0.0.1:$KAFKA_PORT" --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
   --storage-engine memory://tansu/ >"${TMPDIR:-/tmp}/smb-tansu-$KAFKA_PORT.log" 2>&1 &
 TANSU_PID=$!
-trap 'kill $TANSU_PID 2>/dev/null || true' EXIT
 for _ in $(seq 1 50); do (echo >"/dev/tcp/127.0.0.1/$KAFKA_PORT") 2>/dev/null && break; sleep 0.2; done
 export SMB_TEST_KAFKA="127.0.0.1:$KAFKA_PORT"
 
+section "fmt"
 cargo fmt --all -- --check
+section "clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 # The black-box tests start the real `smb` binary; test builds do not build binaries of other packages.
+section "build smb"
 cargo build -p smb --bin smb
+section "tests"
 if command -v cargo-nextest >/dev/null 2>&1; then
-  cargo nextest run --workspace --no-fail-fast
+  cargo nextest run --workspace --no-fail-fast 2>&1 | tee "$TEST_LOG"
 else
   cargo test --workspace --no-fail-fast
 fi

@@ -81,6 +81,10 @@ pub struct SigningKeyConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct GatewayConfig {
     pub body_limit_bytes: usize,
+    /// After a body goes over its limit, how much more is read and discarded (and for how long) before the
+    /// `413` is sent, so that a client still writing can read it instead of a connection reset.
+    pub drain_limit_bytes: usize,
+    pub drain_timeout_ms: u64,
     /// Requests per minute per tenant, user and endpoint, unless `rate_limits` names the endpoint.
     pub default_rate_limit: u64,
     /// Per-endpoint limits, e.g. `"ai.query" = 60`.
@@ -205,6 +209,8 @@ impl Default for GatewayConfig {
     fn default() -> Self {
         Self {
             body_limit_bytes: 64 * 1024,
+            drain_limit_bytes: 4 * 1024 * 1024,
+            drain_timeout_ms: 1000,
             default_rate_limit: 600,
             rate_limits: BTreeMap::new(),
             public_rate_limit: 120,

@@ -6,6 +6,7 @@
 //! validated token of a live session; errors leave as `{"error": {"code", "message"}}`.
 
 pub mod authn;
+pub mod body;
 pub mod edge;
 pub mod json;
 pub mod ratelimit;

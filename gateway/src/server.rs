@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -24,6 +25,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 use crate::authn::Authenticator;
+use crate::body::{self, BodyLimits, BodyPolicy};
 use crate::edge::Edge;
 use crate::ratelimit::RateLimiter;
 use crate::routes;
@@ -53,6 +55,7 @@ pub struct AppState {
 pub struct Gateway {
     state: Arc<AppState>,
     body_limit: usize,
+    body_limits: Arc<BodyLimits>,
 }
 
 impl Gateway {
@@ -79,6 +82,18 @@ impl Gateway {
                 readiness,
             }),
             body_limit: g.body_limit_bytes,
+            body_limits: Arc::new(BodyLimits {
+                api: BodyPolicy {
+                    limit: g.body_limit_bytes,
+                    drain_bytes: g.drain_limit_bytes,
+                    drain_time: Duration::from_millis(g.drain_timeout_ms),
+                },
+                webhooks: BodyPolicy {
+                    limit: WEBHOOK_BODY_LIMIT,
+                    drain_bytes: g.drain_limit_bytes,
+                    drain_time: Duration::from_millis(g.drain_timeout_ms),
+                },
+            }),
         })
     }
 
@@ -149,6 +164,10 @@ impl Gateway {
             .fallback(|| async {
                 Error::not_found("no such route; see the API section of the README")
             })
+            .layer(axum::middleware::from_fn_with_state(
+                self.body_limits.clone(),
+                body::limit_body,
+            ))
             .layer(PropagateRequestIdLayer::x_request_id())
             .layer(TraceLayer::new_for_http())
             .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
