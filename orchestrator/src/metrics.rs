@@ -292,6 +292,22 @@ pub async fn customer_names(db: &Db, tenant: &TenantId) -> Result<Vec<(String, S
     Ok(rows)
 }
 
+/// The tenant's connected sources: (kind, last successful sync in ms since the epoch), one row per
+/// connector.
+pub async fn sources(db: &Db, tenant: &TenantId) -> Result<Vec<(String, Option<i64>)>, Error> {
+    let rows: Vec<(String, Option<i64>)> = with_tenant!(db, tenant, read, |tx| {
+        sqlx::query_as(
+            "SELECT c.kind, MAX(r.finished_at) FROM connectors c LEFT JOIN sync_runs r \
+             ON r.tenant_id = c.tenant_id AND r.connector_id = c.id AND r.status = 'succeeded' \
+             WHERE c.tenant_id = $1 GROUP BY c.id, c.kind ORDER BY c.kind",
+        )
+        .bind(tenant.as_str())
+        .fetch_all(&mut *tx)
+        .await?
+    });
+    Ok(rows)
+}
+
 pub async fn product_titles(db: &Db, tenant: &TenantId) -> Result<Vec<String>, Error> {
     let rows: Vec<(String,)> = with_tenant!(db, tenant, read, |tx| {
         sqlx::query_as("SELECT title FROM products WHERE tenant_id = $1 UNION SELECT DISTINCT title FROM order_lines WHERE tenant_id = $1")

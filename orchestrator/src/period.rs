@@ -125,7 +125,14 @@ impl Period {
             Kind::Month => shift_months(1),
             Kind::Quarter => shift_months(3),
             Kind::Year => shift_months(12),
-            Kind::Week | Kind::Day | Kind::Days | Kind::Custom | Kind::AllTime => {
+            // This week (clipped or not): the previous Monday..the same weekday.
+            Kind::Week => Period {
+                start: self.start - Duration::days(7),
+                end: self.end - Duration::days(7),
+                kind: self.kind,
+                clipped: self.clipped,
+            },
+            Kind::Day | Kind::Days | Kind::Custom | Kind::AllTime => {
                 let n = self.days();
                 Period {
                     start: self.start - Duration::days(n),
@@ -165,6 +172,11 @@ mod tests {
         assert_eq!(
             (y.previous().start, y.previous().end),
             (d("2023-01-01"), d("2023-12-31"))
+        );
+        let wtd = Period::week_of(d("2025-06-11")).clip(d("2025-06-11"));
+        assert_eq!(
+            (wtd.previous().start, wtd.previous().end),
+            (d("2025-06-02"), d("2025-06-04"))
         );
         let days = Period::new(d("2025-05-17"), d("2025-06-15"), Kind::Days);
         assert_eq!(

@@ -21,7 +21,9 @@ use tonic::{Request, Response, Status};
 
 use crate::answer::{count, definition, describe, label, money};
 use crate::metrics::{self, Filter, Value};
-use crate::nlu::{self, Conversation, Grain, Intent, Metric, Understanding, contains_phrase};
+use crate::nlu::{
+    self, Catalog, Comparison, Conversation, Grain, Intent, MentionKind, Metric, Plan,
+};
 use crate::period::{Kind, Period, add_months, month_start, quarter_start, week_start};
 
 pub const MAX_QUERY_CHARS: usize = 2000;
@@ -46,21 +48,24 @@ struct VocabEntry {
 }
 
 async fn load_vocab(db: &Db, id: &TenantId) -> Result<Vocab, Error> {
+    let titles = metrics::product_titles(db, id).await?;
     Ok(Vocab {
-        titles: metrics::product_titles(db, id)
-            .await?
-            .iter()
-            .map(|t| ProductName::new(t))
-            .collect(),
-        customers: metrics::customer_names(db, id).await?,
+        catalog: Catalog::new(&titles, metrics::customer_names(db, id).await?),
+        sources: metrics::sources(db, id).await?,
     })
 }
 
-/// What a question's words are matched against.
+/// What a question's words are matched against, and which sources the data comes from.
 struct Vocab {
-    titles: Vec<ProductName>,
-    /// (lower-case name, customer key)
-    customers: Vec<(String, String)>,
+    catalog: Catalog,
+    /// Connected sources: (kind, last successful sync in ms).
+    sources: Vec<(String, Option<i64>)>,
+}
+
+impl Vocab {
+    fn synced(&self) -> bool {
+        self.sources.iter().any(|(_, at)| at.is_some())
+    }
 }
 
 const TENANT_TTL: Duration = Duration::from_secs(60);
@@ -125,7 +130,9 @@ impl OrchestratorServiceImpl {
     async fn vocab(&self, id: &TenantId, version: &str) -> Result<(Arc<Vocab>, bool), Error> {
         {
             let mut map = self.vocab.lock().expect("vocab");
-            if let Some(e) = map.get_mut(id) {
+            if let Some(e) = map.get_mut(id)
+                && e.vocab.synced()
+            {
                 if e.version == version {
                     return Ok((e.vocab.clone(), true));
                 }
@@ -244,13 +251,14 @@ impl OrchestratorServiceImpl {
         };
         let tenant = self.tenant(&caller.tenant).await?;
         let today = now.with_timezone(&tenant.tz).date_naive();
-        let u = nlu::understand(&query, today);
-
         let version = self
             .cache
             .get(&keys::data_version(&caller.tenant))
             .await?
             .unwrap_or_default();
+        let (vocab, current) = self.vocab(&caller.tenant, &version).await?;
+        let u = nlu::understand(&query, today, &vocab.catalog);
+        let current = current && vocab.synced();
         let hash = hex::encode(Sha256::digest(format!(
             "{}|{today}|{version}|{debug}",
             u.normalized
@@ -263,7 +271,6 @@ impl OrchestratorServiceImpl {
         let mut resp = match cached {
             Some(r) => r,
             None => {
-                let (vocab, current) = self.vocab(&caller.tenant, &version).await?;
                 let a = self
                     .answer(&caller.tenant, &tenant, &u, today, &vocab)
                     .await?;
@@ -275,7 +282,7 @@ impl OrchestratorServiceImpl {
                     result_json: a.result.to_string(),
                     response_time_ms: 0,
                     plan_json: if debug {
-                        Json::Array(a.plan).to_string()
+                        json!({"plan": &u, "steps": a.plan}).to_string()
                     } else {
                         String::new()
                     },
@@ -310,7 +317,7 @@ impl OrchestratorServiceImpl {
         &self,
         tenant_id: &TenantId,
         t: &Tenant,
-        u: &Understanding,
+        u: &Plan,
         today: NaiveDate,
         vocab: &Vocab,
     ) -> Result<Answer, Error> {
@@ -354,40 +361,21 @@ impl OrchestratorServiceImpl {
             }
             Intent::Metrics => {}
         }
-        let mut metric = u.metric.unwrap_or(Metric::Revenue);
-        let mut plan = vec![
-            json!({"step": "understand", "metric": metric.name(), "periods": u.periods.iter().map(|p| json!({"start": p.start.to_string(), "end": p.end.to_string()})).collect::<Vec<_>>(), "grain": u.grain, "top_n": u.top_n, "compare": u.compare, "source": u.source}),
-        ];
-        let mut filter = Filter {
-            source: u.source.map(str::to_string),
-            ..Filter::default()
+        let metric = u.metric.unwrap_or(Metric::Revenue);
+        let mut plan = vec![json!({"step": "understand", "metric": metric.name()})];
+        let filter = Filter {
+            source: u.filters.source.map(|s| s.as_str().to_string()),
+            product: u.filters.product.clone(),
+            customer_key: u.filters.customer.as_ref().map(|c| c.key.clone()),
         };
-        if let Some(email) = &u.customer_email {
-            filter.customer_key = Some(email.clone());
-        } else if !matches!(
-            metric,
-            Metric::TopCustomers
-                | Metric::Customers
-                | Metric::NewCustomers
-                | Metric::ReturningCustomers
-        ) && let Some((name, key)) = match_customer(&u.normalized, &vocab.customers)
-        {
-            plan.push(json!({"step": "resolve_customer", "customer": name}));
-            filter.customer_key = Some(key.clone());
+        if let Some(c) = &u.filters.customer {
+            plan.push(json!({"step": "resolve_customer", "customer": c.name, "key": c.key}));
         }
-        // Product named in the question?
-        if !matches!(
-            metric,
-            Metric::TopProducts | Metric::TopProductsByUnits | Metric::TopCustomers
-        ) && let Some(title) = match_product(&u.normalized, &vocab.titles)
-        {
-            metric = match metric {
-                Metric::Units | Metric::Orders => Metric::Units,
-                _ if contains_phrase(&u.normalized, "how many") => Metric::Units,
-                _ => Metric::ProductSales,
-            };
-            plan.push(json!({"step": "resolve_product", "product": title}));
-            filter.product = Some(title);
+        if let Some(p) = &u.filters.product {
+            plan.push(json!({"step": "resolve_product", "product": p}));
+        }
+        if let Some(a) = self.cannot_answer(u, vocab) {
+            return Ok(a);
         }
         let mut period = u.periods[0];
         if period.kind == Kind::AllTime {
@@ -419,6 +407,9 @@ impl OrchestratorServiceImpl {
         if let Some(s) = &filter.source {
             result["source"] = json!(s);
         }
+        let (sources, freshness, stale) = coverage(vocab, filter.source.as_deref());
+        result["sources"] = json!(sources);
+        result["freshness"] = freshness;
         if u.future || period.start > today {
             return Ok(Answer {
                 answer: format!(
@@ -434,11 +425,8 @@ impl OrchestratorServiceImpl {
         }
         let words = describe(&period);
         let answer;
-        if matches!(
-            metric,
-            Metric::TopCustomers | Metric::TopProducts | Metric::TopProductsByUnits
-        ) {
-            let n = u.top_n.unwrap_or(5);
+        if metric.is_ranking() {
+            let n = u.ranking.map_or(5, |r| r.n);
             plan.push(json!({"step": "fetch", "query": "top", "n": n}));
             let rows = metrics::top(
                 &self.db,
@@ -546,13 +534,21 @@ impl OrchestratorServiceImpl {
                 Some(p) => format!("Sales of {p}"),
                 None => label(metric).to_string(),
             };
-            if let Some(c) = &filter.customer_key {
-                subject = format!("{subject} for customer {c}");
+            if let Some(c) = &u.filters.customer {
+                subject = if c.name == c.key {
+                    format!("{subject} for customer {}", c.key)
+                } else {
+                    format!("{subject} for customer {} ({})", c.name, c.key)
+                };
             }
+            let prep = if period.start == period.end {
+                "on"
+            } else {
+                "in"
+            };
             let mut text = format!(
-                "{subject} — {} — {} {} in {words} ({tzname})",
+                "{subject} — {} — was {} {prep} {words} ({tzname})",
                 definition(metric),
-                "was",
                 fmt(v)
             );
             if u.default_period {
@@ -562,8 +558,8 @@ impl OrchestratorServiceImpl {
                     fmt(v)
                 );
             }
-            if u.compare || u.periods.len() > 1 {
-                let prev = if u.periods.len() > 1 {
+            if u.comparison.is_some() {
+                let prev = if u.comparison == Some(Comparison::NamedPeriods) {
                     u.periods[1]
                 } else {
                     period.previous()
@@ -597,6 +593,10 @@ impl OrchestratorServiceImpl {
             }
             answer = format!("{text}.");
         }
+        let answer = match stale {
+            Some(note) => format!("{answer} {note}"),
+            None => answer,
+        };
         plan.push(json!({"step": "compose_answer"}));
         Ok(Answer {
             answer,
@@ -645,62 +645,128 @@ pub fn buckets(p: &Period, g: Grain) -> Vec<(NaiveDate, NaiveDate, NaiveDate)> {
     out
 }
 
-/// The customer a question names by full name (two words or more, as a phrase); the longest name wins.
-fn match_customer<'a>(
-    text: &str,
-    customers: &'a [(String, String)],
-) -> Option<&'a (String, String)> {
-    customers
-        .iter()
-        .filter(|(name, _)| name.split_whitespace().count() >= 2 && contains_phrase(text, name))
-        .max_by_key(|(name, _)| name.len())
-}
-
-/// The product a question names: the title whose distinctive words all appear (sizes like "12oz" are
-/// optional), preferring the title that matches most words; `None` when none or a tie.
-/// A product title with its distinctive words (normalised; sizes and short words dropped), computed once
-/// per data version.
-pub struct ProductName {
-    pub title: String,
-    words: Vec<String>,
-}
-
-impl ProductName {
-    pub fn new(title: &str) -> Self {
-        let norm = nlu::normalize(title);
-        let words = norm
-            .split_whitespace()
-            .filter(|w| !w.chars().any(|c| c.is_ascii_digit()) && w.len() > 2)
-            .map(str::to_string)
-            .collect();
-        Self {
-            title: title.to_string(),
-            words,
-        }
-    }
-}
-
-pub fn match_product(text: &str, products: &[ProductName]) -> Option<String> {
-    let mut best: Option<(usize, &String)> = None;
-    let mut tie = false;
-    for p in products {
-        let words = &p.words;
-        if words.is_empty() || !words.iter().all(|w| contains_phrase(text, w)) {
+/// Which sources a number covers, their last successful sync (RFC 3339), and a note for the answer text
+/// when some of that data is more than a day old.
+fn coverage(vocab: &Vocab, only: Option<&str>) -> (Vec<String>, Json, Option<String>) {
+    let now = Utc::now().timestamp_millis();
+    let mut sources = Vec::new();
+    let mut freshness = serde_json::Map::new();
+    let mut stale = Vec::new();
+    for (kind, at) in &vocab.sources {
+        if only.is_some_and(|o| o != kind) || sources.contains(kind) {
             continue;
         }
-        match best {
-            Some((n, _)) if n > words.len() => {}
-            Some((n, _)) if n == words.len() => tie = true,
-            _ => {
-                best = Some((words.len(), &p.title));
-                tie = false;
-            }
+        let Some(at) = at else { continue };
+        sources.push(kind.clone());
+        let Some(t) = DateTime::<Utc>::from_timestamp_millis(*at) else {
+            continue;
+        };
+        freshness.insert(
+            kind.clone(),
+            json!(t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        );
+        if now - at > 24 * 3600 * 1000 {
+            stale.push(format!(
+                "{} data is as of {}",
+                source_name(kind),
+                t.format("%b %-d, %Y %H:%M UTC")
+            ));
         }
     }
-    if tie {
-        None
-    } else {
-        best.map(|(_, t)| t.clone())
+    let note = (!stale.is_empty()).then(|| format!("({}; sync to update.)", stale.join(", ")));
+    (sources, Json::Object(freshness), note)
+}
+
+fn source_name(kind: &str) -> &str {
+    match kind {
+        "shopify" => "Shopify",
+        "stripe" => "Stripe",
+        other => other,
+    }
+}
+
+fn list_or(items: &[String]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => one.clone(),
+        [init @ .., last] => format!("{} or {last}", init.join(", ")),
+    }
+}
+
+impl OrchestratorServiceImpl {
+    /// Answers that say what is missing instead of a number: no source, no finished sync, a source that is
+    /// not connected, a product or customer that is not there or is ambiguous.
+    fn cannot_answer(&self, u: &Plan, vocab: &Vocab) -> Option<Answer> {
+        let metric = u.metric.unwrap_or(Metric::Revenue);
+        let mut result = json!({"metric": metric.name(), "sources": []});
+        if let Some(p) = u.periods.first() {
+            result["period"] = json!({"start": p.start.to_string(), "end": p.end.to_string()});
+        }
+        let text = if vocab.sources.is_empty() {
+            "No data source is connected yet, so there is nothing to count. Connect your Shopify store or Stripe account (POST /v1/connectors), let the first sync finish, then ask again.".to_string()
+        } else if !vocab.synced() {
+            "Your sources are connected but no sync has finished yet, so I have no data to answer from. Wait for the first sync to complete (or start one with POST /v1/connectors/{id}/sync), then ask again.".to_string()
+        } else if let Some(s) = u.filters.source
+            && !vocab
+                .sources
+                .iter()
+                .any(|(k, at)| k == s.as_str() && at.is_some())
+        {
+            format!(
+                "{} isn't connected (or hasn't finished a sync), so I can't report on it. Connected: {}.",
+                source_name(s.as_str()),
+                vocab
+                    .sources
+                    .iter()
+                    .map(|(k, _)| source_name(k))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        } else if let Some(m) = u.unresolved.first() {
+            result["unresolved"] = json!(u.unresolved);
+            match m.kind {
+                MentionKind::Product => {
+                    let some: Vec<String> = vocab
+                        .catalog
+                        .product_titles()
+                        .take(5)
+                        .map(str::to_string)
+                        .collect();
+                    if some.is_empty() {
+                        format!(
+                            "I couldn't find a product called \"{}\" — this business has no products in its data.",
+                            m.mention
+                        )
+                    } else {
+                        format!(
+                            "I couldn't find a product called \"{}\", so I haven't answered with a total that would ignore it. Your products include {}.",
+                            m.mention,
+                            some.join(", ")
+                        )
+                    }
+                }
+                MentionKind::Customer => format!(
+                    "I couldn't find a customer called \"{}\" (by name or e-mail), so I haven't answered with a total that would ignore it. Try their full name or e-mail address.",
+                    m.mention
+                ),
+            }
+        } else if let Some(m) = u.ambiguous.first() {
+            result["ambiguous"] = json!(u.ambiguous);
+            format!(
+                "\"{}\" could be {}. Which one do you mean?",
+                m.mention,
+                list_or(&m.candidates)
+            )
+        } else {
+            return None;
+        };
+        Some(Answer {
+            answer: text,
+            intent: Intent::Metrics,
+            module: "mini-foundry",
+            result,
+            plan: vec![json!({"step": "clarify"})],
+        })
     }
 }
 
@@ -720,28 +786,6 @@ impl OrchestratorService for OrchestratorServiceImpl {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn products_match_by_distinctive_words() {
-        let titles: Vec<ProductName> = [
-            "House Espresso Blend 12oz",
-            "Conical Burr Grinder",
-            "Hand Grinder",
-            "Gift Card $50",
-        ]
-        .iter()
-        .map(|s| ProductName::new(s))
-        .collect();
-        assert_eq!(
-            match_product("how many house espresso blend did i sell", &titles).as_deref(),
-            Some("House Espresso Blend 12oz")
-        );
-        assert_eq!(
-            match_product("revenue from conical burr grinder this year", &titles).as_deref(),
-            Some("Conical Burr Grinder")
-        );
-        assert_eq!(match_product("revenue last month", &titles), None);
-    }
 
     #[test]
     fn week_buckets_start_on_monday_and_clip() {

@@ -284,11 +284,12 @@ async fn main() -> anyhow::Result<()> {
     let qs = questions(&args.questions)?;
     if args.verbose {
         let today = chrono::NaiveDate::from_ymd_opt(2025, 6, 15).unwrap();
+        let catalog = smb_orchestrator::nlu::Catalog::default();
         let mut v: Vec<Duration> = qs
             .iter()
             .map(|q| {
                 let t = Instant::now();
-                let _ = smb_orchestrator::nlu::understand(&q.text, today);
+                let _ = smb_orchestrator::nlu::understand(&q.text, today, &catalog);
                 t.elapsed()
             })
             .collect();

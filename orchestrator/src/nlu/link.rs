@@ -1,0 +1,350 @@
+//! Entity linking against the tenant's catalogue and customers: products by any distinctive part of their
+//! title (case, plural/singular, articles and size words optional), customers by full name or e-mail.
+//! What cannot be linked is reported as a mention, never dropped.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::Serialize;
+
+use super::CustomerRef;
+use super::lexicon::{self, Term, number_word};
+use super::tokens::Tok;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MentionKind {
+    Product,
+    Customer,
+}
+
+/// A mention the catalogue could not resolve to exactly one record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Mention {
+    pub kind: MentionKind,
+    pub mention: String,
+    /// For an ambiguous mention: what it could be.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub candidates: Vec<String>,
+}
+
+/// A product title and its words (normalised, singular; sizes and function words dropped).
+#[derive(Debug, Clone)]
+pub struct ProductName {
+    pub title: String,
+    words: Vec<String>,
+}
+
+/// A customer's lower-case name and canonical key (the e-mail when known).
+#[derive(Debug, Clone)]
+pub struct CustomerName {
+    pub name: String,
+    pub key: String,
+}
+
+/// The tenant's products and customers, prepared once per data version.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    pub products: Vec<ProductName>,
+    pub customers: Vec<CustomerName>,
+    /// Every word of a product title or customer name (typo targets, and words never corrected).
+    words: HashSet<String>,
+    /// Lower-case full name → indices into `customers`.
+    by_name: HashMap<String, Vec<usize>>,
+    /// Customer keys (e-mails), lower-case.
+    keys: HashSet<String>,
+}
+
+/// The singular of a plural word, as far as product titles need.
+pub fn singular(w: &str) -> &str {
+    if w.len() > 4 && (w.ends_with("ches") || w.ends_with("shes") || w.ends_with("xes")) {
+        &w[..w.len() - 2]
+    } else if w.len() > 3 && w.ends_with('s') && !w.ends_with("ss") {
+        &w[..w.len() - 1]
+    } else {
+        w
+    }
+}
+
+/// A size or amount in a title ("12oz", "2lb", "100ct", "$50"): optional when naming the product.
+fn is_size(w: &str) -> bool {
+    w.starts_with('$') || w.chars().next().is_some_and(|c| c.is_ascii_digit())
+}
+
+fn norm_words(s: &str) -> Vec<String> {
+    s.to_lowercase()
+        .split(|c: char| !(c.is_alphanumeric() || c == '$'))
+        .filter(|w| !w.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+impl Catalog {
+    /// `customers`: (lower-case name, key) pairs.
+    pub fn new(titles: &[String], customers: Vec<(String, String)>) -> Self {
+        let products: Vec<ProductName> = titles
+            .iter()
+            .map(|t| ProductName {
+                title: t.clone(),
+                words: norm_words(t)
+                    .into_iter()
+                    .filter(|w| !is_size(w) && !lexicon::FILLER.contains(&w.as_str()))
+                    .map(|w| singular(&w).to_string())
+                    .collect(),
+            })
+            .collect();
+        let mut words: HashSet<String> = products.iter().flat_map(|p| p.words.clone()).collect();
+        let mut by_name: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut keys = HashSet::new();
+        let customers: Vec<CustomerName> = customers
+            .into_iter()
+            .map(|(name, key)| CustomerName {
+                name: norm_words(&name).join(" "),
+                key,
+            })
+            .collect();
+        for (i, c) in customers.iter().enumerate() {
+            let entry = by_name.entry(c.name.clone()).or_default();
+            // Several records (a Shopify customer and their orders) may carry one name and key.
+            if !entry.iter().any(|&j| customers[j].key == c.key) {
+                entry.push(i);
+            }
+            keys.insert(c.key.to_lowercase());
+            for w in c.name.split(' ').filter(|w| w.len() >= 3) {
+                words.insert(w.to_string());
+            }
+        }
+        Self {
+            products,
+            customers,
+            words,
+            by_name,
+            keys,
+        }
+    }
+
+    /// Whether `w` (or its singular) is one of the catalogue's words.
+    pub fn knows(&self, w: &str) -> bool {
+        self.words.contains(w) || self.words.contains(singular(w))
+    }
+
+    pub fn words(&self) -> impl Iterator<Item = &str> {
+        self.words.iter().map(String::as_str)
+    }
+
+    pub fn product_titles(&self) -> impl Iterator<Item = &str> {
+        self.products.iter().map(|p| p.title.as_str())
+    }
+}
+
+/// What linking found.
+#[derive(Debug, Default)]
+pub struct Linked {
+    pub product: Option<String>,
+    pub customer: Option<CustomerRef>,
+    pub ambiguous: Vec<Mention>,
+    pub unresolved: Vec<Mention>,
+}
+
+/// Links e-mails, customer names and product words among the tokens not yet `taken`, taking what it uses.
+pub fn link(toks: &[Tok], taken: &mut [bool], catalog: &Catalog) -> Linked {
+    let mut out = Linked::default();
+    let words: Vec<&str> = toks.iter().map(|t| t.text.as_str()).collect();
+    // E-mails.
+    for (i, w) in words.iter().enumerate() {
+        if taken[i] || !w.contains('@') {
+            continue;
+        }
+        taken[i] = true;
+        let key = w.trim_end_matches('.').to_lowercase();
+        // Some records carry an e-mail under another case; the key is the lower-case address.
+        if catalog.keys.contains(&key) {
+            out.customer = Some(CustomerRef {
+                name: key.clone(),
+                key,
+            });
+        } else {
+            out.unresolved.push(Mention {
+                kind: MentionKind::Customer,
+                mention: key,
+                candidates: vec![],
+            });
+        }
+    }
+    // Full names, longest first (three words, then two).
+    for n in [3usize, 2] {
+        if out.customer.is_some() {
+            break;
+        }
+        for i in 0..words.len().saturating_sub(n - 1) {
+            if taken[i..i + n].iter().any(|x| *x) {
+                continue;
+            }
+            let name = words[i..i + n].join(" ");
+            let Some(ids) = catalog.by_name.get(&name) else {
+                continue;
+            };
+            taken[i..i + n].iter_mut().for_each(|x| *x = true);
+            if ids.len() == 1 {
+                let c = &catalog.customers[ids[0]];
+                out.customer = Some(CustomerRef {
+                    name: title_case(&c.name),
+                    key: c.key.clone(),
+                });
+            } else {
+                out.ambiguous.push(Mention {
+                    kind: MentionKind::Customer,
+                    mention: title_case(&name),
+                    candidates: ids
+                        .iter()
+                        .map(|&j| catalog.customers[j].key.clone())
+                        .collect(),
+                });
+            }
+            break;
+        }
+    }
+    // Products: the title with the most matching words wins; a word of the lexicon ("monthly") counts only
+    // beside a word of the title's own.
+    let mut scores: Vec<(usize, usize, &ProductName, Vec<usize>)> = Vec::new();
+    for p in &catalog.products {
+        let mut strong = 0;
+        let mut used = Vec::new();
+        for pw in &p.words {
+            let at = (0..words.len())
+                .find(|&i| !taken[i] && !used.contains(&i) && singular(words[i]) == pw.as_str());
+            if let Some(i) = at {
+                used.push(i);
+                if !lexicon::is_known(pw) {
+                    strong += 1;
+                }
+            }
+        }
+        if strong > 0 {
+            scores.push((used.len(), strong, p, used));
+        }
+    }
+    scores.sort_by(|a, b| {
+        (b.0, b.1)
+            .cmp(&(a.0, a.1))
+            .then_with(|| a.2.title.cmp(&b.2.title))
+    });
+    if let Some(best) = scores.first() {
+        let tied: Vec<_> = scores
+            .iter()
+            .filter(|s| (s.0, s.1) == (best.0, best.1))
+            .collect();
+        // A word every tied title shares is not distinctive: "grinder" fits two grinders.
+        let complete = tied.iter().find(|s| s.0 == s.2.words.len());
+        match (tied.len(), complete) {
+            (1, _) => {
+                out.product = Some(best.2.title.clone());
+            }
+            (_, Some(c)) if tied.iter().filter(|s| s.0 == s.2.words.len()).count() == 1 => {
+                out.product = Some(c.2.title.clone());
+            }
+            _ => {
+                let mention = best
+                    .3
+                    .iter()
+                    .map(|&i| words[i])
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                out.ambiguous.push(Mention {
+                    kind: MentionKind::Product,
+                    mention,
+                    candidates: tied.iter().map(|s| s.2.title.clone()).collect(),
+                });
+            }
+        }
+        for s in &tied {
+            for &i in &s.3 {
+                taken[i] = true;
+            }
+        }
+    }
+    out
+}
+
+fn title_case(s: &str) -> String {
+    s.split(' ')
+        .map(|w| {
+            let mut c = w.chars();
+            c.next()
+                .map(|f| f.to_uppercase().chain(c).collect::<String>())
+                .unwrap_or_default()
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Prepositions after which a content word is a filter ("sales of X", "orders from X").
+const FILTER_PREPS: &[&str] = &["of", "for", "from", "on", "about", "with", "by", "to"];
+const SKIP: &[&str] = &[
+    "the", "my", "our", "a", "an", "those", "that", "this", "these",
+];
+
+/// Content words nobody claimed, where a product or customer would stand: unresolved mentions.
+pub fn leftover_mentions(
+    toks: &[Tok],
+    taken: &[bool],
+    terms: &[(Term, usize)],
+    catalog: &Catalog,
+) -> Vec<Mention> {
+    let content = |i: usize| {
+        let w = toks[i].text.as_str();
+        !taken[i]
+            && w.len() >= 2
+            && w.chars().any(|c| c.is_alphabetic())
+            && !lexicon::is_known(w)
+            && number_word(w).is_none()
+            && !is_size(w)
+    };
+    let metric_at = |i: usize| {
+        terms.iter().any(|(t, at)| {
+            *at == i
+                && matches!(
+                    t,
+                    Term::Revenue | Term::Orders | Term::Units | Term::Items | Term::Refunds
+                )
+        })
+    };
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < toks.len() {
+        if !content(i) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < toks.len() && content(i) {
+            i += 1;
+        }
+        // What stands before the span, skipping articles and possessives.
+        let mut k = start;
+        while k > 0 && SKIP.contains(&toks[k - 1].text.as_str()) {
+            k -= 1;
+        }
+        let prep = (k > 0).then(|| toks[k - 1].text.as_str());
+        let after_metric = i < toks.len() && metric_at(i);
+        let capitalized = toks[start..i].iter().all(|t| t.capitalized);
+        if !(prep.is_some_and(|p| FILTER_PREPS.contains(&p)) || after_metric || capitalized) {
+            continue;
+        }
+        let span: Vec<&str> = toks[start..i].iter().map(|t| t.text.as_str()).collect();
+        let text = span.join(" ");
+        let person_like = capitalized && (span.len() >= 2 || matches!(prep, Some("from" | "by")))
+            || catalog.products.is_empty();
+        let customer_word_near =
+            start >= 2 && matches!(toks[start - 1].text.as_str(), "customer" | "client");
+        out.push(Mention {
+            kind: if person_like || customer_word_near {
+                MentionKind::Customer
+            } else {
+                MentionKind::Product
+            },
+            mention: if capitalized { title_case(&text) } else { text },
+            candidates: vec![],
+        });
+    }
+    out
+}

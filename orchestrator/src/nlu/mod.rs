@@ -1,0 +1,593 @@
+//! Understanding a question: a typed [`Plan`] from a small grammar over a normalised token stream.
+//!
+//! 1. [`tokens`]: lower-case, punctuation and possessives out, hyphenated words split, and one-edit typos
+//!    corrected towards the closed vocabulary only (the lexicon, months, and the tenant's own product and
+//!    customer words), so that real words are never "corrected" into others.
+//! 2. Intent: conversation, action and search are recognised first (they need no data words).
+//! 3. [`periods`]: the time grammar takes the tokens that name periods.
+//! 4. [`link`]: e-mails, customer names and product titles are linked against the tenant's catalogue; an
+//!    ambiguous mention keeps its candidates.
+//! 5. [`lexicon`]: the remaining tokens are read as terms (longest phrase first); the metric, ranking,
+//!    breakdown, comparison and source follow from the terms by a few rules.
+//! 6. Content words left over where a filter would stand ("sales of unicorn tears", "orders from Zelda
+//!    Fitzgerald") become unresolved mentions: the answer says so and never drops the filter silently.
+
+pub mod lexicon;
+pub mod link;
+pub mod periods;
+pub mod tokens;
+
+use chrono::{Duration, NaiveDate};
+use serde::Serialize;
+
+use crate::period::{Kind, Period};
+use lexicon::{Term, number_word};
+pub use link::{Catalog, Mention, MentionKind};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Intent {
+    Metrics,
+    Search,
+    Action,
+    Conversation,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    Revenue,
+    Orders,
+    Aov,
+    Customers,
+    NewCustomers,
+    ReturningCustomers,
+    Refunds,
+    Units,
+    ProductSales,
+    Discounts,
+    FailedPayments,
+    TopCustomers,
+    TopProducts,
+    TopProductsByUnits,
+}
+
+impl Metric {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Revenue => "revenue",
+            Self::Orders => "orders",
+            Self::Aov => "aov",
+            Self::Customers => "customers",
+            Self::NewCustomers => "new_customers",
+            Self::ReturningCustomers => "returning_customers",
+            Self::Refunds => "refunds",
+            Self::Units => "units",
+            Self::ProductSales => "product_sales",
+            Self::Discounts => "discounts",
+            Self::FailedPayments => "failed_payments",
+            Self::TopCustomers => "top_customers",
+            Self::TopProducts => "top_products",
+            Self::TopProductsByUnits => "top_products_by_units",
+        }
+    }
+    pub fn is_money(self) -> bool {
+        matches!(
+            self,
+            Self::Revenue
+                | Self::Aov
+                | Self::Refunds
+                | Self::ProductSales
+                | Self::Discounts
+                | Self::TopCustomers
+                | Self::TopProducts
+        )
+    }
+    pub fn is_ranking(self) -> bool {
+        matches!(
+            self,
+            Self::TopCustomers | Self::TopProducts | Self::TopProductsByUnits
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Grain {
+    Day,
+    Week,
+    Month,
+    Quarter,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Conversation {
+    Greeting,
+    Thanks,
+    Capabilities,
+    OutOfScope,
+    Unintelligible,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    Shopify,
+    Stripe,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Shopify => "shopify",
+            Self::Stripe => "stripe",
+        }
+    }
+}
+
+/// What a ranking ranks, by what, and how many.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Ranking {
+    pub entity: RankedEntity,
+    pub by: RankedBy,
+    pub n: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RankedEntity {
+    Products,
+    Customers,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RankedBy {
+    ProductSales,
+    Units,
+    Spend,
+}
+
+/// How the answer compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Comparison {
+    /// With the period just before the named one (metrics.md, Comparisons).
+    PreviousPeriod,
+    /// The first named period against the second.
+    NamedPeriods,
+}
+
+/// A resolved customer filter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CustomerRef {
+    pub name: String,
+    pub key: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Filters {
+    /// The exact product title.
+    pub product: Option<String>,
+    pub customer: Option<CustomerRef>,
+    pub source: Option<Source>,
+}
+
+/// What the question asks, before any data is read: the typed plan `debug: true` returns.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Plan {
+    /// The normalised, typo-corrected text (the cache key is built from it).
+    pub normalized: String,
+    pub intent: Intent,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conversation: Option<Conversation>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metric: Option<Metric>,
+    #[serde(serialize_with = "ser_periods")]
+    pub periods: Vec<Period>,
+    /// The user named no period (the default, the last 30 days, applies).
+    pub default_period: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comparison: Option<Comparison>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grain: Option<Grain>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ranking: Option<Ranking>,
+    pub filters: Filters,
+    /// Mentions that name a product or customer the tenant does not have.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unresolved: Vec<Mention>,
+    /// Mentions that fit several products or customers.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ambiguous: Vec<Mention>,
+    /// Typos corrected: (as written, as read).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub corrections: Vec<(String, String)>,
+    /// A future period was named ("next month").
+    pub future: bool,
+}
+
+fn ser_periods<S: serde::Serializer>(p: &[Period], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeSeq;
+    let mut seq = s.serialize_seq(Some(p.len()))?;
+    for x in p {
+        seq.serialize_element(
+            &serde_json::json!({"start": x.start.to_string(), "end": x.end.to_string()}),
+        )?;
+    }
+    seq.end()
+}
+
+impl Plan {
+    fn new(normalized: String) -> Self {
+        Self {
+            normalized,
+            intent: Intent::Conversation,
+            conversation: None,
+            action: None,
+            metric: None,
+            periods: Vec::new(),
+            default_period: false,
+            comparison: None,
+            grain: None,
+            ranking: None,
+            filters: Filters::default(),
+            unresolved: Vec::new(),
+            ambiguous: Vec::new(),
+            corrections: Vec::new(),
+            future: false,
+        }
+    }
+}
+
+/// Understands `query` as asked on `today` (tenant-local), against the tenant's catalogue.
+pub fn understand(query: &str, today: NaiveDate, catalog: &Catalog) -> Plan {
+    let toks = tokens::tokenize(query, catalog);
+    let words: Vec<String> = toks.iter().map(|t| t.text.clone()).collect();
+    let text = words.join(" ");
+    let mut plan = Plan::new(text.clone());
+    plan.corrections = toks
+        .iter()
+        .filter(|t| t.corrected_from.is_some())
+        .map(|t| (t.corrected_from.clone().unwrap_or_default(), t.text.clone()))
+        .collect();
+    if !text.chars().any(char::is_alphanumeric) {
+        plan.conversation = Some(Conversation::Unintelligible);
+        return plan;
+    }
+    if let Some(c) = intents::conversation(&text) {
+        plan.conversation = Some(c);
+        return plan;
+    }
+    if let Some(a) = intents::action(&text) {
+        plan.intent = Intent::Action;
+        plan.action = Some(a);
+        return plan;
+    }
+    if intents::search(&text) {
+        plan.intent = Intent::Search;
+        return plan;
+    }
+
+    let mut taken = vec![false; words.len()];
+    // Periods.
+    let found = periods::find(&words, today);
+    for f in &found {
+        taken[f.from..f.to].iter_mut().for_each(|x| *x = true);
+        plan.future |= f.future;
+    }
+    // Long phrases of the lexicon first ("average ticket", "credit card"), so that the catalogue does not
+    // take their words; then the catalogue; then single words.
+    let mut terms: Vec<(Term, usize)> = Vec::new();
+    scan_terms(&words, &mut taken, &mut terms, 2);
+    let linked = link::link(&toks, &mut taken, catalog);
+    scan_terms(&words, &mut taken, &mut terms, 1);
+    let has = |t: Term| terms.iter().any(|(x, _)| *x == t);
+
+    plan.filters.product = linked.product.clone();
+    plan.filters.customer = linked.customer.clone();
+    plan.ambiguous = linked.ambiguous.clone();
+    plan.unresolved = linked.unresolved.clone();
+    plan.unresolved
+        .extend(link::leftover_mentions(&toks, &taken, &terms, catalog));
+    plan.filters.source = if has(Term::Stripe) {
+        Some(Source::Stripe)
+    } else if has(Term::Shopify) {
+        Some(Source::Shopify)
+    } else {
+        None
+    };
+
+    // Ranking.
+    let products_word = has(Term::Products) || has(Term::BestSellers);
+    let customers_word = has(Term::Customers) || has(Term::Who) || has(Term::Spend);
+    let rank = has(Term::Rank) || has(Term::Most) || has(Term::BestSellers);
+    let ranking_entity = if !(rank || has(Term::ByUnits) && products_word) {
+        None
+    } else if products_word || (has(Term::Items) && !customers_word) {
+        Some(RankedEntity::Products)
+    } else if customers_word && !has(Term::HowMany) {
+        Some(RankedEntity::Customers)
+    } else if has(Term::Most) && (has(Term::Revenue) || has(Term::Units)) && !has(Term::HowMany) {
+        // "what sold the most"
+        Some(RankedEntity::Products)
+    } else {
+        None
+    };
+    // Leftover words alone ("the capital of France") do not make a question about the data.
+    let entity_filter = plan.filters.product.is_some()
+        || plan.filters.customer.is_some()
+        || !plan.ambiguous.is_empty()
+        || !linked.unresolved.is_empty();
+    if let Some(entity) = ranking_entity.filter(|_| plan.filters.product.is_none()) {
+        let by = match entity {
+            RankedEntity::Customers => RankedBy::Spend,
+            RankedEntity::Products if has(Term::ByUnits) || has(Term::Units) => RankedBy::Units,
+            RankedEntity::Products => RankedBy::ProductSales,
+        };
+        let n = count_n(&words, &taken).unwrap_or(5);
+        plan.ranking = Some(Ranking { entity, by, n });
+        plan.metric = Some(match (entity, by) {
+            (RankedEntity::Customers, _) => Metric::TopCustomers,
+            (_, RankedBy::Units) => Metric::TopProductsByUnits,
+            _ => Metric::TopProducts,
+        });
+    } else {
+        plan.metric = scalar_metric(&has);
+    }
+
+    plan.grain = terms.iter().find_map(|(t, _)| match t {
+        Term::Grain(g) => Some(*g),
+        _ => None,
+    });
+    if plan.metric.is_none() && found.is_empty() && !entity_filter && plan.grain.is_none() {
+        plan.conversation = Some(Conversation::OutOfScope);
+        return plan;
+    }
+    plan.intent = Intent::Metrics;
+    let mut metric = plan.metric.unwrap_or(Metric::Revenue);
+    if plan.filters.product.is_some() {
+        metric = match metric {
+            Metric::Units | Metric::Orders => Metric::Units,
+            _ if has(Term::HowMany) || has(Term::Items) || has(Term::ByUnits) => Metric::Units,
+            _ => Metric::ProductSales,
+        };
+    }
+    plan.metric = Some(metric);
+    plan.periods = found.iter().map(|f| f.period).collect();
+    plan.comparison = if plan.periods.len() > 1 {
+        Some(Comparison::NamedPeriods)
+    } else if has(Term::Compare) {
+        Some(Comparison::PreviousPeriod)
+    } else {
+        None
+    };
+    if plan.periods.is_empty() {
+        plan.default_period = true;
+        plan.periods = vec![Period::new(today - Duration::days(29), today, Kind::Days)];
+    }
+    plan
+}
+
+/// The scalar metric the terms ask for, by precedence.
+fn scalar_metric(has: &dyn Fn(Term) -> bool) -> Option<Metric> {
+    let people = has(Term::Customers) || has(Term::Who);
+    Some(if has(Term::Failed) {
+        Metric::FailedPayments
+    } else if has(Term::Aov)
+        || has(Term::Average)
+            && (has(Term::Orders) || has(Term::Revenue) || has(Term::Spend) || !people)
+    {
+        Metric::Aov
+    } else if has(Term::New) && (people || has(Term::HowMany)) {
+        Metric::NewCustomers
+    } else if has(Term::Returning) && (people || has(Term::HowMany)) {
+        Metric::ReturningCustomers
+    } else if has(Term::Refunds) {
+        Metric::Refunds
+    } else if has(Term::Discounts) {
+        Metric::Discounts
+    } else if (has(Term::Units) || has(Term::Items) || has(Term::ByUnits)) && !people {
+        Metric::Units
+    } else if people {
+        Metric::Customers
+    } else if has(Term::Orders) && (has(Term::HowMany) || !has(Term::HowMuch)) {
+        Metric::Orders
+    } else if has(Term::Revenue) || has(Term::HowMuch) || has(Term::Spend) {
+        Metric::Revenue
+    } else {
+        return None;
+    })
+}
+
+/// Reads lexicon phrases of at least `min_len` tokens over the tokens not yet taken, longest first.
+fn scan_terms(words: &[String], taken: &mut [bool], out: &mut Vec<(Term, usize)>, min_len: usize) {
+    let mut i = 0;
+    while i < words.len() {
+        if taken[i] {
+            i += 1;
+            continue;
+        }
+        let mut best: Option<(usize, Term)> = None;
+        for (phrase, term) in lexicon::PHRASES {
+            let n = phrase.split(' ').count();
+            if n < min_len || i + n > words.len() || best.is_some_and(|(b, _)| b >= n) {
+                continue;
+            }
+            if taken[i..i + n].iter().any(|x| *x) {
+                continue;
+            }
+            if phrase.split(' ').zip(&words[i..i + n]).all(|(p, w)| p == w) {
+                best = Some((n, *term));
+            }
+        }
+        match best {
+            Some((n, term)) => {
+                out.push((term, i));
+                taken[i..i + n].iter_mut().for_each(|x| *x = true);
+                i += n;
+            }
+            None => i += 1,
+        }
+    }
+}
+
+/// The N of a ranking: a number (digits or a word) not used by a period.
+fn count_n(words: &[String], taken: &[bool]) -> Option<usize> {
+    words
+        .iter()
+        .zip(taken)
+        .filter(|(_, t)| !**t)
+        .find_map(|(w, _)| number_word(w).filter(|n| (1..=100).contains(n)))
+        .map(|n| n as usize)
+}
+
+/// Whole-word phrase containment.
+pub fn contains_phrase(t: &str, p: &str) -> bool {
+    let padded = format!(" {t} ");
+    padded.contains(&format!(" {p} "))
+}
+
+mod intents {
+    //! Conversation, action and search: recognised before any data words.
+    use super::{Conversation, contains_phrase};
+
+    fn has(t: &str, needles: &[&str]) -> bool {
+        needles.iter().any(|n| contains_phrase(t, n))
+    }
+
+    pub fn conversation(t: &str) -> Option<Conversation> {
+        const GREET: &[&str] = &[
+            "hi",
+            "hello",
+            "hey",
+            "hiya",
+            "howdy",
+            "good morning",
+            "good afternoon",
+            "good evening",
+            "yo",
+            "greetings",
+            "hi there",
+            "hello there",
+            "hey there",
+            "morning",
+        ];
+        const THANKS: &[&str] = &[
+            "thanks",
+            "thank you",
+            "thx",
+            "ty",
+            "cheers",
+            "thank",
+            "much appreciated",
+            "appreciate it",
+            "great thanks",
+            "ok thanks",
+            "perfect thanks",
+            "thanks a lot",
+            "awesome thanks",
+        ];
+        let n = t.split_whitespace().count();
+        if GREET.contains(&t) || n <= 3 && GREET.iter().any(|g| t.starts_with(&format!("{g} "))) {
+            return Some(Conversation::Greeting);
+        }
+        if THANKS
+            .iter()
+            .any(|x| t == *x || t.starts_with(&format!("{x} ")) && n <= 5)
+        {
+            return Some(Conversation::Thanks);
+        }
+        if has(
+            t,
+            &[
+                "what can you do",
+                "what do you do",
+                "how can you help",
+                "help",
+                "what are you",
+                "who are you",
+                "what can i ask",
+                "capabilities",
+                "how does this work",
+                "what should i ask",
+                "what questions",
+            ],
+        ) {
+            return Some(Conversation::Capabilities);
+        }
+        None
+    }
+
+    pub fn action(t: &str) -> Option<&'static str> {
+        let first = t.split_whitespace().next().unwrap_or("");
+        if matches!(
+            first,
+            "email" | "send" | "mail" | "message" | "text" | "notify"
+        ) || has(t, &["send an email", "email to", "send a summary"])
+        {
+            return Some("send_email");
+        }
+        if has(
+            t,
+            &[
+                "create a task",
+                "add a task",
+                "make a task",
+                "remind me",
+                "create task",
+                "add task",
+                "todo",
+                "to do",
+            ],
+        ) || first == "remind"
+        {
+            return Some("create_task");
+        }
+        if matches!(
+            first,
+            "refund" | "cancel" | "issue" | "schedule" | "update" | "tag" | "archive"
+        ) && !has(t, &["how much", "how many"])
+        {
+            return Some("update_record");
+        }
+        None
+    }
+
+    pub fn search(t: &str) -> bool {
+        let first = t.split_whitespace().next().unwrap_or("");
+        // "which customer spent the most" is a ranking, not a search.
+        let ranking = has(
+            t,
+            &[
+                "most", "top", "best", "biggest", "how many", "how much", "highest",
+            ],
+        );
+        matches!(first, "find" | "search" | "locate" | "lookup")
+            || !ranking
+                && has(
+                    t,
+                    &[
+                        "look up",
+                        "which order",
+                        "which orders",
+                        "the order where",
+                        "the order for",
+                        "the order that",
+                        "order with",
+                        "orders that mentioned",
+                        "which customer",
+                        "show me the order",
+                        "where the",
+                        "mentioned",
+                        "complained",
+                    ],
+                )
+    }
+}
+
+#[cfg(test)]
+mod tests;

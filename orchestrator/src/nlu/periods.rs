@@ -1,0 +1,419 @@
+//! The time-expression grammar over the token stream: every form of `metrics.md` ("Time expressions") and
+//! the everyday variants (WTD/MTD/QTD/YTD, "so far", prior/previous, ordinal quarters, "fortnight", numeric
+//! dates, open and closed ranges). Each match reports the tokens it used, so that the rest of the grammar
+//! only sees what is left.
+
+use chrono::{Datelike, Duration, NaiveDate};
+
+use super::lexicon::{month_index, number_word};
+use crate::period::{Kind, Period, add_months, month_start, quarter_start, week_start};
+
+/// A period found in the question, with the token range it came from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Found {
+    pub period: Period,
+    pub from: usize,
+    pub to: usize,
+    /// The period lies (at least partly) after today ("next month").
+    pub future: bool,
+}
+
+fn year_of(w: &str) -> Option<i32> {
+    w.parse::<i32>().ok().filter(|y| (1990..=2100).contains(y))
+}
+
+fn day_of(w: &str) -> Option<u32> {
+    let w = ["st", "nd", "rd", "th"]
+        .iter()
+        .find_map(|s| w.strip_suffix(s))
+        .unwrap_or(w);
+    w.parse::<u32>().ok().filter(|d| (1..=31).contains(d))
+}
+
+/// The most recent `month`/`day` not after today (or in `year`).
+fn month_day(month: u32, day: u32, year: Option<i32>, today: NaiveDate) -> Option<NaiveDate> {
+    match year {
+        Some(y) => NaiveDate::from_ymd_opt(y, month, day),
+        None => {
+            let this = NaiveDate::from_ymd_opt(today.year(), month, day)?;
+            if this <= today {
+                Some(this)
+            } else {
+                NaiveDate::from_ymd_opt(today.year() - 1, month, day)
+            }
+        }
+    }
+}
+
+/// A single date at `t[i..]`: `2025-05-03`, `5/3`, `5/3/2025`, `may 3 [2025]`, `may 3rd`, `3 may [2025]`,
+/// `the 3rd of may`. Returns it and the number of tokens used.
+pub fn date_at(t: &[String], i: usize, today: NaiveDate) -> Option<(NaiveDate, usize)> {
+    let w = |k: usize| t.get(i + k).map_or("", String::as_str);
+    let first = w(0);
+    if let Ok(d) = NaiveDate::parse_from_str(first, "%Y-%m-%d") {
+        return Some((d, 1));
+    }
+    if first.contains('/') {
+        let parts: Vec<&str> = first.split('/').collect();
+        let m = parts.first()?.parse::<u32>().ok()?;
+        let d = parts.get(1)?.parse::<u32>().ok()?;
+        let y = match parts.get(2) {
+            Some(y) if y.len() == 2 => Some(2000 + y.parse::<i32>().ok()?),
+            Some(y) => Some(year_of(y)?),
+            None => None,
+        };
+        return month_day(m, d, y, today).map(|d| (d, 1));
+    }
+    if first == "the"
+        && let Some(day) = day_of(w(1))
+    {
+        // "the 3rd of may"
+        let k = if w(2) == "of" { 3 } else { 2 };
+        let m = month_index(w(k))?;
+        let y = year_of(w(k + 1));
+        return month_day(m, day, y, today).map(|d| (d, k + 1 + usize::from(y.is_some())));
+    }
+    if let Some(m) = month_index(first)
+        && let Some(day) = day_of(w(1))
+    {
+        // "may 3 2025" — but not "may 2025" (a month) nor "march 14 days" (handled by the caller's order).
+        if w(1).len() <= 4 {
+            let y = year_of(w(2));
+            return month_day(m, day, y, today).map(|d| (d, 2 + usize::from(y.is_some())));
+        }
+    }
+    if let Some(day) = day_of(first) {
+        let k = if w(1) == "of" { 2 } else { 1 };
+        if let Some(m) = month_index(w(k)) {
+            let y = year_of(w(k + 1));
+            return month_day(m, day, y, today).map(|d| (d, k + 1 + usize::from(y.is_some())));
+        }
+    }
+    None
+}
+
+/// "All time" starts at the first day with data; the handler fills it in. Until then, a far past date.
+fn all_time(today: NaiveDate) -> Period {
+    Period::new(
+        NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid"),
+        today,
+        Kind::AllTime,
+    )
+}
+
+fn to_date(unit: &str, today: NaiveDate) -> Option<Period> {
+    Some(match unit {
+        "week" | "wk" => Period::week_of(today).clip(today),
+        "month" => Period::month_of(today).clip(today),
+        "quarter" | "qtr" => Period::quarter_of(today).clip(today),
+        "year" | "yr" => Period::year(today.year()).clip(today),
+        _ => return None,
+    })
+}
+
+fn quarter_word(w: &str) -> Option<u32> {
+    match w {
+        "q1" | "first" | "1st" => Some(1),
+        "q2" | "second" | "2nd" => Some(2),
+        "q3" | "third" | "3rd" => Some(3),
+        "q4" | "fourth" | "4th" => Some(4),
+        _ => None,
+    }
+}
+
+/// A named period at `t[i..]` (relative words, month, quarter, year, to-date forms). Returns it, the tokens
+/// used and whether it is in the future.
+fn named_at(t: &[String], i: usize, today: NaiveDate) -> Option<(Period, usize, bool)> {
+    let w = |k: usize| t.get(i + k).map_or("", String::as_str);
+    let prev = if i > 0 { t[i - 1].as_str() } else { "" };
+    match w(0) {
+        "today" | "tonight" => return Some((Period::day(today), 1, false)),
+        "yesterday" => return Some((Period::day(today - Duration::days(1)), 1, false)),
+        "wtd" => return Some((to_date("week", today)?, 1, false)),
+        "mtd" => return Some((to_date("month", today)?, 1, false)),
+        "qtd" => return Some((to_date("quarter", today)?, 1, false)),
+        "ytd" => return Some((to_date("year", today)?, 1, false)),
+        "lifetime" | "ever" | "alltime" => return Some((all_time(today), 1, false)),
+        "fortnight" => {
+            return Some((
+                Period::new(today - Duration::days(13), today, Kind::Days),
+                1,
+                false,
+            ));
+        }
+        _ => {}
+    }
+    if w(0) == "all" && w(1) == "time" {
+        return Some((all_time(today), 2, false));
+    }
+    if w(0) == "since" && matches!(w(1), "forever" | "the") && w(2) == "beginning" {
+        return Some((all_time(today), 3, false));
+    }
+    // week / month / quarter / year to date
+    if w(1) == "to" && w(2) == "date" {
+        return to_date(w(0), today).map(|p| (p, 3, false));
+    }
+    // the day before yesterday
+    if w(0) == "day" && w(1) == "before" && w(2) == "yesterday" {
+        return Some((Period::day(today - Duration::days(2)), 3, false));
+    }
+    // this / last / next / past / previous / prior <unit> | last N <units>
+    if matches!(
+        w(0),
+        "this" | "current" | "last" | "past" | "previous" | "prior" | "next" | "the"
+    ) {
+        let rel = w(0);
+        // "the last 3 months", "the past week"
+        if rel == "the" {
+            return named_at(t, i + 1, today).map(|(p, n, f)| (p, n + 1, f));
+        }
+        if let Some(n) = number_word(w(1)).filter(|n| (1..=1000).contains(n)) {
+            let unit = w(2);
+            let this_week = week_start(today);
+            let p = match unit {
+                "days" | "day" => Some(Period::new(
+                    today - Duration::days(n - 1),
+                    today,
+                    Kind::Days,
+                )),
+                "weeks" | "week" | "wks" => Some(Period::new(
+                    this_week - Duration::days(7 * n),
+                    this_week - Duration::days(1),
+                    Kind::Custom,
+                )),
+                "fortnights" | "fortnight" => Some(Period::new(
+                    today - Duration::days(14 * n - 1),
+                    today,
+                    Kind::Days,
+                )),
+                "months" | "month" => {
+                    let this = month_start(today);
+                    Some(Period::new(
+                        add_months(this, -(n as i32)),
+                        this - Duration::days(1),
+                        Kind::Custom,
+                    ))
+                }
+                "quarters" | "quarter" => {
+                    let this = quarter_start(today);
+                    Some(Period::new(
+                        add_months(this, -3 * n as i32),
+                        this - Duration::days(1),
+                        Kind::Custom,
+                    ))
+                }
+                "years" | "year" => Some(Period::new(
+                    NaiveDate::from_ymd_opt(today.year() - n as i32, 1, 1)?,
+                    NaiveDate::from_ymd_opt(today.year() - 1, 12, 31)?,
+                    Kind::Custom,
+                )),
+                _ => None,
+            };
+            if let Some(p) = p {
+                return Some((p, 3, rel == "next"));
+            }
+        }
+        if matches!(rel, "last" | "past") && w(1) == "fortnight" {
+            return Some((
+                Period::new(today - Duration::days(13), today, Kind::Days),
+                2,
+                false,
+            ));
+        }
+        let base: i64 = match rel {
+            "this" | "current" => 0,
+            "next" => 1,
+            _ => -1,
+        };
+        let p = match w(1) {
+            "day" => Some(Period::day(today + Duration::days(base))),
+            "week" | "wk" => Some(Period::week_of(today + Duration::days(7 * base))),
+            "month" => Some(Period::month_of(add_months(today, base as i32))),
+            "quarter" | "qtr" => Some(Period::quarter_of(add_months(today, 3 * base as i32))),
+            "year" | "yr" => Some(Period::year(today.year() + base as i32)),
+            _ => None,
+        }?;
+        let p = if base == 0 { p.clip(today) } else { p };
+        return Some((p, 2, base > 0));
+    }
+    // Q2 [2024], 2024 Q2, second quarter [of 2024], the 2nd quarter
+    if let Some(y) = year_of(w(0))
+        && let Some(q) = w(1).starts_with('q').then(|| quarter_word(w(1))).flatten()
+    {
+        return quarter(q, Some(y), today).map(|(p, f)| (p, 2, f));
+    }
+    if let Some(q) = quarter_word(w(0)) {
+        let (used, ok) = if w(0).starts_with('q') {
+            (1, true)
+        } else {
+            (2, matches!(w(1), "quarter" | "qtr"))
+        };
+        if ok {
+            let (year, extra) = match (year_of(w(used)), w(used), year_of(w(used + 1))) {
+                (Some(y), _, _) => (Some(y), 1),
+                (None, "of" | "in", Some(y)) => (Some(y), 2),
+                _ => (None, 0),
+            };
+            return quarter(q, year, today).map(|(p, f)| (p, used + extra, f));
+        }
+    }
+    // March [2024], march of 2024
+    if let Some(m) = month_index(w(0)) {
+        let year = year_of(w(1)).or_else(|| (w(1) == "of").then(|| year_of(w(2))).flatten());
+        // "may" is also a verb; accept it only before a year or after a preposition.
+        if w(0) == "may"
+            && year.is_none()
+            && !matches!(
+                prev,
+                "in" | "of"
+                    | "for"
+                    | "during"
+                    | "from"
+                    | "to"
+                    | "and"
+                    | "through"
+                    | "thru"
+                    | "until"
+                    | "till"
+                    | "since"
+                    | "vs"
+                    | "versus"
+                    | "with"
+                    | "last"
+            )
+        {
+            return None;
+        }
+        let used = match (year_of(w(1)), w(1) == "of" && year_of(w(2)).is_some()) {
+            (Some(_), _) => 2,
+            (None, true) => 3,
+            _ => 1,
+        };
+        let y = year.unwrap_or_else(|| {
+            if m <= today.month() {
+                today.year()
+            } else {
+                today.year() - 1
+            }
+        });
+        let p = Period::month_of(NaiveDate::from_ymd_opt(y, m, 1)?);
+        return Some((p.clip(today), used, p.start > today));
+    }
+    // 2024, fy2024
+    if let Some(y) = year_of(w(0).trim_start_matches("fy")) {
+        let p = Period::year(y);
+        return Some((p.clip(today), 1, p.start > today));
+    }
+    None
+}
+
+fn quarter(q: u32, year: Option<i32>, today: NaiveDate) -> Option<(Period, bool)> {
+    let start_of = |y: i32| NaiveDate::from_ymd_opt(y, (q - 1) * 3 + 1, 1);
+    let y = year.unwrap_or_else(|| {
+        if start_of(today.year()).is_some_and(|s| s <= today) {
+            today.year()
+        } else {
+            today.year() - 1
+        }
+    });
+    let p = Period::quarter_of(start_of(y)?);
+    Some((p.clip(today), p.start > today))
+}
+
+/// A date or a named period at `t[i..]`, as a period.
+fn any_at(t: &[String], i: usize, today: NaiveDate) -> Option<(Period, usize, bool)> {
+    if let Some((d, n)) = date_at(t, i, today) {
+        return Some((Period::day(d), n, d > today));
+    }
+    named_at(t, i, today)
+}
+
+const RANGE_JOIN: &[&str] = &["to", "and", "through", "thru", "until", "till", "-"];
+
+/// Every period the tokens name, in order.
+pub fn find(t: &[String], today: NaiveDate) -> Vec<Found> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < t.len() {
+        let w = t[i].as_str();
+        // from A to B / between A and B / A to B / A - B (A and B dates or named periods)
+        let opener = matches!(w, "from" | "between");
+        let a_at = if opener { i + 1 } else { i };
+        if let Some((a, used_a, fa)) = any_at(t, a_at, today) {
+            let j = a_at + used_a;
+            if t.get(j).is_some_and(|x| RANGE_JOIN.contains(&x.as_str()))
+                && (opener || t[j] != "and")
+                && let Some((b, used_b, fb)) = any_at(t, j + 1, today)
+            {
+                // "from may 3 to 9": the end borrows the start's month.
+                let (s, e) = if a.start <= b.end {
+                    (a.start, b.end)
+                } else {
+                    (b.start, a.end)
+                };
+                out.push(Found {
+                    period: Period::new(s, e, Kind::Custom).clip(today),
+                    from: i,
+                    to: j + 1 + used_b,
+                    future: fa && fb,
+                });
+                i = j + 1 + used_b;
+                continue;
+            }
+            if opener
+                && w == "from"
+                && let Some(m) = month_of_day_range(t, a_at, used_a, today)
+            {
+                out.push(m);
+                i = m.to;
+                continue;
+            }
+        }
+        if (w == "since" || w == "after")
+            && let Some((p, used, _)) = any_at(t, i + 1, today)
+        {
+            let start = if w == "after" && p.kind == Kind::Day {
+                p.end + Duration::days(1)
+            } else {
+                p.start
+            };
+            out.push(Found {
+                period: Period::new(start, today, Kind::Custom),
+                from: i,
+                to: i + 1 + used,
+                future: start > today,
+            });
+            i += 1 + used;
+            continue;
+        }
+        if let Some((p, used, future)) = any_at(t, i, today) {
+            out.push(Found {
+                period: p,
+                from: i,
+                to: i + used,
+                future,
+            });
+            i += used;
+            continue;
+        }
+        i += 1;
+    }
+    out
+}
+
+/// "from may 3 to 9": a day range within one month.
+fn month_of_day_range(t: &[String], a_at: usize, used_a: usize, today: NaiveDate) -> Option<Found> {
+    let (a, _) = date_at(t, a_at, today)?;
+    let j = a_at + used_a;
+    if !RANGE_JOIN.contains(&t.get(j)?.as_str()) {
+        return None;
+    }
+    let day = day_of(t.get(j + 1)?)?;
+    let b = NaiveDate::from_ymd_opt(a.year(), a.month(), day)?;
+    (b >= a).then(|| Found {
+        period: Period::new(a, b, Kind::Custom).clip(today),
+        from: a_at - 1,
+        to: j + 2,
+        future: a > today,
+    })
+}

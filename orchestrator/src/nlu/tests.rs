@@ -1,0 +1,315 @@
+use chrono::NaiveDate;
+
+use super::*;
+
+fn d(s: &str) -> NaiveDate {
+    s.parse().unwrap()
+}
+
+fn catalog() -> Catalog {
+    let titles: Vec<String> = [
+        "Ethiopia Yirgacheffe 12oz",
+        "Kenya AA Nyeri 12oz",
+        "House Espresso Blend 12oz",
+        "Holiday Blend 12oz",
+        "Conical Burr Grinder",
+        "Hand Grinder",
+        "Pour-Over Dripper",
+        "Gooseneck Kettle",
+        "Gift Card $50",
+        "Monthly Subscription Box",
+        "Barista Workshop Ticket",
+        "Paper Filters 100ct",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    Catalog::new(
+        &titles,
+        vec![
+            ("ava smith".into(), "ava.smith@example.com".into()),
+            ("lucas flores".into(), "lucas.flores@example.com".into()),
+            ("olivia adams".into(), "olivia.adams@example.com".into()),
+        ],
+    )
+}
+
+fn plan(q: &str, today: &str) -> Plan {
+    understand(q, d(today), &catalog())
+}
+
+fn period(q: &str, today: &str) -> (String, String) {
+    let p = plan(q, today);
+    (p.periods[0].start.to_string(), p.periods[0].end.to_string())
+}
+
+#[test]
+fn time_expressions() {
+    let t = "2025-06-15"; // a Sunday
+    let cases = [
+        ("revenue last week", "2025-06-02", "2025-06-08"),
+        ("revenue this week", "2025-06-09", "2025-06-15"),
+        ("revenue wtd", "2025-06-09", "2025-06-15"),
+        ("revenue week-to-date", "2025-06-09", "2025-06-15"),
+        ("revenue last month", "2025-05-01", "2025-05-31"),
+        ("revenue prior month", "2025-05-01", "2025-05-31"),
+        ("revenue the previous month", "2025-05-01", "2025-05-31"),
+        ("sales so far this month", "2025-06-01", "2025-06-15"),
+        ("sales MTD", "2025-06-01", "2025-06-15"),
+        ("whats the avg ticket QTD", "2025-04-01", "2025-06-15"),
+        ("revenue last quarter", "2025-01-01", "2025-03-31"),
+        ("revenue in Q3", "2024-07-01", "2024-09-30"),
+        ("revenue in Q2", "2025-04-01", "2025-06-15"),
+        (
+            "revenue in the second quarter of 2024",
+            "2024-04-01",
+            "2024-06-30",
+        ),
+        ("revenue in the 1st quarter", "2025-01-01", "2025-03-31"),
+        ("revenue in the last 14 days", "2025-06-02", "2025-06-15"),
+        (
+            "revenue over the past fortnight",
+            "2025-06-02",
+            "2025-06-15",
+        ),
+        ("revenue in the last 3 months", "2025-03-01", "2025-05-31"),
+        ("revenue in the last 3 weeks", "2025-05-19", "2025-06-08"),
+        ("revenue in March 2024", "2024-03-01", "2024-03-31"),
+        ("revenue in March", "2025-03-01", "2025-03-31"),
+        ("revenue in July", "2024-07-01", "2024-07-31"),
+        ("revenue in 2024", "2024-01-01", "2024-12-31"),
+        ("revenue on 2024-04-06", "2024-04-06", "2024-04-06"),
+        ("revenue on 3/14", "2025-03-14", "2025-03-14"),
+        ("revenue on 3/14/2024", "2024-03-14", "2024-03-14"),
+        ("revenue on 14 March 2024", "2024-03-14", "2024-03-14"),
+        ("revenue on March 14th", "2025-03-14", "2025-03-14"),
+        ("revenue on May 3", "2025-05-03", "2025-05-03"),
+        ("revenue ytd", "2025-01-01", "2025-06-15"),
+        ("revenue year to date", "2025-01-01", "2025-06-15"),
+        ("revenue", "2025-05-17", "2025-06-15"),
+        ("how much did I make yesterday", "2025-06-14", "2025-06-14"),
+        ("sales between 3/1 and 3/15", "2025-03-01", "2025-03-15"),
+        ("sales from March to May", "2025-03-01", "2025-05-31"),
+        ("takings since April 1", "2025-04-01", "2025-06-15"),
+        ("revenue all time", "1970-01-01", "2025-06-15"),
+    ];
+    for (q, s, e) in cases {
+        assert_eq!(period(q, t), (s.to_string(), e.to_string()), "{q}");
+    }
+    assert_eq!(
+        period("revenue from July 9 to July 14", "2024-11-04"),
+        ("2024-07-09".into(), "2024-07-14".into())
+    );
+    assert_eq!(
+        period("customers since January 1", "2025-01-02"),
+        ("2025-01-01".into(), "2025-01-02".into())
+    );
+}
+
+#[test]
+fn metrics_from_everyday_words() {
+    let t = "2025-06-15";
+    let m = |q: &str| plan(q, t).metric;
+    let cases = [
+        ("What's my revnue last month?", Metric::Revenue),
+        ("what did we take in last week", Metric::Revenue),
+        ("takings in may", Metric::Revenue),
+        ("how'd we do last month", Metric::Revenue),
+        ("how many ordres today", Metric::Orders),
+        ("number of transactions this week", Metric::Orders),
+        ("how many purchases in march", Metric::Orders),
+        ("AOV in Q2", Metric::Aov),
+        ("average basket size last month", Metric::Aov),
+        ("whats the avg ticket QTD", Metric::Aov),
+        ("How many units did I sell last week?", Metric::Units),
+        ("how many items went out in june", Metric::Units),
+        ("How many customers paid yesterday?", Metric::Customers),
+        (
+            "how many different people bought from us",
+            Metric::Customers,
+        ),
+        ("How many payments did I receive last year?", Metric::Orders),
+        ("new custmers this month", Metric::NewCustomers),
+        ("first-time buyers in 2024", Metric::NewCustomers),
+        (
+            "how many repeat customers this year",
+            Metric::ReturningCustomers,
+        ),
+        ("how much money back did we give in june", Metric::Refunds),
+        ("refunds last month", Metric::Refunds),
+        (
+            "How much did I give away in discounts in 2024?",
+            Metric::Discounts,
+        ),
+        ("declined cards this week", Metric::FailedPayments),
+        ("failed payments in may", Metric::FailedPayments),
+    ];
+    for (q, want) in cases {
+        assert_eq!(m(q), Some(want), "{q}");
+    }
+}
+
+#[test]
+fn rankings_with_and_without_top() {
+    let t = "2025-06-15";
+    let r = |q: &str| {
+        let p = plan(q, t);
+        (p.metric, p.ranking.map(|r| r.n))
+    };
+    assert_eq!(
+        r("which 10 products made the most money during 2024?"),
+        (Some(Metric::TopProducts), Some(10))
+    );
+    assert_eq!(
+        r("my 10 best customers this year"),
+        (Some(Metric::TopCustomers), Some(10))
+    );
+    assert_eq!(
+        r("who spent the most last month"),
+        (Some(Metric::TopCustomers), Some(5))
+    );
+    assert_eq!(
+        r("biggest spenders in 2024"),
+        (Some(Metric::TopCustomers), Some(5))
+    );
+    assert_eq!(
+        r("best sellers this quarter"),
+        (Some(Metric::TopProducts), Some(5))
+    );
+    assert_eq!(
+        r("top three products by units sold"),
+        (Some(Metric::TopProductsByUnits), Some(3))
+    );
+    assert_eq!(
+        r("most popular products last month"),
+        (Some(Metric::TopProductsByUnits), Some(5))
+    );
+    assert_eq!(
+        r("Who were my top 3 customers in the last 3 weeks?"),
+        (Some(Metric::TopCustomers), Some(3))
+    );
+}
+
+#[test]
+fn breakdowns_and_comparisons() {
+    let t = "2025-06-15";
+    assert_eq!(
+        plan("Revenue by quarter this year", t).grain,
+        Some(Grain::Quarter)
+    );
+    assert_eq!(plan("daily orders this week", t).grain, Some(Grain::Day));
+    assert_eq!(plan("sales per month in 2024", t).grain, Some(Grain::Month));
+    assert_eq!(
+        plan("How did revenue in 2024 compare to the previous period?", t).comparison,
+        Some(Comparison::PreviousPeriod)
+    );
+    let p = plan("how does this month stack up against last month", t);
+    assert_eq!(p.comparison, Some(Comparison::NamedPeriods));
+    assert_eq!(p.periods.len(), 2);
+    assert_eq!(
+        plan("revenue this month, up or down?", t).comparison,
+        Some(Comparison::PreviousPeriod)
+    );
+}
+
+#[test]
+fn products_and_customers_are_linked() {
+    let t = "2025-06-15";
+    let p = plan("sales of the kenya in the prior month", t);
+    assert_eq!(p.filters.product.as_deref(), Some("Kenya AA Nyeri 12oz"));
+    assert_eq!(p.metric, Some(Metric::ProductSales));
+    let p = plan("How many House Espresso Blend did I sell in March 2024?", t);
+    assert_eq!(
+        p.filters.product.as_deref(),
+        Some("House Espresso Blend 12oz")
+    );
+    assert_eq!(p.metric, Some(Metric::Units));
+    let p = plan("how many gooseneck kettles did we sell", t);
+    assert_eq!(p.filters.product.as_deref(), Some("Gooseneck Kettle"));
+    let p = plan("revenue from the monthly subscription box by month", t);
+    assert_eq!(
+        p.filters.product.as_deref(),
+        Some("Monthly Subscription Box")
+    );
+    assert_eq!(p.grain, Some(Grain::Month));
+    let p = plan("grinder sales last month", t);
+    assert_eq!(p.filters.product, None);
+    assert_eq!(p.ambiguous.len(), 1);
+    assert_eq!(p.ambiguous[0].candidates.len(), 2);
+    let p = plan("how many orders did we get from Ava Smith", t);
+    assert_eq!(
+        p.filters.customer.as_ref().map(|c| c.key.as_str()),
+        Some("ava.smith@example.com")
+    );
+    assert_eq!(p.metric, Some(Metric::Orders));
+    let p = plan("how much did ava.smith@example.com spend in 2024", t);
+    assert!(p.filters.customer.is_some());
+    let p = plan("average ticket this month", t);
+    assert_eq!(p.filters.product, None, "'ticket' is a word of the lexicon");
+    assert_eq!(p.metric, Some(Metric::Aov));
+}
+
+#[test]
+fn unknown_mentions_are_reported() {
+    let t = "2025-06-15";
+    let p = plan("sales of unicorn tears last month", t);
+    assert_eq!(p.unresolved.len(), 1, "{p:?}");
+    assert_eq!(p.unresolved[0].kind, MentionKind::Product);
+    assert_eq!(p.unresolved[0].mention, "unicorn tears");
+    let p = plan("how many orders from Zelda Fitzgerald this year", t);
+    assert_eq!(p.unresolved.len(), 1, "{p:?}");
+    assert_eq!(p.unresolved[0].kind, MentionKind::Customer);
+    let p = plan("revenue from nobody@nowhere.com", t);
+    assert_eq!(p.unresolved[0].kind, MentionKind::Customer);
+    // Ordinary words are not mentions.
+    for q in [
+        "What was my revenue last month?",
+        "how much did we make on the website this week",
+        "How many customers bought something in the last 3 months?",
+        "Show me daily orders this week",
+        "How did revenue in the last 30 days compare to the previous period?",
+    ] {
+        let p = plan(q, t);
+        assert!(p.unresolved.is_empty(), "{q}: {:?}", p.unresolved);
+    }
+}
+
+#[test]
+fn intents() {
+    let today = d("2025-06-15");
+    let c = catalog();
+    assert_eq!(understand("hi", today, &c).intent, Intent::Conversation);
+    assert_eq!(
+        understand("thanks!", today, &c).intent,
+        Intent::Conversation
+    );
+    assert_eq!(
+        understand("What can you do?", today, &c).conversation,
+        Some(Conversation::Capabilities)
+    );
+    assert_eq!(
+        understand("Find the order where the grinder arrived broken", today, &c).intent,
+        Intent::Search
+    );
+    assert_eq!(
+        understand(
+            "Email ava@x.com a summary of last month's revenue",
+            today,
+            &c
+        )
+        .intent,
+        Intent::Action
+    );
+    assert_eq!(
+        understand("Create a task to reorder beans", today, &c).intent,
+        Intent::Action
+    );
+    assert_eq!(
+        understand("what is the capital of France", today, &c).conversation,
+        Some(Conversation::OutOfScope)
+    );
+    assert_eq!(
+        understand("which customer spent the most this year", today, &c).metric,
+        Some(Metric::TopCustomers)
+    );
+}

@@ -1,0 +1,136 @@
+//! The normalised token stream: lower case, punctuation out (but what dates, amounts and e-mails need),
+//! possessives and apostrophes dropped, hyphenated words split, and one-edit typos corrected towards the
+//! closed vocabulary only.
+
+use super::lexicon::{self, MONTHS};
+use super::link::Catalog;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tok {
+    /// The normalised word.
+    pub text: String,
+    /// Written with a capital letter (names), and not the question's first word.
+    pub capitalized: bool,
+    /// The word as written, when a typo was corrected.
+    pub corrected_from: Option<String>,
+}
+
+fn split_word(w: &str) -> Vec<String> {
+    let w = w.trim_matches(|c| matches!(c, '.' | '-' | '/' | '\'' | '+' | '_'));
+    if w.is_empty() {
+        return vec![];
+    }
+    if w.contains('@') {
+        return vec![w.to_string()];
+    }
+    let w = w
+        .strip_suffix("'s")
+        .or_else(|| w.strip_suffix("s'"))
+        .map_or_else(|| w.to_string(), str::to_string);
+    let w = w.replace('\'', "");
+    // Dates (2025-03-14) keep their hyphens; words ("year-to-date", "best-selling") are split.
+    if w.contains('-') && !w.chars().all(|c| c.is_ascii_digit() || c == '-') {
+        return w
+            .split('-')
+            .filter(|p| !p.is_empty())
+            .map(str::to_string)
+            .collect();
+    }
+    // "5pm." or "q1." keep; a trailing dot from the sentence is gone already.
+    if w.contains('.') && !w.chars().any(|c| c.is_ascii_digit()) {
+        return w
+            .split('.')
+            .filter(|p| !p.is_empty())
+            .map(str::to_string)
+            .collect();
+    }
+    vec![w]
+}
+
+/// Tokens of `query`, typos corrected against the lexicon and `catalog`.
+pub fn tokenize(query: &str, catalog: &Catalog) -> Vec<Tok> {
+    let cleaned: String = query
+        .chars()
+        .map(|c| match c {
+            '\u{2019}' | '\u{2018}' => '\'',
+            c if c.is_alphanumeric()
+                || matches!(c, '-' | '@' | '.' | '$' | '_' | '+' | '/' | '\'') =>
+            {
+                c
+            }
+            _ => ' ',
+        })
+        .collect();
+    let mut out = Vec::new();
+    for (i, raw) in cleaned.split_whitespace().enumerate() {
+        let cap = i > 0 && raw.chars().next().is_some_and(char::is_uppercase);
+        for w in split_word(&raw.to_lowercase()) {
+            let (text, corrected_from) = correct(&w, catalog);
+            out.push(Tok {
+                text,
+                capitalized: cap,
+                corrected_from,
+            });
+        }
+    }
+    out
+}
+
+/// Words typos are corrected towards: the lexicon's words, months and period words.
+fn static_targets() -> &'static [String] {
+    static T: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    T.get_or_init(|| {
+        let mut v: Vec<String> = lexicon::PHRASES
+            .iter()
+            .flat_map(|(p, _)| p.split(' '))
+            .chain(MONTHS.iter().copied())
+            .chain(lexicon::PERIOD_WORDS.iter().copied())
+            .filter(|w| w.len() >= 4)
+            .map(str::to_string)
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    })
+}
+
+/// One edit (two for long words) towards a single closest known word with the same first letter; known
+/// and short words stay.
+fn correct(w: &str, catalog: &Catalog) -> (String, Option<String>) {
+    if w.len() < 4
+        || !w.chars().all(|c| c.is_ascii_alphabetic())
+        || lexicon::is_known(w)
+        || catalog.knows(w)
+    {
+        return (w.to_string(), None);
+    }
+    let max = if w.len() >= 8 { 2 } else { 1 };
+    let mut best: Option<(usize, &str)> = None;
+    let mut tie = false;
+    for t in static_targets()
+        .iter()
+        .map(String::as_str)
+        .chain(catalog.words())
+    {
+        // Typos keep the first letter; without that rule real words turn into others ("tears" → "years").
+        if t.len().abs_diff(w.len()) > max || t.as_bytes()[0] != w.as_bytes()[0] {
+            continue;
+        }
+        let d = strsim::damerau_levenshtein(w, t);
+        if d == 0 || d > max {
+            continue;
+        }
+        match best {
+            Some((b, bw)) if d == b && bw != t => tie = true,
+            Some((b, _)) if d >= b => {}
+            _ => {
+                best = Some((d, t));
+                tie = false;
+            }
+        }
+    }
+    match best {
+        Some((_, t)) if !tie => (t.to_string(), Some(w.to_string())),
+        _ => (w.to_string(), None),
+    }
+}
