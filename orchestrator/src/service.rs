@@ -582,7 +582,15 @@ impl OrchestratorServiceImpl {
                     Some(c) if c < 0.0 => {
                         format!("down {:.1}% on {} ({})", -c, describe(&prev), fmt(pv))
                     }
-                    Some(_) => format!("unchanged from {} ({})", describe(&prev), fmt(pv)),
+                    Some(_) if cur == before => {
+                        format!("unchanged from {} ({})", describe(&prev), fmt(pv))
+                    }
+                    Some(_) => format!(
+                        "{} less than 0.1% on {} ({})",
+                        if cur > before { "up" } else { "down" },
+                        describe(&prev),
+                        fmt(pv)
+                    ),
                     None => format!(
                         "against {} in {} (no change can be computed from zero)",
                         fmt(pv),

@@ -745,6 +745,12 @@ pub const PERIOD_WORDS: &[&str] = &[
     "fourth",
     "through",
     "until",
+    "ever",
+    "alltime",
+    "wtd",
+    "mtd",
+    "qtd",
+    "ytd",
 ];
 
 /// Whether a single token is a known word of the vocabulary (so it is not corrected, nor content).
@@ -752,5 +758,5 @@ pub fn is_known(w: &str) -> bool {
     FILLER.contains(&w)
         || PERIOD_WORDS.contains(&w)
         || month_index(w).is_some()
-        || PHRASES.iter().any(|(p, _)| *p == w)
+        || PHRASES.iter().any(|(p, _)| p.split(' ').any(|x| x == w))
 }

@@ -274,7 +274,8 @@ pub fn understand(query: &str, today: NaiveDate, catalog: &Catalog) -> Plan {
 
     let mut taken = vec![false; words.len()];
     // Periods.
-    let found = periods::find(&words, today);
+    let caps: Vec<bool> = toks.iter().map(|t| t.capitalized).collect();
+    let found = periods::find(&words, &caps, today);
     for f in &found {
         taken[f.from..f.to].iter_mut().for_each(|x| *x = true);
         plan.future |= f.future;

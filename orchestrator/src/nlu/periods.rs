@@ -123,7 +123,12 @@ fn quarter_word(w: &str) -> Option<u32> {
 
 /// A named period at `t[i..]` (relative words, month, quarter, year, to-date forms). Returns it, the tokens
 /// used and whether it is in the future.
-fn named_at(t: &[String], i: usize, today: NaiveDate) -> Option<(Period, usize, bool)> {
+fn named_at(
+    t: &[String],
+    caps: &[bool],
+    i: usize,
+    today: NaiveDate,
+) -> Option<(Period, usize, bool)> {
     let w = |k: usize| t.get(i + k).map_or("", String::as_str);
     let prev = if i > 0 { t[i - 1].as_str() } else { "" };
     match w(0) {
@@ -165,7 +170,7 @@ fn named_at(t: &[String], i: usize, today: NaiveDate) -> Option<(Period, usize, 
         let rel = w(0);
         // "the last 3 months", "the past week"
         if rel == "the" {
-            return named_at(t, i + 1, today).map(|(p, n, f)| (p, n + 1, f));
+            return named_at(t, caps, i + 1, today).map(|(p, n, f)| (p, n + 1, f));
         }
         if let Some(n) = number_word(w(1)).filter(|n| (1..=1000).contains(n)) {
             let unit = w(2);
@@ -260,9 +265,11 @@ fn named_at(t: &[String], i: usize, today: NaiveDate) -> Option<(Period, usize, 
     // March [2024], march of 2024
     if let Some(m) = month_index(w(0)) {
         let year = year_of(w(1)).or_else(|| (w(1) == "of").then(|| year_of(w(2))).flatten());
-        // "may" is also a verb; accept it only before a year or after a preposition.
+        // "may" is also a verb; accept it only written "May" mid-sentence, before a year or after a
+        // preposition.
         if w(0) == "may"
             && year.is_none()
+            && !caps.get(i).copied().unwrap_or(false)
             && !matches!(
                 prev,
                 "in" | "of"
@@ -321,17 +328,22 @@ fn quarter(q: u32, year: Option<i32>, today: NaiveDate) -> Option<(Period, bool)
 }
 
 /// A date or a named period at `t[i..]`, as a period.
-fn any_at(t: &[String], i: usize, today: NaiveDate) -> Option<(Period, usize, bool)> {
+fn any_at(
+    t: &[String],
+    caps: &[bool],
+    i: usize,
+    today: NaiveDate,
+) -> Option<(Period, usize, bool)> {
     if let Some((d, n)) = date_at(t, i, today) {
         return Some((Period::day(d), n, d > today));
     }
-    named_at(t, i, today)
+    named_at(t, caps, i, today)
 }
 
 const RANGE_JOIN: &[&str] = &["to", "and", "through", "thru", "until", "till", "-"];
 
 /// Every period the tokens name, in order.
-pub fn find(t: &[String], today: NaiveDate) -> Vec<Found> {
+pub fn find(t: &[String], caps: &[bool], today: NaiveDate) -> Vec<Found> {
     let mut out = Vec::new();
     let mut i = 0;
     while i < t.len() {
@@ -339,11 +351,11 @@ pub fn find(t: &[String], today: NaiveDate) -> Vec<Found> {
         // from A to B / between A and B / A to B / A - B (A and B dates or named periods)
         let opener = matches!(w, "from" | "between");
         let a_at = if opener { i + 1 } else { i };
-        if let Some((a, used_a, fa)) = any_at(t, a_at, today) {
+        if let Some((a, used_a, fa)) = any_at(t, caps, a_at, today) {
             let j = a_at + used_a;
             if t.get(j).is_some_and(|x| RANGE_JOIN.contains(&x.as_str()))
                 && (opener || t[j] != "and")
-                && let Some((b, used_b, fb)) = any_at(t, j + 1, today)
+                && let Some((b, used_b, fb)) = any_at(t, caps, j + 1, today)
             {
                 // "from may 3 to 9": the end borrows the start's month.
                 let (s, e) = if a.start <= b.end {
@@ -370,7 +382,7 @@ pub fn find(t: &[String], today: NaiveDate) -> Vec<Found> {
             }
         }
         if (w == "since" || w == "after")
-            && let Some((p, used, _)) = any_at(t, i + 1, today)
+            && let Some((p, used, _)) = any_at(t, caps, i + 1, today)
         {
             let start = if w == "after" && p.kind == Kind::Day {
                 p.end + Duration::days(1)
@@ -386,7 +398,8 @@ pub fn find(t: &[String], today: NaiveDate) -> Vec<Found> {
             i += 1 + used;
             continue;
         }
-        if let Some((p, used, future)) = any_at(t, i, today) {
+        let found = any_at(t, caps, i, today);
+        if let Some((p, used, future)) = found {
             out.push(Found {
                 period: p,
                 from: i,

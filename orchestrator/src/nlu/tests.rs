@@ -313,3 +313,23 @@ fn intents() {
         Some(Metric::TopCustomers)
     );
 }
+
+#[test]
+fn regressions_from_everyday_phrasings() {
+    let t = "2025-06-15";
+    let p = plan("How does May compare with April?", t);
+    assert_eq!(p.comparison, Some(Comparison::NamedPeriods));
+    assert_eq!(
+        (p.periods[0].start.to_string(), p.periods[1].start.to_string()),
+        ("2025-05-01".into(), "2025-04-01".into())
+    );
+    let p = plan("How many different people bought from us in April?", t);
+    assert_eq!((p.metric, p.comparison), (Some(Metric::Customers), None));
+    assert_eq!(period("top ten customers ever", t).0, "1970-01-01");
+    assert_eq!(
+        period("how many ordres last wek", t),
+        ("2025-06-02".into(), "2025-06-08".into())
+    );
+    // "may" the verb is not a month.
+    assert!(plan("may I see revenue", t).default_period);
+}

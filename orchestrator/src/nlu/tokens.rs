@@ -97,7 +97,7 @@ fn static_targets() -> &'static [String] {
 /// One edit (two for long words) towards a single closest known word with the same first letter; known
 /// and short words stay.
 fn correct(w: &str, catalog: &Catalog) -> (String, Option<String>) {
-    if w.len() < 4
+    if w.len() < 3
         || !w.chars().all(|c| c.is_ascii_alphabetic())
         || lexicon::is_known(w)
         || catalog.knows(w)
@@ -105,6 +105,8 @@ fn correct(w: &str, catalog: &Catalog) -> (String, Option<String>) {
         return (w.to_string(), None);
     }
     let max = if w.len() >= 8 { 2 } else { 1 };
+    // A three-letter word is only a typo of a four-letter one ("wek", "mnth" → "week", "month").
+    let min_target = if w.len() == 3 { 4 } else { 0 };
     let mut best: Option<(usize, &str)> = None;
     let mut tie = false;
     for t in static_targets()
@@ -113,7 +115,10 @@ fn correct(w: &str, catalog: &Catalog) -> (String, Option<String>) {
         .chain(catalog.words())
     {
         // Typos keep the first letter; without that rule real words turn into others ("tears" → "years").
-        if t.len().abs_diff(w.len()) > max || t.as_bytes()[0] != w.as_bytes()[0] {
+        if t.len().abs_diff(w.len()) > max
+            || t.len() < min_target
+            || t.as_bytes()[0] != w.as_bytes()[0]
+        {
             continue;
         }
         let d = strsim::damerau_levenshtein(w, t);
