@@ -9,6 +9,8 @@ use super::Grain;
 pub enum Term {
     /// Money in: revenue, sales, takings, "how much did we make".
     Revenue,
+    /// "sell", "sold": money with "how much", units with "how many".
+    Sell,
     /// Orders, transactions, purchases, payments.
     Orders,
     /// "average": combined with an order/sale/ticket word it is AOV.
@@ -80,9 +82,14 @@ pub const PHRASES: &[(&str, Term)] = &[
     ("cash", T::Revenue),
     ("cash in", T::Revenue),
     ("receipts", T::Revenue),
-    ("sell", T::Revenue),
-    ("sold", T::Revenue),
-    ("selling", T::Revenue),
+    ("sell", T::Sell),
+    ("sold", T::Sell),
+    ("selling", T::Sell),
+    ("sells", T::Sell),
+    ("move", T::Sell),
+    ("moved", T::Sell),
+    ("shift", T::Sell),
+    ("shifted", T::Sell),
     ("bring in", T::Revenue),
     ("brought in", T::Revenue),
     ("bringing in", T::Revenue),

@@ -304,7 +304,12 @@ pub fn leftover_mentions(
             *at == i
                 && matches!(
                     t,
-                    Term::Revenue | Term::Orders | Term::Units | Term::Items | Term::Refunds
+                    Term::Revenue
+                        | Term::Sell
+                        | Term::Orders
+                        | Term::Units
+                        | Term::Items
+                        | Term::Refunds
                 )
         })
     };

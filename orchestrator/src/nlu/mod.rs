@@ -312,7 +312,10 @@ pub fn understand(query: &str, today: NaiveDate, catalog: &Catalog) -> Plan {
         Some(RankedEntity::Products)
     } else if customers_word && !has(Term::HowMany) {
         Some(RankedEntity::Customers)
-    } else if has(Term::Most) && (has(Term::Revenue) || has(Term::Units)) && !has(Term::HowMany) {
+    } else if has(Term::Most)
+        && (has(Term::Revenue) || has(Term::Sell) || has(Term::Units))
+        && !has(Term::HowMany)
+    {
         // "what sold the most"
         Some(RankedEntity::Products)
     } else {
@@ -380,7 +383,11 @@ fn scalar_metric(has: &dyn Fn(Term) -> bool) -> Option<Metric> {
         Metric::FailedPayments
     } else if has(Term::Aov)
         || has(Term::Average)
-            && (has(Term::Orders) || has(Term::Revenue) || has(Term::Spend) || !people)
+            && (has(Term::Orders)
+                || has(Term::Revenue)
+                || has(Term::Sell)
+                || has(Term::Spend)
+                || !people)
     {
         Metric::Aov
     } else if has(Term::New) && (people || has(Term::HowMany)) {
@@ -397,8 +404,14 @@ fn scalar_metric(has: &dyn Fn(Term) -> bool) -> Option<Metric> {
         Metric::Customers
     } else if has(Term::Orders) && (has(Term::HowMany) || !has(Term::HowMuch)) {
         Metric::Orders
-    } else if has(Term::Revenue) || has(Term::HowMuch) || has(Term::Spend) {
+    } else if has(Term::Sell) && has(Term::HowMany) {
+        // "how many did we sell"
+        Metric::Units
+    } else if has(Term::Revenue) || has(Term::Sell) || has(Term::HowMuch) || has(Term::Spend) {
         Metric::Revenue
+    } else if has(Term::HowMany) {
+        // "how many did Ava buy": a count of orders.
+        Metric::Orders
     } else {
         return None;
     })

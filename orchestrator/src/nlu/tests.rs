@@ -320,7 +320,10 @@ fn regressions_from_everyday_phrasings() {
     let p = plan("How does May compare with April?", t);
     assert_eq!(p.comparison, Some(Comparison::NamedPeriods));
     assert_eq!(
-        (p.periods[0].start.to_string(), p.periods[1].start.to_string()),
+        (
+            p.periods[0].start.to_string(),
+            p.periods[1].start.to_string()
+        ),
         ("2025-05-01".into(), "2025-04-01".into())
     );
     let p = plan("How many different people bought from us in April?", t);
@@ -332,4 +335,25 @@ fn regressions_from_everyday_phrasings() {
     );
     // "may" the verb is not a month.
     assert!(plan("may I see revenue", t).default_period);
+}
+
+#[test]
+fn counts_without_a_metric_word() {
+    let t = "2025-06-15";
+    assert_eq!(
+        plan("How many did we sell last week", t).metric,
+        Some(Metric::Units)
+    );
+    assert_eq!(
+        plan("How many classes did Lucas Flores buy in 2024", t).metric,
+        Some(Metric::Orders)
+    );
+    assert_eq!(
+        plan("how much did we sell in May", t).metric,
+        Some(Metric::Revenue)
+    );
+    assert_eq!(
+        plan("what sold the most last month", t).metric,
+        Some(Metric::TopProducts)
+    );
 }
