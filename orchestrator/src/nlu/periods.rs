@@ -254,17 +254,15 @@ fn named_at(
             (2, matches!(w(1), "quarter" | "qtr"))
         };
         if ok {
-            let (year, extra) = match (year_of(w(used)), w(used), year_of(w(used + 1))) {
-                (Some(y), _, _) => (Some(y), 1),
-                (None, "of" | "in", Some(y)) => (Some(y), 2),
-                _ => (None, 0),
-            };
+            let (year, extra) =
+                year_after(t, i + used, today).map_or((None, 0), |(y, n)| (Some(y), n));
             return quarter(q, year, today).map(|(p, f)| (p, used + extra, f));
         }
     }
     // March [2024], march of 2024
     if let Some(m) = month_index(w(0)) {
-        let year = year_of(w(1)).or_else(|| (w(1) == "of").then(|| year_of(w(2))).flatten());
+        let after = year_after(t, i + 1, today);
+        let year = after.map(|(y, _)| y);
         // "may" is also a verb; accept it only written "May" mid-sentence, before a year or after a
         // preposition.
         if w(0) == "may"
@@ -291,11 +289,7 @@ fn named_at(
         {
             return None;
         }
-        let used = match (year_of(w(1)), w(1) == "of" && year_of(w(2)).is_some()) {
-            (Some(_), _) => 2,
-            (None, true) => 3,
-            _ => 1,
-        };
+        let used = 1 + after.map_or(0, |(_, n)| n);
         let y = year.unwrap_or_else(|| {
             if m <= today.month() {
                 today.year()
@@ -312,6 +306,20 @@ fn named_at(
         return Some((p.clip(today), 1, p.start > today));
     }
     None
+}
+
+/// The year that qualifies a month or quarter at `t[k..]`: "2024", "of 2024", "last year", "of this year".
+fn year_after(t: &[String], k: usize, today: NaiveDate) -> Option<(i32, usize)> {
+    let w = |j: usize| t.get(k + j).map_or("", String::as_str);
+    let skip = usize::from(matches!(w(0), "of" | "in"));
+    if let Some(y) = year_of(w(skip)) {
+        return Some((y, skip + 1));
+    }
+    match (w(skip), w(skip + 1)) {
+        ("last" | "previous" | "prior", "year") => Some((today.year() - 1, skip + 2)),
+        ("this" | "current", "year") => Some((today.year(), skip + 2)),
+        _ => None,
+    }
 }
 
 fn quarter(q: u32, year: Option<i32>, today: NaiveDate) -> Option<(Period, bool)> {
@@ -344,17 +352,24 @@ const RANGE_JOIN: &[&str] = &["to", "and", "through", "thru", "until", "till", "
 
 /// Every period the tokens name, in order.
 pub fn find(t: &[String], caps: &[bool], today: NaiveDate) -> Vec<Found> {
+    // In a comparison ("compare Q1 to Q4", "March vs April") "to" and "and" separate two periods.
+    let comparing = t.iter().any(|w| {
+        matches!(
+            w.as_str(),
+            "compare" | "compared" | "comparing" | "comparison" | "vs" | "versus" | "against"
+        )
+    });
     let mut out = Vec::new();
     let mut i = 0;
     while i < t.len() {
         let w = t[i].as_str();
         // from A to B / between A and B / A to B / A - B (A and B dates or named periods)
-        let opener = matches!(w, "from" | "between");
+        let opener = matches!(w, "from" | "between") && !(comparing && w == "between");
         let a_at = if opener { i + 1 } else { i };
         if let Some((a, used_a, fa)) = any_at(t, caps, a_at, today) {
             let j = a_at + used_a;
             if t.get(j).is_some_and(|x| RANGE_JOIN.contains(&x.as_str()))
-                && (opener || t[j] != "and")
+                && (opener || t[j] != "and" && !comparing)
                 && let Some((b, used_b, fb)) = any_at(t, caps, j + 1, today)
             {
                 // "from may 3 to 9": the end borrows the start's month.

@@ -357,3 +357,30 @@ fn counts_without_a_metric_word() {
         Some(Metric::TopProducts)
     );
 }
+
+#[test]
+fn qualified_quarters_and_compared_periods() {
+    let t = "2025-06-15";
+    assert_eq!(
+        period("What did we turn over in Q4 last year?", t),
+        ("2024-10-01".into(), "2024-12-31".into())
+    );
+    assert!(
+        plan("What did we turn over in Q4 last year?", t)
+            .comparison
+            .is_none()
+    );
+    assert_eq!(
+        period("sales in march of last year", t),
+        ("2024-03-01".into(), "2024-03-31".into())
+    );
+    let p = plan("Compare revenue in Q1 2025 to Q4 2024", t);
+    assert_eq!(p.periods.len(), 2);
+    assert_eq!(p.periods[1].start.to_string(), "2024-10-01");
+    let p = plan("compare sales between March and April", t);
+    assert_eq!(p.periods.len(), 2);
+    assert_eq!(
+        period("sales from March to May", t),
+        ("2025-03-01".into(), "2025-05-31".into())
+    );
+}
