@@ -124,6 +124,13 @@ impl Period {
         match self.kind {
             Kind::Month => shift_months(1),
             Kind::Quarter => shift_months(3),
+            // This year (clipped): Jan 1..the same date last year, not the same number of days.
+            Kind::Year if self.clipped => Period {
+                start: add_months(self.start, -12),
+                end: add_months(self.end, -12),
+                kind: self.kind,
+                clipped: true,
+            },
             Kind::Year => shift_months(12),
             // This week (clipped or not): the previous Monday..the same weekday.
             Kind::Week => Period {

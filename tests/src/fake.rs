@@ -49,6 +49,10 @@ pub struct Dataset {
     pub products: Vec<Value>,
     pub charges: Vec<Value>,
     pub stripe_customers: Vec<Value>,
+    /// The `shop` object `shop.json` serves (a generated one when absent).
+    pub shop: Option<Value>,
+    /// The object `/v1/account` serves (a generated one when absent).
+    pub account: Option<Value>,
 }
 
 fn zone() -> FixedOffset {
@@ -164,7 +168,95 @@ impl Dataset {
             products,
             charges,
             stripe_customers,
+            shop: None,
+            account: None,
         }
+    }
+
+    /// The records of one fixture tenant directory (`shared/fixtures/<name>/`): a Shopify store
+    /// (`shop.json`, `orders.json`, `customers.json` as `{"customers": [...]}`, `products.json`) and/or a Stripe
+    /// account (`account.json`, `charges.json`, `customers.json` as a Stripe list `{"data": [...]}`). Every record
+    /// must carry what the fake filters and pages on: `id`, plus `updated_at` (Shopify) or `created` (Stripe).
+    pub fn from_fixtures(dir: &std::path::Path) -> Result<Self, String> {
+        fn read(dir: &std::path::Path, file: &str) -> Result<Option<Value>, String> {
+            let path = dir.join(file);
+            if !path.exists() {
+                return Ok(None);
+            }
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            serde_json::from_str(&text)
+                .map(Some)
+                .map_err(|e| format!("{} is not JSON: {e}", path.display()))
+        }
+        fn list(v: &Value, key: &str, file: &str) -> Result<Vec<Value>, String> {
+            v.get(key)
+                .and_then(Value::as_array)
+                .cloned()
+                .ok_or_else(|| format!("{file} has no \"{key}\" array"))
+        }
+        fn check(records: &[Value], file: &str, field: &str) -> Result<(), String> {
+            for r in records {
+                let ok_id = r["id"].is_u64() || r["id"].is_string();
+                let ok_field = match field {
+                    "created" => r[field].is_i64(),
+                    _ => r[field]
+                        .as_str()
+                        .is_some_and(|s| DateTime::parse_from_rfc3339(s).is_ok()),
+                };
+                if !ok_id || !ok_field {
+                    return Err(format!(
+                        "{file}: a record lacks `id` or a valid `{field}` (the fake filters on it): {}",
+                        r.to_string().chars().take(200).collect::<String>()
+                    ));
+                }
+            }
+            Ok(())
+        }
+        if !dir.is_dir() {
+            return Err(format!("fixture directory {} is missing", dir.display()));
+        }
+        let mut d = Self::default();
+        if let Some(shop) = read(dir, "shop.json")? {
+            d.shop = Some(
+                shop.get("shop")
+                    .cloned()
+                    .ok_or("shop.json has no \"shop\"")?,
+            );
+        }
+        if let Some(v) = read(dir, "account.json")? {
+            d.account = Some(v);
+        }
+        if let Some(v) = read(dir, "orders.json")? {
+            d.orders = list(&v, "orders", "orders.json")?;
+        }
+        if let Some(v) = read(dir, "products.json")? {
+            d.products = list(&v, "products", "products.json")?;
+        }
+        if let Some(v) = read(dir, "charges.json")? {
+            d.charges = list(&v, "data", "charges.json")?;
+        }
+        if let Some(v) = read(dir, "customers.json")? {
+            // Shopify's listing is {"customers": [...]}, Stripe's a list object {"data": [...]}.
+            if v.get("customers").is_some() {
+                d.customers = list(&v, "customers", "customers.json")?;
+            } else {
+                d.stripe_customers = list(&v, "data", "customers.json")?;
+            }
+        }
+        check(&d.orders, "orders.json", "updated_at")?;
+        check(&d.products, "products.json", "updated_at")?;
+        check(&d.customers, "customers.json", "updated_at")?;
+        check(&d.charges, "charges.json", "created")?;
+        check(&d.stripe_customers, "customers.json", "created")?;
+        if d.orders.is_empty() && d.charges.is_empty() {
+            return Err(format!(
+                "{} holds neither orders.json nor charges.json",
+                dir.display()
+            ));
+        }
+        d.sort();
+        Ok(d)
     }
 
     /// Orders the records as the APIs list them: Shopify by id, Stripe newest first.
@@ -322,15 +414,17 @@ fn shopify_authorized(h: &HeaderMap) -> bool {
         == Some(SHOP_TOKEN)
 }
 
-async fn shop(h: HeaderMap) -> Response {
+async fn shop(State(inner): State<Arc<Inner>>, h: HeaderMap) -> Response {
     if !shopify_authorized(&h) {
         return error(
             401,
             json!({"errors": "[API] Invalid API key or access token (unrecognized login or wrong password)"}),
         );
     }
-    axum::Json(json!({"shop": {"id": 1, "name": "Fake Shop", "iana_timezone": "America/New_York", "currency": "USD"}}))
-        .into_response()
+    let shop = inner.data.lock().await.shop.clone().unwrap_or_else(
+        || json!({"id": 1, "name": "Fake Shop", "iana_timezone": "America/New_York", "currency": "USD"}),
+    );
+    axum::Json(json!({ "shop": shop })).into_response()
 }
 
 fn parse_ts(s: &str) -> Option<DateTime<FixedOffset>> {
@@ -467,15 +561,17 @@ fn stripe_authorized(h: &HeaderMap) -> bool {
     h.get("authorization").and_then(|v| v.to_str().ok()) == Some(&format!("Bearer {STRIPE_KEY}"))
 }
 
-async fn account(h: HeaderMap) -> Response {
+async fn account(State(inner): State<Arc<Inner>>, h: HeaderMap) -> Response {
     if !stripe_authorized(&h) {
         return error(
             401,
             json!({"error": {"type": "invalid_request_error", "message": "Invalid API Key provided"}}),
         );
     }
-    axum::Json(json!({"id": "acct_fake", "object": "account", "default_currency": "usd"}))
-        .into_response()
+    let account = inner.data.lock().await.account.clone().unwrap_or_else(
+        || json!({"id": "acct_fake", "object": "account", "default_currency": "usd"}),
+    );
+    axum::Json(account).into_response()
 }
 
 async fn stripe_list(

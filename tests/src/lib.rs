@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use serde_json::{Value, json};
 
 pub mod fake;
+pub mod oracle;
 
 /// A tansu broker (Kafka-compatible) of a test's or benchmark's own.
 pub mod broker {

@@ -55,13 +55,18 @@ pub struct Catalog {
 }
 
 /// The singular of a plural word, as far as product titles need.
-pub fn singular(w: &str) -> &str {
-    if w.len() > 4 && (w.ends_with("ches") || w.ends_with("shes") || w.ends_with("xes")) {
-        &w[..w.len() - 2]
+pub fn singular(w: &str) -> std::borrow::Cow<'_, str> {
+    use std::borrow::Cow;
+    if w.len() > 4
+        && (w.ends_with("ches") || w.ends_with("shes") || w.ends_with("xes") || w.ends_with("sses"))
+    {
+        Cow::Borrowed(&w[..w.len() - 2])
+    } else if w.len() > 4 && w.ends_with("ies") {
+        Cow::Owned(format!("{}y", &w[..w.len() - 3]))
     } else if w.len() > 3 && w.ends_with('s') && !w.ends_with("ss") {
-        &w[..w.len() - 1]
+        Cow::Borrowed(&w[..w.len() - 1])
     } else {
-        w
+        Cow::Borrowed(w)
     }
 }
 
@@ -88,7 +93,7 @@ impl Catalog {
                 words: norm_words(t)
                     .into_iter()
                     .filter(|w| !is_size(w) && !lexicon::FILLER.contains(&w.as_str()))
-                    .map(|w| singular(&w).to_string())
+                    .map(|w| singular(&w).into_owned())
                     .collect(),
             })
             .collect();
@@ -124,7 +129,7 @@ impl Catalog {
 
     /// Whether `w` (or its singular) is one of the catalogue's words.
     pub fn knows(&self, w: &str) -> bool {
-        self.words.contains(w) || self.words.contains(singular(w))
+        self.words.contains(w) || self.words.contains(singular(w).as_ref())
     }
 
     pub fn words(&self) -> impl Iterator<Item = &str> {
@@ -284,12 +289,7 @@ const SKIP: &[&str] = &[
 ];
 
 /// Content words nobody claimed, where a product or customer would stand: unresolved mentions.
-pub fn leftover_mentions(
-    toks: &[Tok],
-    taken: &[bool],
-    terms: &[(Term, usize)],
-    catalog: &Catalog,
-) -> Vec<Mention> {
+pub fn leftover_mentions(toks: &[Tok], taken: &[bool], terms: &[(Term, usize)]) -> Vec<Mention> {
     let content = |i: usize| {
         let w = toks[i].text.as_str();
         !taken[i]
@@ -331,14 +331,20 @@ pub fn leftover_mentions(
         }
         let prep = (k > 0).then(|| toks[k - 1].text.as_str());
         let after_metric = i < toks.len() && metric_at(i);
+        // "how many dragon fruit smoothies did we sell"
+        let counted = k > 0 && toks[k - 1].text == "many";
         let capitalized = toks[start..i].iter().all(|t| t.capitalized);
-        if !(prep.is_some_and(|p| FILTER_PREPS.contains(&p)) || after_metric || capitalized) {
+        if !(prep.is_some_and(|p| FILTER_PREPS.contains(&p))
+            || after_metric
+            || counted
+            || capitalized)
+        {
             continue;
         }
         let span: Vec<&str> = toks[start..i].iter().map(|t| t.text.as_str()).collect();
         let text = span.join(" ");
-        let person_like = capitalized && (span.len() >= 2 || matches!(prep, Some("from" | "by")))
-            || catalog.products.is_empty();
+        let person_like =
+            capitalized && (span.len() >= 2 || matches!(prep, Some("from" | "by"))) && !counted;
         let customer_word_near =
             start >= 2 && matches!(toks[start - 1].text.as_str(), "customer" | "client");
         out.push(Mention {

@@ -293,7 +293,7 @@ pub fn understand(query: &str, today: NaiveDate, catalog: &Catalog) -> Plan {
     plan.ambiguous = linked.ambiguous.clone();
     plan.unresolved = linked.unresolved.clone();
     plan.unresolved
-        .extend(link::leftover_mentions(&toks, &taken, &terms, catalog));
+        .extend(link::leftover_mentions(&toks, &taken, &terms));
     plan.filters.source = if has(Term::Stripe) {
         Some(Source::Stripe)
     } else if has(Term::Shopify) {

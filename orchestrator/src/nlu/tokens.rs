@@ -3,7 +3,7 @@
 //! closed vocabulary only.
 
 use super::lexicon::{self, MONTHS};
-use super::link::Catalog;
+use super::link::{Catalog, singular};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tok {
@@ -107,8 +107,8 @@ fn correct(w: &str, catalog: &Catalog) -> (String, Option<String>) {
     let max = if w.len() >= 8 { 2 } else { 1 };
     // A three-letter word is only a typo of a four-letter one ("wek", "mnth" → "week", "month").
     let min_target = if w.len() == 3 { 4 } else { 0 };
-    let mut best: Option<(usize, &str)> = None;
-    let mut tie = false;
+    let mut best = usize::MAX;
+    let mut cands: Vec<&str> = Vec::new();
     for t in static_targets()
         .iter()
         .map(String::as_str)
@@ -122,20 +122,35 @@ fn correct(w: &str, catalog: &Catalog) -> (String, Option<String>) {
             continue;
         }
         let d = strsim::damerau_levenshtein(w, t);
-        if d == 0 || d > max {
+        if d == 0 || d > max || d > best {
             continue;
         }
-        match best {
-            Some((b, bw)) if d == b && bw != t => tie = true,
-            Some((b, _)) if d >= b => {}
-            _ => {
-                best = Some((d, t));
-                tie = false;
-            }
+        if d < best {
+            best = d;
+            cands.clear();
+        }
+        if !cands.iter().any(|c| singular(c) == singular(t)) {
+            cands.push(t);
         }
     }
-    match best {
-        Some((_, t)) if !tie => (t.to_string(), Some(w.to_string())),
+    // Between equally close words, swapped letters ("untis") are the likelier typo.
+    if cands.len() > 1 {
+        let sorted = |x: &str| {
+            let mut v: Vec<char> = x.chars().collect();
+            v.sort_unstable();
+            v
+        };
+        let anagrams: Vec<&str> = cands
+            .iter()
+            .copied()
+            .filter(|c| sorted(c) == sorted(w))
+            .collect();
+        if anagrams.len() == 1 {
+            cands = anagrams;
+        }
+    }
+    match cands.as_slice() {
+        [t] => (t.to_string(), Some(w.to_string())),
         _ => (w.to_string(), None),
     }
 }
