@@ -190,17 +190,14 @@ async fn run(label: &str, db: Db, args: &Args, qs: &[Question]) -> anyhow::Resul
         let names = smb_orchestrator::metrics::customer_names(&sqlx_db, &caller.tenant).await?;
         let t2 = t.elapsed();
         let t = Instant::now();
-        let words: Vec<_> = titles
-            .iter()
-            .map(|x| smb_orchestrator::service::ProductName::new(x))
-            .collect();
+        let n_names = names.len();
+        let catalog = smb_orchestrator::nlu::Catalog::new(&titles, names);
         println!(
-            "  vocabulary: {} titles {:.3} ms, {} names {:.3} ms, {} title word lists {:.3} ms",
-            titles.len(),
+            "  vocabulary: {} titles {:.3} ms, {} names {:.3} ms, catalogue built in {:.3} ms",
+            catalog.products.len(),
             ms(t1),
-            names.len(),
+            n_names,
             ms(t2),
-            words.len(),
             ms(t.elapsed())
         );
         for q in ["hello", "revenue last week"] {
