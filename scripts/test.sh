@@ -54,7 +54,7 @@ section "tansu (install if missing)"
 export PATH="$HOME/.cargo/bin:$PATH"
 if ! command -v tansu >/dev/null 2>&1; then
   echo "installing tansu (the Kafka-compatible test broker; 15 to 25 minutes on 2 cores, once per machine)"
-  cargo install tansu --locked --no-default-features --features dynostore
+  cargo install tansu --locked --features dynostore,libsql
 fi
 KAFKA_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 tansu broker --listener-url "tcp://127.0.0.1:$KAFKA_PORT" --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
