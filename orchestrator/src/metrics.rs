@@ -128,14 +128,22 @@ fn scalar_sql(metric: Metric, f: &Filter) -> String {
              WHERE p.tenant_id = o.tenant_id AND p.customer_key = o.customer_key AND p.counted AND p.local_date < $2)"
         ),
         Metric::Refunds => {
-            let src = if f.source.is_some() {
-                " AND r.source = $4"
-            } else {
-                ""
-            };
+            // Binds come in `filters` order: source, then customer (refunds have no product).
+            let mut extra = String::new();
+            let mut n = 4;
+            if f.source.is_some() {
+                extra.push_str(" AND r.source = $4");
+                n = 5;
+            }
+            if f.customer_key.is_some() {
+                extra.push_str(&format!(
+                    " AND EXISTS (SELECT 1 FROM orders o WHERE o.tenant_id = r.tenant_id AND o.source = r.source \
+                     AND o.external_id = r.order_external_id AND o.customer_key = ${n})"
+                ));
+            }
             format!(
                 "SELECT CAST(COALESCE(SUM(r.amount_minor), 0) AS BIGINT), CAST(0 AS BIGINT) FROM refunds r \
-                 WHERE r.tenant_id = $1 AND r.local_date BETWEEN $2 AND $3 AND NOT r.test{src}"
+                 WHERE r.tenant_id = $1 AND r.local_date BETWEEN $2 AND $3 AND NOT r.test{extra}"
             )
         }
         Metric::FailedPayments => format!(
@@ -167,7 +175,7 @@ pub async fn scalar(
 ) -> Result<Value, Error> {
     let sql = scalar_sql(metric, f);
     let binds = if metric == Metric::Refunds {
-        f.source.iter().cloned().collect()
+        f.source.iter().chain(&f.customer_key).cloned().collect()
     } else {
         filters(
             f,
@@ -201,7 +209,9 @@ pub async fn by_day(
         Metric::Discounts => ("SUM(o.discounts_minor)", "orders", false),
         Metric::Units => ("SUM(l.quantity)", "lines", true),
         Metric::ProductSales => ("SUM(l.price_minor * l.quantity)", "lines", true),
-        Metric::Refunds if f.source.is_none() => ("SUM(r.amount_minor)", "refunds", false),
+        Metric::Refunds if f.source.is_none() && f.customer_key.is_none() => {
+            ("SUM(r.amount_minor)", "refunds", false)
+        }
         _ => return Ok(None),
     };
     let (fs, binds) = filters(f, 4, lines);

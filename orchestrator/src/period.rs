@@ -71,7 +71,8 @@ impl Period {
 
     /// Cuts the period at `today`, remembering that it was cut.
     pub fn clip(mut self, today: NaiveDate) -> Self {
-        if self.end > today {
+        // A period wholly in the future stays as named; the answer says it hasn't happened yet.
+        if self.end > today && self.start <= today {
             self.end = today;
             self.clipped = true;
         }

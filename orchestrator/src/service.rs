@@ -374,7 +374,7 @@ impl OrchestratorServiceImpl {
         if let Some(p) = &u.filters.product {
             plan.push(json!({"step": "resolve_product", "product": p}));
         }
-        if let Some(a) = self.cannot_answer(u, vocab) {
+        if let Some(a) = self.cannot_answer(u, vocab, today) {
             return Ok(a);
         }
         let mut period = u.periods[0];
@@ -704,13 +704,16 @@ fn list_or(items: &[String]) -> String {
 impl OrchestratorServiceImpl {
     /// Answers that say what is missing instead of a number: no source, no finished sync, a source that is
     /// not connected, a product or customer that is not there or is ambiguous.
-    fn cannot_answer(&self, u: &Plan, vocab: &Vocab) -> Option<Answer> {
+    fn cannot_answer(&self, u: &Plan, vocab: &Vocab, today: NaiveDate) -> Option<Answer> {
         let metric = u.metric.unwrap_or(Metric::Revenue);
         let mut result = json!({"metric": metric.name(), "sources": []});
         if let Some(p) = u.periods.first() {
             result["period"] = json!({"start": p.start.to_string(), "end": p.end.to_string()});
         }
-        let text = if vocab.sources.is_empty() {
+        let text = if u.future || u.periods.first().is_some_and(|p| p.start > today) {
+            // Checked again with the data below; here, so that an empty tenant hears it too.
+            return None;
+        } else if vocab.sources.is_empty() {
             "No data source is connected yet, so there is nothing to count. Connect your Shopify store or Stripe account (POST /v1/connectors), let the first sync finish, then ask again.".to_string()
         } else if !vocab.synced() {
             "Your sources are connected but no sync has finished yet, so I have no data to answer from. Wait for the first sync to complete (or start one with POST /v1/connectors/{id}/sync), then ask again.".to_string()
@@ -758,6 +761,14 @@ impl OrchestratorServiceImpl {
                     m.mention
                 ),
             }
+        } else if let Some(p) = &u.filters.product
+            && !matches!(metric, Metric::ProductSales | Metric::Units)
+        {
+            result["product"] = json!(p);
+            format!(
+                "I can't break {} down by product yet. For {p} I can give its sales or units sold — for example \"sales of {p} last month\" or \"how many {p} did we sell this year\".",
+                label(metric).to_lowercase()
+            )
         } else if let Some(m) = u.ambiguous.first() {
             result["ambiguous"] = json!(u.ambiguous);
             format!(

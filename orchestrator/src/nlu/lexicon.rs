@@ -43,6 +43,8 @@ pub enum Term {
     Spend,
     /// "best sellers", "best-selling": a ranking of products in itself.
     BestSellers,
+    /// "number one": a ranking of one.
+    TopOne,
     /// rank by units: "most popular", "by quantity", "number sold".
     ByUnits,
     Grain(Grain),
@@ -267,6 +269,12 @@ pub const PHRASES: &[(&str, Term)] = &[
     ("top sellers", T::BestSellers),
     ("top selling", T::BestSellers),
     ("sold best", T::BestSellers),
+    ("selling best", T::BestSellers),
+    ("sells best", T::BestSellers),
+    ("selling well", T::BestSellers),
+    ("number one", T::TopOne),
+    ("no 1", T::TopOne),
+    ("the best", T::Rank),
     ("sell best", T::BestSellers),
     ("most popular", T::ByUnits),
     ("popular", T::ByUnits),
@@ -331,6 +339,13 @@ pub const PHRASES: &[(&str, Term)] = &[
     ("trend", T::Compare),
     ("trending", T::Compare),
     ("difference", T::Compare),
+    ("week before", T::Compare),
+    ("month before", T::Compare),
+    ("quarter before", T::Compare),
+    ("year before", T::Compare),
+    ("than", T::Compare),
+    ("same period", T::Compare),
+    ("same time", T::Compare),
     ("increase", T::Compare),
     ("decrease", T::Compare),
     ("relative to", T::Compare),
@@ -648,6 +663,29 @@ pub const FILLER: &[&str] = &[
     "start",
     "beginning",
     "calendar",
+    "pay",
+    "pays",
+    "paying",
+    "thank",
+    "thankyou",
+    "thx",
+    "cheers",
+    "helpful",
+    "awesome",
+    "perfect",
+    "cool",
+    "nice",
+    "bye",
+    "goodbye",
+    "bags",
+    "bag",
+    "cups",
+    "bottles",
+    "tins",
+    "pounds",
+    "lbs",
+    "ounces",
+    "oz",
     "successful",
     "succeeded",
     "completed",
@@ -767,6 +805,11 @@ pub const PERIOD_WORDS: &[&str] = &[
     "qtd",
     "ytd",
 ];
+
+/// The term of a one-word phrase.
+pub fn term_of(w: &str) -> Option<Term> {
+    PHRASES.iter().find(|(p, _)| *p == w).map(|(_, t)| *t)
+}
 
 /// Whether a single token is a known word of the vocabulary (so it is not corrected, nor content).
 pub fn is_known(w: &str) -> bool {

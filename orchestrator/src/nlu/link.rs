@@ -32,6 +32,8 @@ pub struct Mention {
 pub struct ProductName {
     pub title: String,
     words: Vec<String>,
+    /// Size words of the title ("12oz", "$50").
+    sizes: Vec<String>,
 }
 
 /// A customer's lower-case name and canonical key (the e-mail when known).
@@ -90,6 +92,7 @@ impl Catalog {
             .iter()
             .map(|t| ProductName {
                 title: t.clone(),
+                sizes: norm_words(t).into_iter().filter(|w| is_size(w)).collect(),
                 words: norm_words(t)
                     .into_iter()
                     .filter(|w| !is_size(w) && !lexicon::FILLER.contains(&w.as_str()))
@@ -242,7 +245,39 @@ pub fn link(toks: &[Tok], taken: &mut [bool], catalog: &Catalog) -> Linked {
         let complete = tied.iter().find(|s| s.0 == s.2.words.len());
         match (tied.len(), complete) {
             (1, _) => {
-                out.product = Some(best.2.title.clone());
+                // A word right after the name that is not the product's ("espresso machines"), or another
+                // size ("gift card $100"), names something else.
+                let last = best.3.iter().copied().max().unwrap_or(0);
+                let next = toks
+                    .get(last + 1)
+                    .filter(|_| !taken.get(last + 1).copied().unwrap_or(true));
+                let other_word = next.is_some_and(|t| {
+                    let w = t.text.as_str();
+                    w.len() >= 3
+                        && w.chars().all(char::is_alphabetic)
+                        && !lexicon::is_known(w)
+                        && !catalog.knows(w)
+                        && !GENERIC_NOUNS.contains(&w)
+                });
+                let other_size = next.is_some_and(|t| {
+                    is_size(&t.text) && !best.2.sizes.is_empty() && !best.2.sizes.contains(&t.text)
+                });
+                if other_word || other_size {
+                    let first = best.3.iter().copied().min().unwrap_or(0);
+                    let mention = toks[first..=last + 1]
+                        .iter()
+                        .map(|t| t.text.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" ");
+                    taken[last + 1] = true;
+                    out.unresolved.push(Mention {
+                        kind: MentionKind::Product,
+                        mention,
+                        candidates: vec![],
+                    });
+                } else {
+                    out.product = Some(best.2.title.clone());
+                }
             }
             (_, Some(c)) if tied.iter().filter(|s| s.0 == s.2.words.len()).count() == 1 => {
                 out.product = Some(c.2.title.clone());
@@ -283,13 +318,53 @@ fn title_case(s: &str) -> String {
 }
 
 /// Prepositions after which a content word is a filter ("sales of X", "orders from X").
-const FILTER_PREPS: &[&str] = &["of", "for", "from", "on", "about", "with", "by", "to"];
+const FILTER_PREPS: &[&str] = &[
+    "of",
+    "for",
+    "from",
+    "on",
+    "about",
+    "with",
+    "by",
+    "to",
+    "bought",
+    "buy",
+    "buying",
+    "purchased",
+    "ordered",
+];
+
+/// Metric nouns a product name may stand before ("unicorn sales"); verbs ("take in") do not count.
+const METRIC_NOUNS: &[&str] = &[
+    "sales",
+    "revenue",
+    "revenues",
+    "orders",
+    "units",
+    "refunds",
+    "items",
+    "purchases",
+    "transactions",
+    "income",
+    "takings",
+    "turnover",
+];
+
+/// Generic nouns that may follow a product's name without naming another product ("kenya beans").
+const GENERIC_NOUNS: &[&str] = &[
+    "beans", "bean", "roast", "product", "products", "item", "items",
+];
 const SKIP: &[&str] = &[
     "the", "my", "our", "a", "an", "those", "that", "this", "these",
 ];
 
 /// Content words nobody claimed, where a product or customer would stand: unresolved mentions.
-pub fn leftover_mentions(toks: &[Tok], taken: &[bool], terms: &[(Term, usize)]) -> Vec<Mention> {
+pub fn leftover_mentions(
+    toks: &[Tok],
+    taken: &[bool],
+    terms: &[(Term, usize)],
+    has_products: bool,
+) -> Vec<Mention> {
     let content = |i: usize| {
         let w = toks[i].text.as_str();
         !taken[i]
@@ -300,18 +375,8 @@ pub fn leftover_mentions(toks: &[Tok], taken: &[bool], terms: &[(Term, usize)]) 
             && !is_size(w)
     };
     let metric_at = |i: usize| {
-        terms.iter().any(|(t, at)| {
-            *at == i
-                && matches!(
-                    t,
-                    Term::Revenue
-                        | Term::Sell
-                        | Term::Orders
-                        | Term::Units
-                        | Term::Items
-                        | Term::Refunds
-                )
-        })
+        METRIC_NOUNS.contains(&toks[i].text.as_str())
+            && terms.iter().any(|(t, at)| *at == i && *t != Term::Filler)
     };
     let mut out = Vec::new();
     let mut i = 0;
@@ -320,8 +385,9 @@ pub fn leftover_mentions(toks: &[Tok], taken: &[bool], terms: &[(Term, usize)]) 
             i += 1;
             continue;
         }
+        // A span is content words written alike: "Zelda Fitzgerald pay" is a name, then a verb.
         let start = i;
-        while i < toks.len() && content(i) {
+        while i < toks.len() && content(i) && toks[i].capitalized == toks[start].capitalized {
             i += 1;
         }
         // What stands before the span, skipping articles and possessives.
@@ -331,8 +397,10 @@ pub fn leftover_mentions(toks: &[Tok], taken: &[bool], terms: &[(Term, usize)]) 
         }
         let prep = (k > 0).then(|| toks[k - 1].text.as_str());
         let after_metric = i < toks.len() && metric_at(i);
-        // "how many dragon fruit smoothies did we sell"
-        let counted = k > 0 && toks[k - 1].text == "many";
+        // "how many dragon fruit smoothies did we sell" (a shop with products; "how many classes" at a
+        // studio counts payments)
+        let selling = terms.iter().any(|(t, _)| *t == Term::Sell);
+        let counted = (has_products || selling) && k > 0 && toks[k - 1].text == "many";
         let capitalized = toks[start..i].iter().all(|t| t.capitalized);
         if !(prep.is_some_and(|p| FILTER_PREPS.contains(&p))
             || after_metric

@@ -292,8 +292,12 @@ pub fn understand(query: &str, today: NaiveDate, catalog: &Catalog) -> Plan {
     plan.filters.customer = linked.customer.clone();
     plan.ambiguous = linked.ambiguous.clone();
     plan.unresolved = linked.unresolved.clone();
-    plan.unresolved
-        .extend(link::leftover_mentions(&toks, &taken, &terms));
+    plan.unresolved.extend(link::leftover_mentions(
+        &toks,
+        &taken,
+        &terms,
+        !catalog.products.is_empty(),
+    ));
     plan.filters.source = if has(Term::Stripe) {
         Some(Source::Stripe)
     } else if has(Term::Shopify) {
@@ -305,7 +309,7 @@ pub fn understand(query: &str, today: NaiveDate, catalog: &Catalog) -> Plan {
     // Ranking.
     let products_word = has(Term::Products) || has(Term::BestSellers);
     let customers_word = has(Term::Customers) || has(Term::Who) || has(Term::Spend);
-    let rank = has(Term::Rank) || has(Term::Most) || has(Term::BestSellers);
+    let rank = has(Term::Rank) || has(Term::Most) || has(Term::BestSellers) || has(Term::TopOne);
     let ranking_entity = if !(rank || has(Term::ByUnits) && products_word) {
         None
     } else if products_word || (has(Term::Items) && !customers_word) {
@@ -332,7 +336,11 @@ pub fn understand(query: &str, today: NaiveDate, catalog: &Catalog) -> Plan {
             RankedEntity::Products if has(Term::ByUnits) || has(Term::Units) => RankedBy::Units,
             RankedEntity::Products => RankedBy::ProductSales,
         };
-        let n = count_n(&words, &taken).unwrap_or(5);
+        let n = if has(Term::TopOne) {
+            1
+        } else {
+            count_n(&words, &taken).unwrap_or(5)
+        };
         plan.ranking = Some(Ranking { entity, by, n });
         plan.metric = Some(match (entity, by) {
             (RankedEntity::Customers, _) => Metric::TopCustomers,
@@ -354,10 +362,17 @@ pub fn understand(query: &str, today: NaiveDate, catalog: &Catalog) -> Plan {
     plan.intent = Intent::Metrics;
     let mut metric = plan.metric.unwrap_or(Metric::Revenue);
     if plan.filters.product.is_some() {
+        // Per product there are sales and units; other metrics stay as asked and the answer says they
+        // cannot be split by product.
         metric = match metric {
             Metric::Units | Metric::Orders => Metric::Units,
-            _ if has(Term::HowMany) || has(Term::Items) || has(Term::ByUnits) => Metric::Units,
-            _ => Metric::ProductSales,
+            Metric::Revenue | Metric::ProductSales
+                if has(Term::HowMany) || has(Term::Items) || has(Term::ByUnits) =>
+            {
+                Metric::Units
+            }
+            Metric::Revenue | Metric::ProductSales => Metric::ProductSales,
+            other => other,
         };
     }
     plan.metric = Some(metric);
@@ -378,7 +393,9 @@ pub fn understand(query: &str, today: NaiveDate, catalog: &Catalog) -> Plan {
 
 /// The scalar metric the terms ask for, by precedence.
 fn scalar_metric(has: &dyn Fn(Term) -> bool) -> Option<Metric> {
-    let people = has(Term::Customers) || has(Term::Who);
+    // "who" asks for people only about buying or paying ("who paid"), not "who won the super bowl".
+    let people = has(Term::Customers)
+        || has(Term::Who) && (has(Term::Orders) || has(Term::Spend) || has(Term::Sell));
     Some(if has(Term::Failed) {
         Metric::FailedPayments
     } else if has(Term::Aov)
@@ -489,6 +506,13 @@ mod intents {
             "hello there",
             "hey there",
             "morning",
+            "how are you",
+            "how are you doing",
+            "hows it going",
+            "how is it going",
+            "how are things",
+            "whats up",
+            "sup",
         ];
         const THANKS: &[&str] = &[
             "thanks",
@@ -506,12 +530,33 @@ mod intents {
             "awesome thanks",
         ];
         let n = t.split_whitespace().count();
-        if GREET.contains(&t) || n <= 3 && GREET.iter().any(|g| t.starts_with(&format!("{g} "))) {
+        // A greeting or thanks that goes on to ask something is a question, not small talk.
+        let asks = has(
+            t,
+            &[
+                "revenue",
+                "sales",
+                "orders",
+                "how many",
+                "how much",
+                "customers",
+                "top",
+                "refunds",
+                "what was",
+                "what were",
+                "show",
+            ],
+        );
+        if GREET.contains(&t)
+            || n <= 5 && !asks && GREET.iter().any(|g| t.starts_with(&format!("{g} ")))
+        {
             return Some(Conversation::Greeting);
         }
-        if THANKS
-            .iter()
-            .any(|x| t == *x || t.starts_with(&format!("{x} ")) && n <= 5)
+        if !asks
+            && n <= 10
+            && THANKS
+                .iter()
+                .any(|x| t == *x || t.starts_with(&format!("{x} ")))
         {
             return Some(Conversation::Thanks);
         }
@@ -529,6 +574,12 @@ mod intents {
                 "how does this work",
                 "what should i ask",
                 "what questions",
+                "kind of questions",
+                "sort of questions",
+                "questions can i ask",
+                "example questions",
+                "how do i use",
+                "what do you know",
             ],
         ) {
             return Some(Conversation::Capabilities);

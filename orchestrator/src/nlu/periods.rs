@@ -67,26 +67,48 @@ pub fn date_at(t: &[String], i: usize, today: NaiveDate) -> Option<(NaiveDate, u
     if first == "the"
         && let Some(day) = day_of(w(1))
     {
-        // "the 3rd of may"
+        // "the 3rd of may [last year]"
         let k = if w(2) == "of" { 3 } else { 2 };
-        let m = month_index(w(k))?;
-        let y = year_of(w(k + 1));
-        return month_day(m, day, y, today).map(|d| (d, k + 1 + usize::from(y.is_some())));
+        if let Some(m) = month_index(w(k)) {
+            let y = year_after(t, i + k + 1, today);
+            return month_day(m, day, y.map(|y| y.0), today)
+                .map(|d| (d, k + 1 + y.map_or(0, |y| y.1)));
+        }
+        // "since the 1st": that day of the most recent month that has it (an ordinal: "the 6" is a count).
+        let ordinal = w(1).chars().any(|c| c.is_ascii_alphabetic());
+        if ordinal
+            && !matches!(
+                w(2),
+                "quarter" | "qtr" | "half" | "week" | "month" | "year" | "time" | "day"
+            )
+        {
+            let this = NaiveDate::from_ymd_opt(today.year(), today.month(), day);
+            let d = match this {
+                Some(d) if d <= today => Some(d),
+                _ => {
+                    let prev = crate::period::add_months(month_start(today), -1);
+                    NaiveDate::from_ymd_opt(prev.year(), prev.month(), day)
+                }
+            };
+            return d.map(|d| (d, 2));
+        }
+        return None;
     }
     if let Some(m) = month_index(first)
         && let Some(day) = day_of(w(1))
     {
         // "may 3 2025" — but not "may 2025" (a month) nor "march 14 days" (handled by the caller's order).
         if w(1).len() <= 4 {
-            let y = year_of(w(2));
-            return month_day(m, day, y, today).map(|d| (d, 2 + usize::from(y.is_some())));
+            let y = year_after(t, i + 2, today);
+            return month_day(m, day, y.map(|y| y.0), today).map(|d| (d, 2 + y.map_or(0, |y| y.1)));
         }
     }
     if let Some(day) = day_of(first) {
         let k = if w(1) == "of" { 2 } else { 1 };
         if let Some(m) = month_index(w(k)) {
-            let y = year_of(w(k + 1));
-            return month_day(m, day, y, today).map(|d| (d, k + 1 + usize::from(y.is_some())));
+            let y = year_after(t, i + k + 1, today);
+            return month_day(m, day, y.map(|y| y.0), today)
+                .map(|d| (d, k + 1 + y.map_or(0, |y| y.1)));
         }
     }
     None
@@ -153,6 +175,11 @@ fn named_at(
     }
     if w(0) == "since" && matches!(w(1), "forever" | "the") && w(2) == "beginning" {
         return Some((all_time(today), 3, false));
+    }
+    // the start / beginning of the year (month, quarter, week): this one, for "since"
+    if matches!(w(0), "start" | "beginning") && w(1) == "of" {
+        let k = if matches!(w(2), "the" | "this") { 3 } else { 2 };
+        return to_date(w(k), today).map(|p| (p, k + 1, false));
     }
     // week / month / quarter / year to date
     if w(1) == "to" && w(2) == "date" {
@@ -263,29 +290,33 @@ fn named_at(
     if let Some(m) = month_index(w(0)) {
         let after = year_after(t, i + 1, today);
         let year = after.map(|(y, _)| y);
-        // "may" is also a verb; accept it only written "May" mid-sentence, before a year or after a
-        // preposition.
+        // "may" is also a verb ("may I see…", "we may have…"): not a month before a pronoun or a verb,
+        // nor after a pronoun, unless written "May" mid-sentence or followed by a year.
         if w(0) == "may"
             && year.is_none()
             && !caps.get(i).copied().unwrap_or(false)
-            && !matches!(
+            && (matches!(
+                w(1),
+                "i" | "we"
+                    | "you"
+                    | "be"
+                    | "have"
+                    | "need"
+                    | "want"
+                    | "see"
+                    | "get"
+                    | "not"
+                    | "also"
+                    | "ask"
+                    | "show"
+                    | "know"
+                    | "help"
+                    | "please"
+                    | "look"
+            ) || matches!(
                 prev,
-                "in" | "of"
-                    | "for"
-                    | "during"
-                    | "from"
-                    | "to"
-                    | "and"
-                    | "through"
-                    | "thru"
-                    | "until"
-                    | "till"
-                    | "since"
-                    | "vs"
-                    | "versus"
-                    | "with"
-                    | "last"
-            )
+                "i" | "we" | "you" | "it" | "they" | "that" | "this" | "which"
+            ) || i == 0 && w(1).is_empty())
         {
             return None;
         }
@@ -356,13 +387,51 @@ pub fn find(t: &[String], caps: &[bool], today: NaiveDate) -> Vec<Found> {
     let comparing = t.iter().any(|w| {
         matches!(
             w.as_str(),
-            "compare" | "compared" | "comparing" | "comparison" | "vs" | "versus" | "against"
+            "compare"
+                | "compared"
+                | "comparing"
+                | "comparison"
+                | "vs"
+                | "versus"
+                | "against"
+                | "than"
         )
-    });
+    }) || t
+        .windows(2)
+        .any(|p| p[0] == "same" && matches!(p[1].as_str(), "period" | "time"));
     let mut out = Vec::new();
     let mut i = 0;
     while i < t.len() {
         let w = t[i].as_str();
+        // "vs last", "vs the previous": the period before the first one, of the same kind, whole.
+        if comparing && let Some(first) = out.first().map(|f: &Found| f.period) {
+            if matches!(w, "last" | "previous" | "prior" | "before")
+                && !matches!(t.get(i + 1).map(String::as_str), Some("period" | "periods"))
+                && named_at(t, caps, i, today).is_none()
+            {
+                out.push(Found {
+                    period: whole_before(&first),
+                    from: i,
+                    to: i + 1,
+                    future: false,
+                });
+                i += 1;
+                continue;
+            }
+            // "the same period last year", "same time a year ago", "same days last month"
+            if w == "same"
+                && let Some((p, used)) = same_period(t, i + 1, &first)
+            {
+                out.push(Found {
+                    period: p,
+                    from: i,
+                    to: i + 1 + used,
+                    future: false,
+                });
+                i += 1 + used;
+                continue;
+            }
+        }
         // from A to B / between A and B / A to B / A - B (A and B dates or named periods)
         let opener = matches!(w, "from" | "between") && !(comparing && w == "between");
         let a_at = if opener { i + 1 } else { i };
@@ -427,6 +496,53 @@ pub fn find(t: &[String], caps: &[bool], today: NaiveDate) -> Vec<Found> {
         i += 1;
     }
     out
+}
+
+/// The whole period of the same kind before `p` ("this month vs last": all of last month).
+fn whole_before(p: &Period) -> Period {
+    match p.kind {
+        Kind::Day => Period::day(p.start - Duration::days(1)),
+        Kind::Week => Period::week_of(p.start - Duration::days(7)),
+        Kind::Month => Period::month_of(add_months(p.start, -1)),
+        Kind::Quarter => Period::quarter_of(add_months(p.start, -3)),
+        Kind::Year => Period::year(p.start.year() - 1),
+        _ => p.previous(),
+    }
+}
+
+/// After "same": `period|time|days|point` then `last year`, `a year ago`, `the year before`, `last month`….
+/// Returns `p` shifted back by that unit, and the tokens used.
+fn same_period(t: &[String], k: usize, p: &Period) -> Option<(Period, usize)> {
+    let w = |j: usize| t.get(k + j).map_or("", String::as_str);
+    if !matches!(w(0), "period" | "time" | "days" | "point" | "dates") {
+        return None;
+    }
+    let (unit, used) = match (w(1), w(2), w(3)) {
+        ("last" | "previous" | "prior", u, _) => (u, 3),
+        ("a" | "one", u, "ago") => (u, 4),
+        ("the", u, "before") => (u, 4),
+        ("in" | "of", "last" | "previous" | "prior", u) => (u, 4),
+        _ => return None,
+    };
+    let shift = |months: i32| {
+        Period::new(
+            add_months(p.start, months),
+            add_months(p.end, months),
+            Kind::Custom,
+        )
+    };
+    let q = match unit {
+        "year" | "yr" => shift(-12),
+        "quarter" => shift(-3),
+        "month" => shift(-1),
+        "week" => Period::new(
+            p.start - Duration::days(7),
+            p.end - Duration::days(7),
+            Kind::Custom,
+        ),
+        _ => return None,
+    };
+    Some((q, used))
 }
 
 /// "from may 3 to 9": a day range within one month.

@@ -384,3 +384,90 @@ fn qualified_quarters_and_compared_periods() {
         ("2025-03-01".into(), "2025-05-31".into())
     );
 }
+
+#[test]
+fn everyday_comparisons_and_dates() {
+    let t = "2025-06-15";
+    let two = |q: &str| {
+        let p = plan(q, t);
+        assert_eq!(p.comparison, Some(Comparison::NamedPeriods), "{q}: {p:?}");
+        (p.periods[1].start.to_string(), p.periods[1].end.to_string())
+    };
+    assert_eq!(
+        two("sales this month vs last"),
+        ("2025-05-01".into(), "2025-05-31".into())
+    );
+    assert_eq!(
+        two("ytd sales vs same period last year"),
+        ("2024-01-01".into(), "2024-06-15".into())
+    );
+    assert_eq!(
+        two("aov mtd vs same time last month"),
+        ("2025-05-01".into(), "2025-05-15".into())
+    );
+    assert_eq!(
+        two("did we sell more units last week than the week before"),
+        ("2025-05-26".into(), "2025-06-01".into())
+    );
+    assert_eq!(
+        two("how does may compare with april for revenue"),
+        ("2025-04-01".into(), "2025-04-30".into())
+    );
+    assert_eq!(
+        period("how much money have we made since the start of the year", t),
+        ("2025-01-01".into(), "2025-06-15".into())
+    );
+    assert_eq!(
+        period("how many orders came in since the 1st", t),
+        ("2025-06-01".into(), "2025-06-15".into())
+    );
+    let p = plan("how many orders did we get on the 4th of July last year", t);
+    assert_eq!(
+        (p.periods.len(), p.periods[0].start.to_string()),
+        (1, "2024-07-04".into())
+    );
+}
+
+#[test]
+fn everyday_rankings_mentions_and_small_talk() {
+    let t = "2025-06-15";
+    let p = plan("whats selling best this week", t);
+    assert_eq!(p.metric, Some(Metric::TopProducts));
+    let p = plan("who was my number one customer this year", t);
+    assert_eq!(
+        (p.metric, p.ranking.map(|r| r.n)),
+        (Some(Metric::TopCustomers), Some(1))
+    );
+    for q in [
+        "how many espresso machines did we sell in 2024",
+        "sales of the Gift Card $100 this year",
+        "Bob Loblaw total orders",
+        "top customers who bought unicorn tears",
+        "Emily Dickinson spend all time",
+        "how much did Zelda Fitzgerald pay in May",
+    ] {
+        let p = plan(q, t);
+        assert!(!p.unresolved.is_empty(), "{q}: {p:?}");
+        assert_eq!(p.filters.product, None, "{q}");
+    }
+    assert_eq!(
+        plan("faild payments last week", t).metric,
+        Some(Metric::FailedPayments)
+    );
+    let p = plan("refunds on the kenya last year", t);
+    assert_eq!(p.metric, Some(Metric::Refunds), "not product sales");
+    for q in [
+        "thank you so much, that's really helpful",
+        "what kind of questions can I ask?",
+        "who won the super bowl",
+        "how are you today?",
+    ] {
+        assert_eq!(plan(q, t).intent, Intent::Conversation, "{q}");
+    }
+    let p = plan("what are the 6 best selling products of all time", t);
+    assert_eq!(p.ranking.map(|r| r.n), Some(6));
+    assert_eq!(p.periods[0].start.to_string(), "1970-01-01");
+    let p = plan("how much did the studio take in last month", t);
+    assert!(p.unresolved.is_empty(), "{p:?}");
+    assert_eq!(p.metric, Some(Metric::Revenue));
+}

@@ -9,7 +9,7 @@ use super::link::{Catalog, singular};
 pub struct Tok {
     /// The normalised word.
     pub text: String,
-    /// Written with a capital letter (names), and not the question's first word.
+    /// Written with a capital letter (names); the question's first word only when it is not a known word.
     pub capitalized: bool,
     /// The word as written, when a typo was corrected.
     pub corrected_from: Option<String>,
@@ -63,7 +63,9 @@ pub fn tokenize(query: &str, catalog: &Catalog) -> Vec<Tok> {
         .collect();
     let mut out = Vec::new();
     for (i, raw) in cleaned.split_whitespace().enumerate() {
-        let cap = i > 0 && raw.chars().next().is_some_and(char::is_uppercase);
+        // The first word is capitalised anyway; it counts as a name only when it is no word we know.
+        let cap = raw.chars().next().is_some_and(char::is_uppercase)
+            && (i > 0 || !lexicon::is_known(&raw.to_lowercase()));
         for w in split_word(&raw.to_lowercase()) {
             let (text, corrected_from) = correct(&w, catalog);
             out.push(Tok {
@@ -148,6 +150,13 @@ fn correct(w: &str, catalog: &Catalog) -> (String, Option<String>) {
         if anagrams.len() == 1 {
             cands = anagrams;
         }
+    }
+    // "faild": "failed" and "fail" mean the same.
+    if cands.len() > 1
+        && let Some(t0) = lexicon::term_of(cands[0])
+        && cands.iter().all(|c| lexicon::term_of(c) == Some(t0))
+    {
+        cands.truncate(1);
     }
     match cands.as_slice() {
         [t] => (t.to_string(), Some(w.to_string())),
