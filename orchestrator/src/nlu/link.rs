@@ -334,22 +334,6 @@ const FILTER_PREPS: &[&str] = &[
     "ordered",
 ];
 
-/// Metric nouns a product name may stand before ("unicorn sales"); verbs ("take in") do not count.
-const METRIC_NOUNS: &[&str] = &[
-    "sales",
-    "revenue",
-    "revenues",
-    "orders",
-    "units",
-    "refunds",
-    "items",
-    "purchases",
-    "transactions",
-    "income",
-    "takings",
-    "turnover",
-];
-
 /// Generic nouns that may follow a product's name without naming another product ("kenya beans").
 const GENERIC_NOUNS: &[&str] = &[
     "beans", "bean", "roast", "product", "products", "item", "items",
@@ -375,8 +359,18 @@ pub fn leftover_mentions(
             && !is_size(w)
     };
     let metric_at = |i: usize| {
-        METRIC_NOUNS.contains(&toks[i].text.as_str())
-            && terms.iter().any(|(t, at)| *at == i && *t != Term::Filler)
+        terms.iter().any(|(t, at)| {
+            *at == i
+                && matches!(
+                    t,
+                    Term::Revenue
+                        | Term::Sell
+                        | Term::Orders
+                        | Term::Units
+                        | Term::Items
+                        | Term::Refunds
+                )
+        })
     };
     let mut out = Vec::new();
     let mut i = 0;

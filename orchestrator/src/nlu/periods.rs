@@ -407,6 +407,7 @@ pub fn find(t: &[String], caps: &[bool], today: NaiveDate) -> Vec<Found> {
         if comparing && let Some(first) = out.first().map(|f: &Found| f.period) {
             if matches!(w, "last" | "previous" | "prior" | "before")
                 && !matches!(t.get(i + 1).map(String::as_str), Some("period" | "periods"))
+                && !(w == "before" && i > 0 && matches!(t[i - 1].as_str(), "period" | "periods"))
                 && named_at(t, caps, i, today).is_none()
             {
                 out.push(Found {

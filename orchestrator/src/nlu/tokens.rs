@@ -99,16 +99,32 @@ fn static_targets() -> &'static [String] {
 /// One edit (two for long words) towards a single closest known word with the same first letter; known
 /// and short words stay.
 fn correct(w: &str, catalog: &Catalog) -> (String, Option<String>) {
-    if w.len() < 3
+    let (c, from) = correct_word(w, w.len(), catalog);
+    if from.is_some() {
+        return (c, from);
+    }
+    // A plural of a typo ("grnders"): correct its singular, with the word's own length rules.
+    let one = singular(w);
+    if one != w {
+        let (c, from) = correct_word(&one, w.len(), catalog);
+        if from.is_some() {
+            return (c, Some(w.to_string()));
+        }
+    }
+    (w.to_string(), None)
+}
+
+fn correct_word(w: &str, len: usize, catalog: &Catalog) -> (String, Option<String>) {
+    if len < 3
         || !w.chars().all(|c| c.is_ascii_alphabetic())
         || lexicon::is_known(w)
         || catalog.knows(w)
     {
         return (w.to_string(), None);
     }
-    let max = if w.len() >= 8 { 2 } else { 1 };
+    let max = if len >= 8 { 2 } else { 1 };
     // A three-letter word is only a typo of a four-letter one ("wek", "mnth" → "week", "month").
-    let min_target = if w.len() == 3 { 4 } else { 0 };
+    let min_target = if len == 3 { 4 } else { 0 };
     let mut best = usize::MAX;
     let mut cands: Vec<&str> = Vec::new();
     for t in static_targets()
