@@ -170,6 +170,26 @@ impl OrchestratorServiceImpl {
                 return Ok((e.vocab.clone(), false));
             }
         }
+        // Nothing synced yet: only the list of sources is read again (cheap), until a sync finishes.
+        let unsynced = self
+            .vocab
+            .lock()
+            .expect("vocab")
+            .get(id)
+            .map(|e| e.vocab.clone());
+        if let Some(v) = unsynced {
+            let sources = metrics::sources(&self.db, id).await?;
+            if !sources.iter().any(|(_, at)| at.is_some()) {
+                let vocab = Arc::new(Vocab {
+                    catalog: v.catalog.clone(),
+                    sources,
+                });
+                if let Some(e) = self.vocab.lock().expect("vocab").get_mut(id) {
+                    e.vocab = vocab.clone();
+                }
+                return Ok((vocab, false));
+            }
+        }
         let vocab = Arc::new(load_vocab(&self.db, id).await?);
         self.vocab.lock().expect("vocab").insert(
             id.clone(),
@@ -256,12 +276,15 @@ impl OrchestratorServiceImpl {
             .get(&keys::data_version(&caller.tenant))
             .await?
             .unwrap_or_default();
-        let (vocab, current) = self.vocab(&caller.tenant, &version).await?;
-        let u = nlu::understand(&query, today, &vocab.catalog);
-        let current = current && vocab.synced();
+        // Answers are cached by the question as written (case and spacing aside), so a cached answer costs
+        // no understanding; the data version in the key retires them after new data.
+        let written = query
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .to_lowercase();
         let hash = hex::encode(Sha256::digest(format!(
-            "{}|{today}|{version}|{debug}",
-            u.normalized
+            "{written}|{today}|{version}|{debug}"
         )));
         let cache_key = keys::query(&caller.tenant, &hash);
         let cached = self.cache.get(&cache_key).await?.and_then(|s| {
@@ -271,6 +294,9 @@ impl OrchestratorServiceImpl {
         let mut resp = match cached {
             Some(r) => r,
             None => {
+                let (vocab, current) = self.vocab(&caller.tenant, &version).await?;
+                let u = nlu::understand(&query, today, &vocab.catalog);
+                let current = current && vocab.synced();
                 let a = self
                     .answer(&caller.tenant, &tenant, &u, today, &vocab)
                     .await?;
@@ -334,6 +360,11 @@ impl OrchestratorServiceImpl {
                     Some(Conversation::Greeting) => "Hello! Ask me about your business — for example \"What was my revenue last month?\" or \"Who were my top 5 customers this year?\"".into(),
                     Some(Conversation::Thanks) => "You're welcome! Ask me anything else about your sales, orders or customers.".into(),
                     Some(Conversation::Capabilities) => "I answer questions about your connected Shopify and Stripe data with exact numbers: revenue, orders, average order value, customers (new and returning), refunds, discounts, units sold, failed payments, product sales and top customers or products — for any period (\"last month\", \"Q2 2024\", \"from May 3 to May 9\", \"since March 1\"), broken down by day, week, month or quarter, or compared with the previous period. Every answer states the definition, period and time zone it used.".into(),
+                    Some(Conversation::Farewell) => "Goodbye! Your numbers will be here whenever you want to ask again.".into(),
+                    Some(Conversation::Definition) => {
+                        let m = u.metric.unwrap_or(Metric::Revenue);
+                        format!("{}: {}. Periods are dates in your time zone, and a period that would reach past today stops at today.", label(m), definition(m))
+                    }
                     Some(Conversation::Unintelligible) => "I couldn't find a question in that. Try something like \"How many orders did I get this week?\"".into(),
                     _ => "I can only answer questions about your business's own data — sales, orders, customers, refunds and products. Try \"What was my revenue last month?\"".into(),
                 }));
@@ -733,6 +764,10 @@ impl OrchestratorServiceImpl {
                     .collect::<Vec<_>>()
                     .join(", ")
             )
+        } else if matches!(metric, Metric::TopProducts | Metric::TopProductsByUnits)
+            && vocab.catalog.products.is_empty()
+        {
+            "This business has no products in its data (its payments carry no product lines), so there is nothing to rank by product. Try \"top customers this month\".".to_string()
         } else if let Some(m) = u.unresolved.first() {
             result["unresolved"] = json!(u.unresolved);
             match m.kind {

@@ -52,6 +52,8 @@ pub struct Catalog {
     words: HashSet<String>,
     /// Lower-case full name → indices into `customers`.
     by_name: HashMap<String, Vec<usize>>,
+    /// First name → distinct customer keys with that first name, and one full name for each.
+    by_first: HashMap<String, Vec<(String, String)>>,
     /// Customer keys (e-mails), lower-case.
     keys: HashSet<String>,
 }
@@ -102,6 +104,7 @@ impl Catalog {
             .collect();
         let mut words: HashSet<String> = products.iter().flat_map(|p| p.words.clone()).collect();
         let mut by_name: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut by_first: HashMap<String, Vec<(String, String)>> = HashMap::new();
         let mut keys = HashSet::new();
         let customers: Vec<CustomerName> = customers
             .into_iter()
@@ -120,12 +123,19 @@ impl Catalog {
             for w in c.name.split(' ').filter(|w| w.len() >= 3) {
                 words.insert(w.to_string());
             }
+            if let Some(first) = c.name.split(' ').next().filter(|_| c.name.contains(' ')) {
+                let e = by_first.entry(first.to_string()).or_default();
+                if !e.iter().any(|(k, _)| *k == c.key) {
+                    e.push((c.key.clone(), title_case(&c.name)));
+                }
+            }
         }
         Self {
             products,
             customers,
             words,
             by_name,
+            by_first,
             keys,
         }
     }
@@ -219,7 +229,7 @@ pub fn link(toks: &[Tok], taken: &mut [bool], catalog: &Catalog) -> Linked {
         let mut used = Vec::new();
         for pw in &p.words {
             let at = (0..words.len())
-                .find(|&i| !taken[i] && !used.contains(&i) && singular(words[i]) == pw.as_str());
+                .find(|&i| !taken[i] && !used.contains(&i) && word_matches(words[i], pw));
             if let Some(i) = at {
                 used.push(i);
                 if !lexicon::is_known(pw) {
@@ -305,6 +315,20 @@ pub fn link(toks: &[Tok], taken: &mut [bool], catalog: &Catalog) -> Linked {
     out
 }
 
+/// A question's word names a title's word: the same word, its plural, or the same stem with another
+/// ending ("ethiopian" / "ethiopia", "mexican" / "mexico").
+fn word_matches(w: &str, pw: &str) -> bool {
+    if singular(w) == pw {
+        return true;
+    }
+    let common = w
+        .chars()
+        .zip(pw.chars())
+        .take_while(|(a, b)| a == b)
+        .count();
+    common >= 5 && w.len() - common <= 3 && pw.len() - common <= 2
+}
+
 fn title_case(s: &str) -> String {
     s.split(' ')
         .map(|w| {
@@ -343,12 +367,31 @@ const SKIP: &[&str] = &[
 ];
 
 /// Content words nobody claimed, where a product or customer would stand: unresolved mentions.
+/// Verbs whose subject is a customer: "how much did john doe spend", "did Tom Hanks place".
+const CUSTOMER_VERBS: &[&str] = &[
+    "spend",
+    "spent",
+    "pay",
+    "paid",
+    "buy",
+    "bought",
+    "order",
+    "ordered",
+    "place",
+    "placed",
+    "purchase",
+    "purchased",
+    "owe",
+    "owes",
+];
+
 pub fn leftover_mentions(
     toks: &[Tok],
     taken: &[bool],
     terms: &[(Term, usize)],
-    has_products: bool,
+    catalog: &Catalog,
 ) -> Vec<Mention> {
+    let has_products = !catalog.products.is_empty();
     let content = |i: usize| {
         let w = toks[i].text.as_str();
         !taken[i]
@@ -386,7 +429,10 @@ pub fn leftover_mentions(
         }
         // What stands before the span, skipping articles and possessives.
         let mut k = start;
-        while k > 0 && SKIP.contains(&toks[k - 1].text.as_str()) {
+        while k > 0
+            && (SKIP.contains(&toks[k - 1].text.as_str())
+                || toks[k - 1].text.chars().all(|c| c.is_ascii_digit()))
+        {
             k -= 1;
         }
         let prep = (k > 0).then(|| toks[k - 1].text.as_str());
@@ -396,17 +442,44 @@ pub fn leftover_mentions(
         let selling = terms.iter().any(|(t, _)| *t == Term::Sell);
         let counted = (has_products || selling) && k > 0 && toks[k - 1].text == "many";
         let capitalized = toks[start..i].iter().all(|t| t.capitalized);
+        // "did john doe spend": the subject of a buying verb is a customer.
+        let subject = matches!(prep, Some("did" | "does" | "has" | "have" | "do"))
+            && toks
+                .get(i)
+                .is_some_and(|t| CUSTOMER_VERBS.contains(&t.text.as_str()));
         if !(prep.is_some_and(|p| FILTER_PREPS.contains(&p))
             || after_metric
             || counted
-            || capitalized)
+            || capitalized
+            || subject)
         {
             continue;
         }
         let span: Vec<&str> = toks[start..i].iter().map(|t| t.text.as_str()).collect();
         let text = span.join(" ");
-        let person_like =
-            capitalized && (span.len() >= 2 || matches!(prep, Some("from" | "by"))) && !counted;
+        let first_name = catalog.by_first.get(span[0]);
+        // "how much did ruby spend": one of several customers of that first name.
+        if span.len() == 1
+            && let Some(people) = first_name
+            && (subject || capitalized || matches!(prep, Some("from" | "by" | "for")))
+        {
+            out.push(Mention {
+                kind: MentionKind::Customer,
+                mention: title_case(&text),
+                candidates: people.iter().take(6).map(|(_, n)| n.clone()).collect(),
+            });
+            continue;
+        }
+        // "orders from zachary quinn": orders come from people.
+        let orders_from = matches!(prep, Some("from" | "by"))
+            && span.len() >= 2
+            && terms
+                .iter()
+                .any(|(t, _)| matches!(t, Term::Orders | Term::Customers));
+        let person_like = subject
+            || orders_from
+            || first_name.is_some()
+            || capitalized && (span.len() >= 2 || matches!(prep, Some("from" | "by"))) && !counted;
         let customer_word_near =
             start >= 2 && matches!(toks[start - 1].text.as_str(), "customer" | "client");
         out.push(Mention {

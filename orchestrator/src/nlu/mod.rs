@@ -105,6 +105,9 @@ pub enum Grain {
 pub enum Conversation {
     Greeting,
     Thanks,
+    Farewell,
+    /// "how do you calculate revenue": the metric's definition.
+    Definition,
     Capabilities,
     OutOfScope,
     Unintelligible,
@@ -292,12 +295,14 @@ pub fn understand(query: &str, today: NaiveDate, catalog: &Catalog) -> Plan {
     plan.filters.customer = linked.customer.clone();
     plan.ambiguous = linked.ambiguous.clone();
     plan.unresolved = linked.unresolved.clone();
-    plan.unresolved.extend(link::leftover_mentions(
-        &toks,
-        &taken,
-        &terms,
-        !catalog.products.is_empty(),
-    ));
+    // A single first name shared by several customers is ambiguous, not unknown.
+    for m in link::leftover_mentions(&toks, &taken, &terms, catalog) {
+        if m.candidates.is_empty() {
+            plan.unresolved.push(m);
+        } else {
+            plan.ambiguous.push(m);
+        }
+    }
     plan.filters.source = if has(Term::Stripe) {
         Some(Source::Stripe)
     } else if has(Term::Shopify) {
@@ -359,8 +364,46 @@ pub fn understand(query: &str, today: NaiveDate, catalog: &Catalog) -> Plan {
         plan.conversation = Some(Conversation::OutOfScope);
         return plan;
     }
+    // "how do you calculate revenue", "what counts as a new customer": the definition, not a number.
+    if found.is_empty()
+        && plan.metric.is_some()
+        && [
+            "how do you calculate",
+            "how is",
+            "how are",
+            "how do you define",
+            "how do you count",
+            "what does",
+            "what counts as",
+            "what is a",
+            "what is an",
+            "define",
+            "definition of",
+            "meaning of",
+        ]
+        .iter()
+        .any(|p| text.starts_with(p))
+        && (text.contains("calculat")
+            || text.contains("mean")
+            || text.contains("count")
+            || text.contains("defin"))
+    {
+        plan.conversation = Some(Conversation::Definition);
+        return plan;
+    }
     plan.intent = Intent::Metrics;
     let mut metric = plan.metric.unwrap_or(Metric::Revenue);
+    // "revenue from customer X": the word "customer" names the filter, not the metric.
+    if metric == Metric::Customers
+        && (plan.filters.customer.is_some()
+            || plan
+                .unresolved
+                .iter()
+                .any(|m| m.kind == MentionKind::Customer))
+        && (has(Term::Revenue) || has(Term::Spend) || has(Term::HowMuch))
+    {
+        metric = Metric::Revenue;
+    }
     if plan.filters.product.is_some() {
         // Per product there are sales and units; other metrics stay as asked and the answer says they
         // cannot be split by product.
@@ -368,6 +411,12 @@ pub fn understand(query: &str, today: NaiveDate, catalog: &Catalog) -> Plan {
             Metric::Units | Metric::Orders => Metric::Units,
             Metric::Revenue | Metric::ProductSales
                 if has(Term::HowMany) || has(Term::Items) || has(Term::ByUnits) =>
+            {
+                Metric::Units
+            }
+            // "filters sold last week": a count; "how much kenya did we sell", "kenya sales": money.
+            Metric::Revenue | Metric::ProductSales
+                if has(Term::Sell) && !has(Term::HowMuch) && !has(Term::Revenue) =>
             {
                 Metric::Units
             }
@@ -513,6 +562,8 @@ mod intents {
             "how are things",
             "whats up",
             "sup",
+            "gday",
+            "hey hey",
         ];
         const THANKS: &[&str] = &[
             "thanks",
@@ -551,6 +602,51 @@ mod intents {
             || n <= 5 && !asks && GREET.iter().any(|g| t.starts_with(&format!("{g} ")))
         {
             return Some(Conversation::Greeting);
+        }
+        if matches!(
+            t,
+            "bye"
+                | "goodbye"
+                | "good bye"
+                | "bye bye"
+                | "see you"
+                | "see ya"
+                | "later"
+                | "cya"
+                | "thats all"
+                | "that is all"
+                | "im done"
+                | "done"
+        ) || (t.starts_with("bye ") || t.starts_with("goodbye ")) && n <= 4
+        {
+            return Some(Conversation::Farewell);
+        }
+        // Requests that are not about the data: writing, deleting, chit-chat.
+        let first = t.split_whitespace().next().unwrap_or("");
+        if matches!(
+            first,
+            "write" | "delete" | "remove" | "erase" | "wipe" | "drop" | "translate"
+        ) || has(
+            t,
+            &[
+                "poem",
+                "joke",
+                "story",
+                "song",
+                "recipe",
+                "weather",
+                "write me",
+                "delete all",
+                "delete my",
+                "remove all",
+                "wipe my",
+                "erase my",
+                "can you delete",
+                "can you write",
+                "can you remove",
+            ],
+        ) {
+            return Some(Conversation::OutOfScope);
         }
         if !asks
             && n <= 10

@@ -34,14 +34,10 @@ fn day_of(w: &str) -> Option<u32> {
 fn month_day(month: u32, day: u32, year: Option<i32>, today: NaiveDate) -> Option<NaiveDate> {
     match year {
         Some(y) => NaiveDate::from_ymd_opt(y, month, day),
-        None => {
-            let this = NaiveDate::from_ymd_opt(today.year(), month, day)?;
-            if this <= today {
-                Some(this)
-            } else {
-                NaiveDate::from_ymd_opt(today.year() - 1, month, day)
-            }
-        }
+        // The most recent such day not after today (Feb 29 looks back to the last leap year).
+        None => (0..8)
+            .filter_map(|back| NaiveDate::from_ymd_opt(today.year() - back, month, day))
+            .find(|d| *d <= today),
     }
 }
 
@@ -161,7 +157,7 @@ fn named_at(
         "qtd" => return Some((to_date("quarter", today)?, 1, false)),
         "ytd" => return Some((to_date("year", today)?, 1, false)),
         "lifetime" | "ever" | "alltime" => return Some((all_time(today), 1, false)),
-        "fortnight" => {
+        "fortnight" | "fortnite" => {
             return Some((
                 Period::new(today - Duration::days(13), today, Kind::Days),
                 1,
@@ -199,7 +195,12 @@ fn named_at(
         if rel == "the" {
             return named_at(t, caps, i + 1, today).map(|(p, n, f)| (p, n + 1, f));
         }
-        if let Some(n) = number_word(w(1)).filter(|n| (1..=1000).contains(n)) {
+        let n1 = match w(1) {
+            "couple" => Some(2),
+            "few" => Some(3),
+            other => number_word(other),
+        };
+        if let Some(n) = n1.filter(|n| (1..=1000).contains(n)) {
             let unit = w(2);
             let this_week = week_start(today);
             let p = match unit {
@@ -245,7 +246,15 @@ fn named_at(
                 return Some((p, 3, rel == "next"));
             }
         }
-        if matches!(rel, "last" | "past") && w(1) == "fortnight" {
+        // "the last couple of weeks", "past few days"
+        if matches!(w(1), "couple" | "few") && w(2) == "of" {
+            let n = if w(1) == "couple" { "2" } else { "3" };
+            let mut shifted: Vec<String> = t.to_vec();
+            shifted[i + 1] = n.to_string();
+            shifted.remove(i + 2);
+            return named_at(&shifted, caps, i, today).map(|(p, used, f)| (p, used + 1, f));
+        }
+        if matches!(rel, "last" | "past") && matches!(w(1), "fortnight" | "fortnite") {
             return Some((
                 Period::new(today - Duration::days(13), today, Kind::Days),
                 2,
@@ -399,7 +408,7 @@ pub fn find(t: &[String], caps: &[bool], today: NaiveDate) -> Vec<Found> {
     }) || t
         .windows(2)
         .any(|p| p[0] == "same" && matches!(p[1].as_str(), "period" | "time"));
-    let mut out = Vec::new();
+    let mut out: Vec<Found> = Vec::new();
     let mut i = 0;
     while i < t.len() {
         let w = t[i].as_str();
@@ -436,13 +445,42 @@ pub fn find(t: &[String], caps: &[bool], today: NaiveDate) -> Vec<Found> {
         // from A to B / between A and B / A to B / A - B (A and B dates or named periods)
         let opener = matches!(w, "from" | "between") && !(comparing && w == "between");
         let a_at = if opener { i + 1 } else { i };
+        // "may 1-7 [2025]": a day range within one month.
+        if let Some(m) = month_index(w)
+            && let Some((d1, d2)) = t.get(i + 1).and_then(|x| x.split_once('-'))
+            && let (Some(d1), Some(d2)) = (day_of(d1), day_of(d2))
+        {
+            let y = year_after(t, i + 2, today);
+            if let (Some(a), Some(b)) = (
+                month_day(m, d1, y.map(|y| y.0), today),
+                month_day(m, d2, y.map(|y| y.0), today),
+            ) && a <= b
+            {
+                let used = 2 + y.map_or(0, |y| y.1);
+                out.push(Found {
+                    period: Period::new(a, b, Kind::Custom).clip(today),
+                    from: i,
+                    to: i + used,
+                    future: a > today,
+                });
+                i += used;
+                continue;
+            }
+        }
         if let Some((a, used_a, fa)) = any_at(t, caps, a_at, today) {
             let j = a_at + used_a;
             if t.get(j).is_some_and(|x| RANGE_JOIN.contains(&x.as_str()))
                 && (opener || t[j] != "and" && !comparing)
                 && let Some((b, used_b, fb)) = any_at(t, caps, j + 1, today)
             {
-                // "from may 3 to 9": the end borrows the start's month.
+                // "from the 1st to the 15th of may": the start borrows the end's month.
+                let a = if t[a_at] == "the" && used_a == 2 && b.kind == Kind::Day {
+                    day_of(&t[a_at + 1])
+                        .and_then(|d| NaiveDate::from_ymd_opt(b.start.year(), b.start.month(), d))
+                        .map_or(a, Period::day)
+                } else {
+                    a
+                };
                 let (s, e) = if a.start <= b.end {
                     (a.start, b.end)
                 } else {
@@ -495,6 +533,10 @@ pub fn find(t: &[String], caps: &[bool], today: NaiveDate) -> Vec<Found> {
             continue;
         }
         i += 1;
+    }
+    // "last 30 days vs previous 30 days": the second is the one before the first.
+    if comparing && out.len() >= 2 && out[1].period == out[0].period {
+        out[1].period = out[0].period.previous();
     }
     out
 }

@@ -471,3 +471,64 @@ fn everyday_rankings_mentions_and_small_talk() {
     assert!(p.unresolved.is_empty(), "{p:?}");
     assert_eq!(p.metric, Some(Metric::Revenue));
 }
+
+#[test]
+fn third_probe_regressions() {
+    let t = "2025-06-15";
+    for q in [
+        "how much did john doe spend this year",
+        "orders from zachary quinn last month",
+        "how many orders did Tom Hanks place",
+    ] {
+        let p = plan(q, t);
+        assert_eq!(
+            p.unresolved.first().map(|m| m.kind),
+            Some(MentionKind::Customer),
+            "{q}: {p:?}"
+        );
+    }
+    let p = plan("how much did lucas spend", t);
+    assert_eq!(p.filters.customer, None);
+    let p = plan("how much did ava spend", t);
+    assert!(p.unresolved.is_empty() || !p.ambiguous.is_empty(), "{p:?}");
+    assert_eq!(
+        period("revenue from the 1st to the 15th of May", t),
+        ("2025-05-01".into(), "2025-05-15".into())
+    );
+    let p = plan("compare revenue between May 1-7 and May 8-14", t);
+    assert_eq!(p.periods.len(), 2, "{p:?}");
+    assert_eq!(p.periods[1].start.to_string(), "2025-05-08");
+    assert_eq!(
+        period("sales 2/29", t),
+        ("2024-02-29".into(), "2024-02-29".into())
+    );
+    assert_eq!(
+        period("orders past fortnite", t),
+        ("2025-06-02".into(), "2025-06-15".into())
+    );
+    let p = plan("sales last 30 days vs previous 30 days", t);
+    assert_eq!(p.periods[1].start.to_string(), "2025-04-17");
+    assert_eq!(
+        plan("is aov going up", t).comparison,
+        Some(Comparison::PreviousPeriod)
+    );
+    assert_eq!(
+        plan("how do you calculate revenue", t).conversation,
+        Some(Conversation::Definition)
+    );
+    assert_eq!(
+        plan("can you write me a poem about coffee", t).conversation,
+        Some(Conversation::OutOfScope)
+    );
+    assert_eq!(
+        plan("filters sold last week", t).metric,
+        Some(Metric::Units)
+    );
+    assert_eq!(
+        plan("how much did the Kenay make in may", t)
+            .filters
+            .product
+            .as_deref(),
+        Some("Kenya AA Nyeri 12oz")
+    );
+}

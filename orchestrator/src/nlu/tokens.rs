@@ -67,7 +67,9 @@ pub fn tokenize(query: &str, catalog: &Catalog) -> Vec<Tok> {
         let cap = raw.chars().next().is_some_and(char::is_uppercase)
             && (i > 0 || !lexicon::is_known(&raw.to_lowercase()));
         for w in split_word(&raw.to_lowercase()) {
-            let (text, corrected_from) = correct(&w, catalog);
+            // A capitalised word mid-sentence may be a name: only a direct one-edit typo is corrected
+            // ("Floers", "Febuary"), never through a plural ("Hanks" is not a plural of "hand").
+            let (text, corrected_from) = correct(&w, catalog, !(cap && i > 0));
             out.push(Tok {
                 text,
                 capitalized: cap,
@@ -98,9 +100,9 @@ fn static_targets() -> &'static [String] {
 
 /// One edit (two for long words) towards a single closest known word with the same first letter; known
 /// and short words stay.
-fn correct(w: &str, catalog: &Catalog) -> (String, Option<String>) {
+fn correct(w: &str, catalog: &Catalog, plurals: bool) -> (String, Option<String>) {
     let (c, from) = correct_word(w, w.len(), catalog);
-    if from.is_some() {
+    if from.is_some() || !plurals {
         return (c, from);
     }
     // A plural of a typo ("grnders"): correct its singular, with the word's own length rules.
