@@ -16,6 +16,9 @@ pub enum Kind {
     Custom,
     /// From the first day with data.
     AllTime,
+    /// N whole calendar months ("last 3 months", "last 2 quarters"): the previous period is the N months
+    /// before.
+    Months(i32),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,6 +127,12 @@ impl Period {
         };
         match self.kind {
             Kind::Month => shift_months(1),
+            Kind::Months(n) => Period {
+                start: add_months(self.start, -n),
+                end: self.start - Duration::days(1),
+                kind: self.kind,
+                clipped: false,
+            },
             Kind::Quarter => shift_months(3),
             // This year (clipped): Jan 1..the same date last year, not the same number of days.
             Kind::Year if self.clipped => Period {

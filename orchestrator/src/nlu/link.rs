@@ -56,6 +56,8 @@ pub struct Catalog {
     by_first: HashMap<String, Vec<(String, String)>>,
     /// Customer keys (e-mails), lower-case.
     keys: HashSet<String>,
+    /// Words of customers' names that are no product's words.
+    name_words: HashSet<String>,
 }
 
 /// The singular of a plural word, as far as product titles need.
@@ -73,6 +75,11 @@ pub fn singular(w: &str) -> std::borrow::Cow<'_, str> {
         Cow::Borrowed(w)
     }
 }
+
+/// Words of a title that name nothing by themselves.
+const TITLE_STOP: &[&str] = &[
+    "the", "a", "an", "of", "for", "and", "with", "over", "in", "on", "to", "by",
+];
 
 /// A size or amount in a title ("12oz", "2lb", "100ct", "$50"): optional when naming the product.
 fn is_size(w: &str) -> bool {
@@ -97,12 +104,14 @@ impl Catalog {
                 sizes: norm_words(t).into_iter().filter(|w| is_size(w)).collect(),
                 words: norm_words(t)
                     .into_iter()
-                    .filter(|w| !is_size(w) && !lexicon::FILLER.contains(&w.as_str()))
+                    .filter(|w| !is_size(w) && !TITLE_STOP.contains(&w.as_str()))
                     .map(|w| singular(&w).into_owned())
                     .collect(),
             })
             .collect();
         let mut words: HashSet<String> = products.iter().flat_map(|p| p.words.clone()).collect();
+        let product_words = words.clone();
+        let mut name_words = HashSet::new();
         let mut by_name: HashMap<String, Vec<usize>> = HashMap::new();
         let mut by_first: HashMap<String, Vec<(String, String)>> = HashMap::new();
         let mut keys = HashSet::new();
@@ -122,6 +131,9 @@ impl Catalog {
             keys.insert(c.key.to_lowercase());
             for w in c.name.split(' ').filter(|w| w.len() >= 3) {
                 words.insert(w.to_string());
+                if !product_words.contains(w) {
+                    name_words.insert(w.to_string());
+                }
             }
             if let Some(first) = c.name.split(' ').next().filter(|_| c.name.contains(' ')) {
                 let e = by_first.entry(first.to_string()).or_default();
@@ -137,12 +149,18 @@ impl Catalog {
             by_name,
             by_first,
             keys,
+            name_words,
         }
     }
 
     /// Whether `w` (or its singular) is one of the catalogue's words.
     pub fn knows(&self, w: &str) -> bool {
         self.words.contains(w) || self.words.contains(singular(w).as_ref())
+    }
+
+    /// Whether `w` is a word of some customer's name and of no product's title.
+    pub fn is_name_word(&self, w: &str) -> bool {
+        self.name_words.contains(w)
     }
 
     pub fn words(&self) -> impl Iterator<Item = &str> {
@@ -158,6 +176,8 @@ impl Catalog {
 #[derive(Debug, Default)]
 pub struct Linked {
     pub product: Option<String>,
+    /// The product was named only by a plural word ("coffees"): in a ranking that is a category.
+    pub product_by_plural: bool,
     pub customer: Option<CustomerRef>,
     pub ambiguous: Vec<Mention>,
     pub unresolved: Vec<Mention>,
@@ -255,31 +275,56 @@ pub fn link(toks: &[Tok], taken: &mut [bool], catalog: &Catalog) -> Linked {
         let complete = tied.iter().find(|s| s.0 == s.2.words.len());
         match (tied.len(), complete) {
             (1, _) => {
+                let first = best.3.iter().copied().min().unwrap_or(0);
+                let last = best.3.iter().copied().max().unwrap_or(0);
+                // Words between the matched ones belong to the name ("Conical Bur Grinder").
+                for t in taken.iter_mut().take(last + 1).skip(first) {
+                    *t = true;
+                }
+                // A misspelt word of the title right after it is the title's too ("french pres").
+                let unmatched: Vec<&String> = best
+                    .2
+                    .words
+                    .iter()
+                    .filter(|pw| !best.3.iter().any(|&i| word_matches(words[i], pw)))
+                    .collect();
+                let next_at = last + 1;
+                let next = toks
+                    .get(next_at)
+                    .filter(|_| !taken.get(next_at).copied().unwrap_or(true));
+                let misspelt = next.is_some_and(|t| {
+                    let w = t.text.as_str();
+                    let bare = w.strip_suffix('s').unwrap_or(w);
+                    unmatched.iter().any(|pw| {
+                        strsim::damerau_levenshtein(w, pw) <= 1
+                            || strsim::damerau_levenshtein(bare, pw) <= 1
+                    })
+                });
                 // A word right after the name that is not the product's ("espresso machines"), or another
                 // size ("gift card $100"), names something else.
-                let last = best.3.iter().copied().max().unwrap_or(0);
-                let next = toks
-                    .get(last + 1)
-                    .filter(|_| !taken.get(last + 1).copied().unwrap_or(true));
-                let other_word = next.is_some_and(|t| {
-                    let w = t.text.as_str();
-                    w.len() >= 3
-                        && w.chars().all(char::is_alphabetic)
-                        && !lexicon::is_known(w)
-                        && !catalog.knows(w)
-                        && !GENERIC_NOUNS.contains(&w)
-                });
+                let other_word = !misspelt
+                    && next.is_some_and(|t| {
+                        let w = t.text.as_str();
+                        w.len() >= 3
+                            && w.chars().all(char::is_alphabetic)
+                            && !lexicon::is_known(w)
+                            && !lexicon::is_known(&singular(w))
+                            && !catalog.knows(w)
+                            && !GENERIC_NOUNS.contains(&w)
+                    });
                 let other_size = next.is_some_and(|t| {
                     is_size(&t.text) && !best.2.sizes.is_empty() && !best.2.sizes.contains(&t.text)
                 });
+                if misspelt {
+                    taken[next_at] = true;
+                }
                 if other_word || other_size {
-                    let first = best.3.iter().copied().min().unwrap_or(0);
-                    let mention = toks[first..=last + 1]
+                    let mention = toks[first..=next_at]
                         .iter()
                         .map(|t| t.text.as_str())
                         .collect::<Vec<_>>()
                         .join(" ");
-                    taken[last + 1] = true;
+                    taken[next_at] = true;
                     out.unresolved.push(Mention {
                         kind: MentionKind::Product,
                         mention,
@@ -287,6 +332,8 @@ pub fn link(toks: &[Tok], taken: &mut [bool], catalog: &Catalog) -> Linked {
                     });
                 } else {
                     out.product = Some(best.2.title.clone());
+                    out.product_by_plural =
+                        best.3.len() == 1 && best.3.iter().all(|&i| singular(words[i]) != words[i]);
                 }
             }
             (_, Some(c)) if tied.iter().filter(|s| s.0 == s.2.words.len()).count() == 1 => {
@@ -398,6 +445,7 @@ pub fn leftover_mentions(
             && w.len() >= 2
             && w.chars().any(|c| c.is_alphabetic())
             && !lexicon::is_known(w)
+            && !lexicon::is_known(&singular(w))
             && number_word(w).is_none()
             && !is_size(w)
     };
@@ -447,11 +495,30 @@ pub fn leftover_mentions(
             && toks
                 .get(i)
                 .is_some_and(|t| CUSTOMER_VERBS.contains(&t.text.as_str()));
+        // "aria roberts total spend": a name opening the question, before what is asked.
+        let opening = k == 0
+            && i < toks.len()
+            && terms.iter().any(|(t, at)| {
+                *at == i
+                    && matches!(
+                        t,
+                        Term::Revenue
+                            | Term::Sell
+                            | Term::Orders
+                            | Term::Units
+                            | Term::Items
+                            | Term::Refunds
+                            | Term::Spend
+                            | Term::Aov
+                            | Term::Discounts
+                    )
+            });
         if !(prep.is_some_and(|p| FILTER_PREPS.contains(&p))
             || after_metric
             || counted
             || capitalized
-            || subject)
+            || subject
+            || opening)
         {
             continue;
         }
@@ -479,6 +546,7 @@ pub fn leftover_mentions(
         let person_like = subject
             || orders_from
             || first_name.is_some()
+            || span.iter().any(|w| catalog.is_name_word(w))
             || capitalized && (span.len() >= 2 || matches!(prep, Some("from" | "by"))) && !counted;
         let customer_word_near =
             start >= 2 && matches!(toks[start - 1].text.as_str(), "customer" | "client");

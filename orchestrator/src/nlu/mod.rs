@@ -291,7 +291,12 @@ pub fn understand(query: &str, today: NaiveDate, catalog: &Catalog) -> Plan {
     scan_terms(&words, &mut taken, &mut terms, 1);
     let has = |t: Term| terms.iter().any(|(x, _)| *x == t);
 
-    plan.filters.product = linked.product.clone();
+    // "top selling coffees": in a ranking, a lone plural is the kind of product, not one product.
+    let ranking_words = has(Term::Rank) || has(Term::BestSellers) || has(Term::Most);
+    plan.filters.product = linked
+        .product
+        .clone()
+        .filter(|_| !(linked.product_by_plural && ranking_words));
     plan.filters.customer = linked.customer.clone();
     plan.ambiguous = linked.ambiguous.clone();
     plan.unresolved = linked.unresolved.clone();
@@ -341,10 +346,30 @@ pub fn understand(query: &str, today: NaiveDate, catalog: &Catalog) -> Plan {
             RankedEntity::Products if has(Term::ByUnits) || has(Term::Units) => RankedBy::Units,
             RankedEntity::Products => RankedBy::ProductSales,
         };
+        // "my top customer", "the best-selling product": one, when no N is given and the noun is singular.
+        let singular_noun = words.iter().any(|w| {
+            matches!(
+                w.as_str(),
+                "customer" | "client" | "buyer" | "spender" | "product" | "item" | "seller" | "sku"
+            )
+        }) && !words.iter().any(|w| {
+            matches!(
+                w.as_str(),
+                "customers"
+                    | "clients"
+                    | "buyers"
+                    | "spenders"
+                    | "products"
+                    | "items"
+                    | "sellers"
+                    | "skus"
+                    | "bestsellers"
+            )
+        });
         let n = if has(Term::TopOne) {
             1
         } else {
-            count_n(&words, &taken).unwrap_or(5)
+            count_n(&words, &taken).unwrap_or(if singular_noun { 1 } else { 5 })
         };
         plan.ranking = Some(Ranking { entity, by, n });
         plan.metric = Some(match (entity, by) {
@@ -424,11 +449,21 @@ pub fn understand(query: &str, today: NaiveDate, catalog: &Catalog) -> Plan {
             other => other,
         };
     }
+    // A tenant without products (Stripe only) sells payments, not units: "how many classes did we sell".
+    if catalog.products.is_empty() && metric == Metric::Units && plan.filters.product.is_none() {
+        metric = Metric::Orders;
+    }
     plan.metric = Some(metric);
     plan.periods = found.iter().map(|f| f.period).collect();
+    // "are sales up this month?", "is revenue down this quarter"
+    let first = words.first().map_or("", String::as_str);
+    let up_down = matches!(
+        first,
+        "is" | "are" | "was" | "were" | "did" | "has" | "have"
+    ) && words.iter().any(|w| matches!(w.as_str(), "up" | "down"));
     plan.comparison = if plan.periods.len() > 1 {
         Some(Comparison::NamedPeriods)
-    } else if has(Term::Compare) {
+    } else if has(Term::Compare) || up_down {
         Some(Comparison::PreviousPeriod)
     } else {
         None
@@ -684,7 +719,25 @@ mod intents {
     }
 
     pub fn action(t: &str) -> Option<&'static str> {
+        // "please email…", "can you send…": the request starts after the politeness.
+        let mut rest = t;
+        for p in [
+            "please ",
+            "can you ",
+            "could you ",
+            "would you ",
+            "pls ",
+            "kindly ",
+            "go ahead and ",
+        ] {
+            if let Some(r) = rest.strip_prefix(p) {
+                rest = r;
+            }
+        }
+        let rest = rest.strip_prefix("please ").unwrap_or(rest);
+        let t = rest;
         let first = t.split_whitespace().next().unwrap_or("");
+        let second = t.split_whitespace().nth(1).unwrap_or("");
         if matches!(
             first,
             "email" | "send" | "mail" | "message" | "text" | "notify"
@@ -703,15 +756,36 @@ mod intents {
                 "add task",
                 "todo",
                 "to do",
+                "set a reminder",
+                "create a reminder",
+                "add a reminder",
+                "make a note",
+                "reminder to",
             ],
         ) || first == "remind"
         {
             return Some("create_task");
         }
+        // "refund order #1001", not "refund total"
         if matches!(
             first,
             "refund" | "cancel" | "issue" | "schedule" | "update" | "tag" | "archive"
-        ) && !has(t, &["how much", "how many"])
+        ) && !has(
+            t,
+            &["how much", "how many", "total", "totals", "amount", "sum"],
+        ) && (matches!(
+            second,
+            "order"
+                | "the"
+                | "this"
+                | "that"
+                | "an"
+                | "a"
+                | "all"
+                | "customer"
+                | "charge"
+                | "payment"
+        ) || second.chars().any(|c| c.is_ascii_digit()))
         {
             return Some("update_record");
         }
@@ -727,7 +801,11 @@ mod intents {
                 "most", "top", "best", "biggest", "how many", "how much", "highest",
             ],
         );
+        // "show me the allergy order": one order described by its words.
+        let described = (t.starts_with("show me the ") || t.starts_with("pull up the "))
+            && (t.ends_with(" order") || t.ends_with(" orders"));
         matches!(first, "find" | "search" | "locate" | "lookup")
+            || described
             || !ranking
                 && has(
                     t,
@@ -744,7 +822,15 @@ mod intents {
                         "show me the order",
                         "where the",
                         "mentioned",
+                        "mentioning",
+                        "mentions",
+                        "that mention",
                         "complained",
+                        "complaining",
+                        "asked for",
+                        "asked about",
+                        "needs their",
+                        "wants their",
                     ],
                 )
     }

@@ -175,7 +175,11 @@ fn named_at(
     // the start / beginning of the year (month, quarter, week): this one, for "since"
     if matches!(w(0), "start" | "beginning") && w(1) == "of" {
         let k = if matches!(w(2), "the" | "this") { 3 } else { 2 };
-        return to_date(w(k), today).map(|p| (p, k + 1, false));
+        if let Some(p) = to_date(w(k), today) {
+            return Some((p, k + 1, false));
+        }
+        // "the start of April": April, so that "since" takes its first day.
+        return named_at(t, caps, i + k, today).map(|(p, n, f)| (p, k + n, f));
     }
     // week / month / quarter / year to date
     if w(1) == "to" && w(2) == "date" {
@@ -224,7 +228,7 @@ fn named_at(
                     Some(Period::new(
                         add_months(this, -(n as i32)),
                         this - Duration::days(1),
-                        Kind::Custom,
+                        Kind::Months(n as i32),
                     ))
                 }
                 "quarters" | "quarter" => {
@@ -232,13 +236,13 @@ fn named_at(
                     Some(Period::new(
                         add_months(this, -3 * n as i32),
                         this - Duration::days(1),
-                        Kind::Custom,
+                        Kind::Months(3 * n as i32),
                     ))
                 }
                 "years" | "year" => Some(Period::new(
                     NaiveDate::from_ymd_opt(today.year() - n as i32, 1, 1)?,
                     NaiveDate::from_ymd_opt(today.year() - 1, 12, 31)?,
-                    Kind::Custom,
+                    Kind::Months(12 * n as i32),
                 )),
                 _ => None,
             };
@@ -443,7 +447,7 @@ pub fn find(t: &[String], caps: &[bool], today: NaiveDate) -> Vec<Found> {
             }
         }
         // from A to B / between A and B / A to B / A - B (A and B dates or named periods)
-        let opener = matches!(w, "from" | "between") && !(comparing && w == "between");
+        let opener = matches!(w, "from" | "between");
         let a_at = if opener { i + 1 } else { i };
         // "may 1-7 [2025]": a day range within one month.
         if let Some(m) = month_index(w)
@@ -469,9 +473,17 @@ pub fn find(t: &[String], caps: &[bool], today: NaiveDate) -> Vec<Found> {
         }
         if let Some((a, used_a, fa)) = any_at(t, caps, a_at, today) {
             let j = a_at + used_a;
-            if t.get(j).is_some_and(|x| RANGE_JOIN.contains(&x.as_str()))
-                && (opener || t[j] != "and" && !comparing)
+            let join = t.get(j).map_or("", String::as_str);
+            if RANGE_JOIN.contains(&join)
                 && let Some((b, used_b, fb)) = any_at(t, caps, j + 1, today)
+                // In a comparison "to"/"and" separate two named periods ("Q1 to Q4"), but two dates
+                // still make a range ("May 1 to May 15 with April 1 to April 15").
+                && (a.kind == Kind::Day
+                    && b.kind == Kind::Day
+                    && !matches!(t[a_at].as_str(), "today" | "yesterday")
+                    && (opener || join != "and")
+                    || !comparing && (opener || join != "and")
+                    || comparing && w == "from")
             {
                 // "from the 1st to the 15th of may": the start borrows the end's month.
                 let a = if t[a_at] == "the" && used_a == 2 && b.kind == Kind::Day {
@@ -557,7 +569,10 @@ fn whole_before(p: &Period) -> Period {
 /// Returns `p` shifted back by that unit, and the tokens used.
 fn same_period(t: &[String], k: usize, p: &Period) -> Option<(Period, usize)> {
     let w = |j: usize| t.get(k + j).map_or("", String::as_str);
-    if !matches!(w(0), "period" | "time" | "days" | "point" | "dates") {
+    if !matches!(
+        w(0),
+        "period" | "time" | "days" | "point" | "dates" | "month" | "week" | "quarter" | "day"
+    ) {
         return None;
     }
     let (unit, used) = match (w(1), w(2), w(3)) {

@@ -17,6 +17,8 @@ fn catalog() -> Catalog {
         "Pour-Over Dripper",
         "Gooseneck Kettle",
         "Gift Card $50",
+        "French Press 34oz",
+        "Cold Brew Pitcher Packs",
         "Monthly Subscription Box",
         "Barista Workshop Ticket",
         "Paper Filters 100ct",
@@ -531,4 +533,90 @@ fn third_probe_regressions() {
             .as_deref(),
         Some("Kenya AA Nyeri 12oz")
     );
+}
+
+#[test]
+fn fourth_probe_regressions() {
+    let t = "2025-06-15";
+    assert_eq!(
+        plan("How many new customers did we pick up in Q3?", t)
+            .filters
+            .product,
+        None
+    );
+    assert!(
+        plan(
+            "How many customers came back for another order this month?",
+            t
+        )
+        .unresolved
+        .is_empty()
+    );
+    assert!(
+        plan("can you check revenue for last week", t)
+            .unresolved
+            .is_empty()
+    );
+    assert_eq!(
+        period("revenue since the start of May", t),
+        ("2025-05-01".into(), "2025-06-15".into())
+    );
+    let p = plan(
+        "Compare revenue May 1 to May 15 with April 1 to April 15",
+        t,
+    );
+    assert_eq!(
+        (
+            p.periods[0].end.to_string(),
+            p.periods[1].start.to_string(),
+            p.periods[1].end.to_string()
+        ),
+        (
+            "2025-05-15".into(),
+            "2025-04-01".into(),
+            "2025-04-15".into()
+        )
+    );
+    assert_eq!(
+        plan("are sales up this month?", t).comparison,
+        Some(Comparison::PreviousPeriod)
+    );
+    let p = plan("orders in the last 3 months vs the previous period", t);
+    let prev = p.periods[0].previous();
+    assert_eq!(prev.start.to_string(), "2024-12-01");
+    assert_eq!(
+        plan(
+            "Please email a revenue summary for Q1 to bob@example.com",
+            t
+        )
+        .intent,
+        Intent::Action
+    );
+    assert_eq!(
+        plan("set a reminder to check refunds on Friday", t).action,
+        Some("create_task")
+    );
+    assert_eq!(plan("Refund total", t).metric, Some(Metric::Refunds));
+    assert_eq!(
+        plan("orders mentioning an allergy", t).intent,
+        Intent::Search
+    );
+    assert_eq!(
+        plan("french pres units last year", t)
+            .filters
+            .product
+            .as_deref(),
+        Some("French Press 34oz")
+    );
+    assert_eq!(
+        plan("rank my products by revenue last month", t).metric,
+        Some(Metric::TopProducts)
+    );
+    assert_eq!(
+        plan("Who was my top customer last month?", t)
+            .ranking
+            .map(|r| r.n),
+        Some(1)
+    );
+    assert!(!plan("blend revenue in may", t).ambiguous.is_empty());
 }

@@ -89,6 +89,8 @@ fn static_targets() -> &'static [String] {
             .flat_map(|(p, _)| p.split(' '))
             .chain(MONTHS.iter().copied())
             .chain(lexicon::PERIOD_WORDS.iter().copied())
+            // Function words too ("recieved" → "received"): corrected, they stop being mistaken for names.
+            .chain(lexicon::FILLER.iter().copied().filter(|w| w.len() >= 5))
             .filter(|w| w.len() >= 4)
             .map(str::to_string)
             .collect();
@@ -101,15 +103,38 @@ fn static_targets() -> &'static [String] {
 /// One edit (two for long words) towards a single closest known word with the same first letter; known
 /// and short words stay.
 fn correct(w: &str, catalog: &Catalog, plurals: bool) -> (String, Option<String>) {
-    let (c, from) = correct_word(w, w.len(), catalog);
-    if from.is_some() || !plurals {
+    // Short words are corrected towards the tenant's words only when their letters are swapped ("aira"
+    // → "aria"): "pick" is not a typo of a product's "pack".
+    let empty = Catalog::default();
+    let names = if w.len() >= 5 { catalog } else { &empty };
+    let (c, from) = correct_word(w, w.len(), names);
+    if from.is_some() {
         return (c, from);
     }
-    // A plural of a typo ("grnders"): correct its singular, with the word's own length rules.
+    if w.len() == 4 {
+        let (c, from) = correct_word(w, w.len(), catalog);
+        let mut a: Vec<char> = c.chars().collect();
+        let mut b: Vec<char> = w.chars().collect();
+        a.sort_unstable();
+        b.sort_unstable();
+        if from.is_some() && a == b {
+            return (c, from);
+        }
+    }
+    // A plural of a typo ("grnders"): correct its singular, with the word's own length rules; for a
+    // capitalised word only when the letters are merely swapped ("Kettels", not "Hanks" → "hand").
     let one = singular(w);
     if one != w {
-        let (c, from) = correct_word(&one, w.len(), catalog);
-        if from.is_some() {
+        let (c, from) = correct_word(&one, w.len(), names);
+        let swapped = || {
+            let sorted = |x: &str| {
+                let mut v: Vec<char> = x.chars().collect();
+                v.sort_unstable();
+                v
+            };
+            sorted(&c) == sorted(&one)
+        };
+        if from.is_some() && (plurals || swapped()) {
             return (c, Some(w.to_string()));
         }
     }
