@@ -26,6 +26,18 @@ pub fn definition(m: Metric) -> &'static str {
     }
 }
 
+/// The definition as it applies to the sources a number covers: Stripe charges carry no tax or shipping
+/// lines, so for a Stripe-only number money is the charged amount.
+pub fn definition_for(m: Metric, sources: &[String]) -> &'static str {
+    let stripe_only = !sources.is_empty() && sources.iter().all(|s| s == "stripe");
+    match m {
+        Metric::Revenue if stripe_only => "successful charges, net of refunds",
+        Metric::Orders if stripe_only => "successful payments",
+        Metric::TopCustomers if stripe_only => "ranked by successful charges, net of refunds",
+        _ => definition(m),
+    }
+}
+
 pub fn label(m: Metric) -> &'static str {
     match m {
         Metric::Revenue => "Revenue",

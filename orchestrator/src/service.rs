@@ -19,7 +19,7 @@ use smb_proto::orchestrator::v1 as pb;
 use smb_proto::orchestrator::v1::orchestrator_service_server::OrchestratorService;
 use tonic::{Request, Response, Status};
 
-use crate::answer::{count, definition, describe, label, money};
+use crate::answer::{count, definition, definition_for, describe, label, money};
 use crate::metrics::{self, Filter, Value};
 use crate::nlu::{
     self, Catalog, Comparison, Conversation, Grain, Intent, MentionKind, Metric, Plan,
@@ -428,7 +428,9 @@ impl OrchestratorServiceImpl {
         };
         let period_json =
             |p: &Period| json!({"start": p.start.to_string(), "end": p.end.to_string()});
-        let mut result = json!({"metric": metric.name(), "period": period_json(&period), "timezone": tzname, "definition": definition(metric)});
+        let (sources, freshness, stale) = coverage(vocab, filter.source.as_deref());
+        let def = definition_for(metric, &sources);
+        let mut result = json!({"metric": metric.name(), "period": period_json(&period), "timezone": tzname, "definition": def});
         if let Some(p) = &filter.product {
             result["product"] = json!(p);
         }
@@ -438,7 +440,6 @@ impl OrchestratorServiceImpl {
         if let Some(s) = &filter.source {
             result["source"] = json!(s);
         }
-        let (sources, freshness, stale) = coverage(vocab, filter.source.as_deref());
         result["sources"] = json!(sources);
         result["freshness"] = freshness;
         if u.future || period.start > today {
@@ -493,11 +494,7 @@ impl OrchestratorServiceImpl {
                     label(metric)
                 )
             } else {
-                format!(
-                    "{} for {words} ({tzname}), {}: {list}.",
-                    label(metric),
-                    definition(metric)
-                )
+                format!("{} for {words} ({tzname}), {}: {list}.", label(metric), def)
             };
         } else if let Some(grain) = u.grain {
             plan.push(json!({"step": "fetch", "query": "breakdown", "grain": grain}));
@@ -544,9 +541,9 @@ impl OrchestratorServiceImpl {
                 .join(", ");
             answer = format!(
                 "{} by {} for {words} ({tzname}) — {}: {list}.",
-                label(metric),
+                subject(metric, u),
                 grain_word(grain),
-                definition(metric)
+                def
             );
         } else {
             plan.push(json!({"step": "fetch", "query": "scalar"}));
@@ -560,18 +557,7 @@ impl OrchestratorServiceImpl {
             )
             .await?;
             result["value"] = json!(round2(v.to_f64(exp)));
-            let mut subject = match &filter.product {
-                Some(p) if metric == Metric::Units => format!("Units of {p} sold"),
-                Some(p) => format!("Sales of {p}"),
-                None => label(metric).to_string(),
-            };
-            if let Some(c) = &u.filters.customer {
-                subject = if c.name == c.key {
-                    format!("{subject} for customer {}", c.key)
-                } else {
-                    format!("{subject} for customer {} ({})", c.name, c.key)
-                };
-            }
+            let subject = subject(metric, u);
             let prep = if period.start == period.end {
                 "on"
             } else {
@@ -579,13 +565,13 @@ impl OrchestratorServiceImpl {
             };
             let mut text = format!(
                 "{subject} — {} — was {} {prep} {words} ({tzname})",
-                definition(metric),
+                def,
                 fmt(v)
             );
             if u.default_period {
                 text = format!(
                     "{subject} — {} — was {} over the last 30 days ({words}, {tzname})",
-                    definition(metric),
+                    def,
                     fmt(v)
                 );
             }
@@ -644,6 +630,20 @@ impl OrchestratorServiceImpl {
             result,
             plan,
         })
+    }
+}
+
+/// What the number is of: the metric, or a product's sales or units, and the customer it is filtered to.
+fn subject(metric: Metric, u: &Plan) -> String {
+    let s = match &u.filters.product {
+        Some(p) if metric == Metric::Units => format!("Units of {p} sold"),
+        Some(p) => format!("Sales of {p}"),
+        None => label(metric).to_string(),
+    };
+    match &u.filters.customer {
+        Some(c) if c.name == c.key => format!("{s} for customer {}", c.key),
+        Some(c) => format!("{s} for customer {} ({})", c.name, c.key),
+        None => s,
     }
 }
 

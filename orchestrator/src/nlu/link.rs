@@ -409,11 +409,11 @@ const FILTER_PREPS: &[&str] = &[
 const GENERIC_NOUNS: &[&str] = &[
     "beans", "bean", "roast", "product", "products", "item", "items",
 ];
+/// Words skipped when looking back from a mention for its preposition.
 const SKIP: &[&str] = &[
     "the", "my", "our", "a", "an", "those", "that", "this", "these",
 ];
 
-/// Content words nobody claimed, where a product or customer would stand: unresolved mentions.
 /// Verbs whose subject is a customer: "how much did john doe spend", "did Tom Hanks place".
 const CUSTOMER_VERBS: &[&str] = &[
     "spend",
@@ -432,6 +432,8 @@ const CUSTOMER_VERBS: &[&str] = &[
     "owes",
 ];
 
+/// Content words nobody claimed, where a product or customer would stand: unresolved mentions (or, for a
+/// lone first name several customers share, a mention with candidates).
 pub fn leftover_mentions(
     toks: &[Tok],
     taken: &[bool],
