@@ -346,30 +346,11 @@ pub fn understand(query: &str, today: NaiveDate, catalog: &Catalog) -> Plan {
             RankedEntity::Products if has(Term::ByUnits) || has(Term::Units) => RankedBy::Units,
             RankedEntity::Products => RankedBy::ProductSales,
         };
-        // "my top customer", "the best-selling product": one, when no N is given and the noun is singular.
-        let singular_noun = words.iter().any(|w| {
-            matches!(
-                w.as_str(),
-                "customer" | "client" | "buyer" | "spender" | "product" | "item" | "seller" | "sku"
-            )
-        }) && !words.iter().any(|w| {
-            matches!(
-                w.as_str(),
-                "customers"
-                    | "clients"
-                    | "buyers"
-                    | "spenders"
-                    | "products"
-                    | "items"
-                    | "sellers"
-                    | "skus"
-                    | "bestsellers"
-            )
-        });
         let n = if has(Term::TopOne) {
             1
         } else {
-            count_n(&words, &taken).unwrap_or(if singular_noun { 1 } else { 5 })
+            // metrics.md: 5 when no N is given, also for "my top customer" (the first row answers it).
+            count_n(&words, &taken).unwrap_or(5)
         };
         plan.ranking = Some(Ranking { entity, by, n });
         plan.metric = Some(match (entity, by) {

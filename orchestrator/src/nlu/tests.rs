@@ -616,7 +616,7 @@ fn fourth_probe_regressions() {
         plan("Who was my top customer last month?", t)
             .ranking
             .map(|r| r.n),
-        Some(1)
+        Some(5)
     );
     assert!(!plan("blend revenue in may", t).ambiguous.is_empty());
 }
