@@ -922,9 +922,34 @@ pub fn term_of(w: &str) -> Option<Term> {
 
 /// Whether a single token is a known word of the vocabulary (so it is not corrected, nor content).
 pub fn is_known(w: &str) -> bool {
-    number_word(w).is_some()
-        || FILLER.contains(&w)
-        || PERIOD_WORDS.contains(&w)
-        || month_index(w).is_some()
-        || PHRASES.iter().any(|(p, _)| p.split(' ').any(|x| x == w))
+    static KNOWN: std::sync::OnceLock<std::collections::HashSet<&'static str>> =
+        std::sync::OnceLock::new();
+    let known = KNOWN.get_or_init(|| {
+        FILLER
+            .iter()
+            .chain(PERIOD_WORDS)
+            .copied()
+            .chain(PHRASES.iter().flat_map(|(p, _)| p.split(' ')))
+            .collect()
+    });
+    known.contains(w) || number_word(w).is_some() || month_index(w).is_some()
+}
+
+/// The lexicon's phrases by their first word: (the phrase's words, its term), longest first.
+pub fn phrases_starting(w: &str) -> &'static [(Vec<&'static str>, Term)] {
+    type Index = std::collections::HashMap<&'static str, Vec<(Vec<&'static str>, Term)>>;
+    static BY_FIRST: std::sync::OnceLock<Index> = std::sync::OnceLock::new();
+    let index = BY_FIRST.get_or_init(|| {
+        let mut m: Index = std::collections::HashMap::new();
+        for (p, t) in PHRASES {
+            let words: Vec<&str> = p.split(' ').collect();
+            m.entry(words[0]).or_default().push((words, *t));
+        }
+        for v in m.values_mut() {
+            // Longest first; among equals the table's order.
+            v.sort_by_key(|(w, _)| std::cmp::Reverse(w.len()));
+        }
+        m
+    });
+    index.get(w).map_or(&[], Vec::as_slice)
 }

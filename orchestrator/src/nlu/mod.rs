@@ -507,19 +507,17 @@ fn scan_terms(words: &[String], taken: &mut [bool], out: &mut Vec<(Term, usize)>
             i += 1;
             continue;
         }
-        let mut best: Option<(usize, Term)> = None;
-        for (phrase, term) in lexicon::PHRASES {
-            let n = phrase.split(' ').count();
-            if n < min_len || i + n > words.len() || best.is_some_and(|(b, _)| b >= n) {
-                continue;
-            }
-            if taken[i..i + n].iter().any(|x| *x) {
-                continue;
-            }
-            if phrase.split(' ').zip(&words[i..i + n]).all(|(p, w)| p == w) {
-                best = Some((n, *term));
-            }
-        }
+        // Candidates come longest first, so the first that fits is the longest match.
+        let best = lexicon::phrases_starting(&words[i])
+            .iter()
+            .find(|(phrase, _)| {
+                let n = phrase.len();
+                n >= min_len
+                    && i + n <= words.len()
+                    && !taken[i..i + n].iter().any(|x| *x)
+                    && phrase.iter().zip(&words[i..i + n]).all(|(p, w)| p == w)
+            })
+            .map(|(phrase, term)| (phrase.len(), *term));
         match best {
             Some((n, term)) => {
                 out.push((term, i));

@@ -166,7 +166,7 @@ fn correct_word(w: &str, len: usize, catalog: &Catalog) -> (String, Option<Strin
         {
             continue;
         }
-        let d = strsim::damerau_levenshtein(w, t);
+        let d = strsim::osa_distance(w, t);
         if d == 0 || d > max || d > best {
             continue;
         }
