@@ -296,8 +296,7 @@ pub fn link(toks: &[Tok], taken: &mut [bool], catalog: &Catalog) -> Linked {
                     let w = t.text.as_str();
                     let bare = w.strip_suffix('s').unwrap_or(w);
                     unmatched.iter().any(|pw| {
-                        strsim::osa_distance(w, pw) <= 1
-                            || strsim::osa_distance(bare, pw) <= 1
+                        strsim::osa_distance(w, pw) <= 1 || strsim::osa_distance(bare, pw) <= 1
                     })
                 });
                 // A word right after the name that is not the product's ("espresso machines"), or another
