@@ -40,6 +40,20 @@ async fn raw(app: &App, head: &str, body: &[u8]) -> (u16, String) {
     (status, body)
 }
 
+/// A Shopify webhook delivery of `body` to an endpoint that does not exist.
+async fn webhook(app: &App, body: Vec<u8>) -> reqwest::Result<reqwest::Response> {
+    app.http
+        .post(format!(
+            "{}/webhooks/shopify/{}",
+            app.url,
+            uuid::Uuid::now_v7()
+        ))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+}
+
 fn is_too_large_json(b: &Value) -> bool {
     b["error"]["code"] == "payload_too_large"
         && b["error"]["message"]
@@ -82,16 +96,7 @@ async fn oversized_bodies_get_413_every_time() {
     // before the endpoint is looked up).
     let body = vec![b'{'; 2 * 1024 * 1024];
     for i in 0..20 {
-        let resp = app
-            .http
-            .post(format!(
-                "{}/webhooks/shopify/{}",
-                app.url,
-                uuid::Uuid::now_v7()
-            ))
-            .header("content-type", "application/json")
-            .body(body.clone())
-            .send()
+        let resp = webhook(&app, body.clone())
             .await
             .unwrap_or_else(|e| panic!("attempt {i}: {e:?}"));
         assert_eq!(resp.status(), 413, "attempt {i}");
@@ -99,17 +104,7 @@ async fn oversized_bodies_get_413_every_time() {
         assert!(is_too_large_json(&b), "{b}");
     }
     // Below the webhook limit the body is read and the endpoint looked up as usual.
-    let resp = app
-        .http
-        .post(format!(
-            "{}/webhooks/shopify/{}",
-            app.url,
-            uuid::Uuid::now_v7()
-        ))
-        .body(vec![b' '; 512 * 1024])
-        .send()
-        .await
-        .unwrap();
+    let resp = webhook(&app, vec![b' '; 512 * 1024]).await.unwrap();
     assert_eq!(resp.status(), 404);
 
     // A chunked body (no declared length) is counted as it arrives.

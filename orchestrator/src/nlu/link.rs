@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use serde::Serialize;
 
 use super::CustomerRef;
-use super::lexicon::{self, Term, number_word};
+use super::lexicon::{self, Term};
 use super::tokens::Tok;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -447,23 +447,14 @@ pub fn leftover_mentions(
             && w.chars().any(|c| c.is_alphabetic())
             && !lexicon::is_known(w)
             && !lexicon::is_known(&singular(w))
-            && number_word(w).is_none()
             && !is_size(w)
     };
-    let metric_at = |i: usize| {
-        terms.iter().any(|(t, at)| {
-            *at == i
-                && matches!(
-                    t,
-                    Term::Revenue
-                        | Term::Sell
-                        | Term::Orders
-                        | Term::Units
-                        | Term::Items
-                        | Term::Refunds
-                )
-        })
-    };
+    // The term read at token `i`, if any.
+    let term_at = |i: usize| terms.iter().find(|(_, at)| *at == i).map(|(t, _)| *t);
+    let selling = terms.iter().any(|(t, _)| *t == Term::Sell);
+    let ordering = terms
+        .iter()
+        .any(|(t, _)| matches!(t, Term::Orders | Term::Customers));
     let mut out = Vec::new();
     let mut i = 0;
     while i < toks.len() {
@@ -485,10 +476,9 @@ pub fn leftover_mentions(
             k -= 1;
         }
         let prep = (k > 0).then(|| toks[k - 1].text.as_str());
-        let after_metric = i < toks.len() && metric_at(i);
+        let after_metric = term_at(i).is_some_and(Term::is_quantity);
         // "how many dragon fruit smoothies did we sell" (a shop with products; "how many classes" at a
         // studio counts payments)
-        let selling = terms.iter().any(|(t, _)| *t == Term::Sell);
         let counted = (has_products || selling) && k > 0 && toks[k - 1].text == "many";
         let capitalized = toks[start..i].iter().all(|t| t.capitalized);
         // "did john doe spend": the subject of a buying verb is a customer.
@@ -498,21 +488,8 @@ pub fn leftover_mentions(
                 .is_some_and(|t| CUSTOMER_VERBS.contains(&t.text.as_str()));
         // "aria roberts total spend": a name opening the question, before what is asked.
         let opening = k == 0
-            && i < toks.len()
-            && terms.iter().any(|(t, at)| {
-                *at == i
-                    && matches!(
-                        t,
-                        Term::Revenue
-                            | Term::Sell
-                            | Term::Orders
-                            | Term::Units
-                            | Term::Items
-                            | Term::Refunds
-                            | Term::Spend
-                            | Term::Aov
-                            | Term::Discounts
-                    )
+            && term_at(i).is_some_and(|t| {
+                t.is_quantity() || matches!(t, Term::Spend | Term::Aov | Term::Discounts)
             });
         if !(prep.is_some_and(|p| FILTER_PREPS.contains(&p))
             || after_metric
@@ -539,11 +516,7 @@ pub fn leftover_mentions(
             continue;
         }
         // "orders from zachary quinn": orders come from people.
-        let orders_from = matches!(prep, Some("from" | "by"))
-            && span.len() >= 2
-            && terms
-                .iter()
-                .any(|(t, _)| matches!(t, Term::Orders | Term::Customers));
+        let orders_from = matches!(prep, Some("from" | "by")) && span.len() >= 2 && ordering;
         let person_like = subject
             || orders_from
             || first_name.is_some()

@@ -113,11 +113,7 @@ fn correct(w: &str, catalog: &Catalog, plurals: bool) -> (String, Option<String>
     }
     if w.len() == 4 {
         let (c, from) = correct_word(w, w.len(), catalog);
-        let mut a: Vec<char> = c.chars().collect();
-        let mut b: Vec<char> = w.chars().collect();
-        a.sort_unstable();
-        b.sort_unstable();
-        if from.is_some() && a == b {
+        if from.is_some() && same_letters(&c, w) {
             return (c, from);
         }
     }
@@ -126,15 +122,7 @@ fn correct(w: &str, catalog: &Catalog, plurals: bool) -> (String, Option<String>
     let one = singular(w);
     if one != w {
         let (c, from) = correct_word(&one, w.len(), names);
-        let swapped = || {
-            let sorted = |x: &str| {
-                let mut v: Vec<char> = x.chars().collect();
-                v.sort_unstable();
-                v
-            };
-            sorted(&c) == sorted(&one)
-        };
-        if from.is_some() && (plurals || swapped()) {
+        if from.is_some() && (plurals || same_letters(&c, &one)) {
             return (c, Some(w.to_string()));
         }
     }
@@ -180,15 +168,10 @@ fn correct_word(w: &str, len: usize, catalog: &Catalog) -> (String, Option<Strin
     }
     // Between equally close words, swapped letters ("untis") are the likelier typo.
     if cands.len() > 1 {
-        let sorted = |x: &str| {
-            let mut v: Vec<char> = x.chars().collect();
-            v.sort_unstable();
-            v
-        };
         let anagrams: Vec<&str> = cands
             .iter()
             .copied()
-            .filter(|c| sorted(c) == sorted(w))
+            .filter(|c| same_letters(c, w))
             .collect();
         if anagrams.len() == 1 {
             cands = anagrams;
@@ -205,4 +188,14 @@ fn correct_word(w: &str, len: usize, catalog: &Catalog) -> (String, Option<Strin
         [t] => (t.to_string(), Some(w.to_string())),
         _ => (w.to_string(), None),
     }
+}
+
+/// The same letters in another order: a typo that swapped letters.
+fn same_letters(a: &str, b: &str) -> bool {
+    let sorted = |x: &str| {
+        let mut v: Vec<char> = x.chars().collect();
+        v.sort_unstable();
+        v
+    };
+    sorted(a) == sorted(b)
 }
