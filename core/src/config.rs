@@ -23,6 +23,7 @@ pub struct Config {
     pub orchestrator: OrchestratorConfig,
     pub services: ServicesConfig,
     pub bus: BusConfig,
+    pub search: SearchConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -114,6 +115,31 @@ pub struct ConnectorsConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct OrchestratorConfig {
     pub cache_ttl_secs: u64,
+}
+
+/// Search over records: where the index lives and which model embeds text.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SearchConfig {
+    /// `edge` (Qdrant Edge in the data directory, in-process), `qdrant` (a Qdrant server at
+    /// `qdrant_url`) or `off`.
+    pub index: String,
+    /// The Qdrant server's gRPC URL (`http://HOST:6334`) when `index = "qdrant"`.
+    pub qdrant_url: String,
+    pub qdrant_api_key: Option<SecretString>,
+    /// `filter` (one collection, tenant payload filter) or `collection` (one collection per tenant).
+    pub isolation: String,
+    /// Collection name prefix; the mapping version and the model are appended.
+    pub collection: String,
+    /// `auto` (the local model if installed, else keyword only), `local`, `openai` or `none`.
+    pub embedder: String,
+    /// Where the local model's files are (default: `$XDG_CACHE_HOME/smb/models/all-MiniLM-L6-v2`).
+    pub model_dir: Option<PathBuf>,
+    /// OpenAI-compatible embeddings endpoint (`embedder = "openai"`).
+    pub openai_base_url: String,
+    pub openai_api_key: Option<SecretString>,
+    pub openai_model: String,
+    pub openai_timeout_ms: u64,
 }
 
 /// The event bus: the embedded log in the store, or Kafka.
@@ -235,6 +261,24 @@ impl Default for OrchestratorConfig {
     fn default() -> Self {
         Self {
             cache_ttl_secs: 300,
+        }
+    }
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        Self {
+            index: "edge".into(),
+            qdrant_url: "http://127.0.0.1:6334".into(),
+            qdrant_api_key: None,
+            isolation: "filter".into(),
+            collection: "smb_records".into(),
+            embedder: "auto".into(),
+            model_dir: None,
+            openai_base_url: "https://api.openai.com/v1".into(),
+            openai_api_key: None,
+            openai_model: "text-embedding-3-small".into(),
+            openai_timeout_ms: 10_000,
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod answer;
 pub mod metrics;
 pub mod nlu;
 pub mod period;
+pub mod search;
 pub mod service;
 
 pub use service::OrchestratorServiceImpl;

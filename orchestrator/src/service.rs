@@ -39,6 +39,8 @@ pub struct OrchestratorServiceImpl {
     /// Per tenant: the product titles and customer names questions are matched against, with the data
     /// version they were read at (a sync bumps the version, so they are re-read after new data).
     vocab: Arc<Mutex<HashMap<TenantId, VocabEntry>>>,
+    /// Search over the tenant's records (none: searches are answered as unavailable).
+    search: Option<Arc<smb_search::SearchEngine>>,
 }
 
 struct VocabEntry {
@@ -121,7 +123,14 @@ impl OrchestratorServiceImpl {
             tenants: Mutex::new(HashMap::new()),
             events,
             vocab: Arc::new(Mutex::new(HashMap::new())),
+            search: None,
         }
+    }
+
+    /// Answers searches with `engine`.
+    pub fn with_search(mut self, engine: Arc<smb_search::SearchEngine>) -> Self {
+        self.search = Some(engine);
+        self
     }
 
     /// The tenant's names and titles, and whether they are of `version`. After new data the previous set is
@@ -354,6 +363,25 @@ impl OrchestratorServiceImpl {
             result: json!({}),
             plan: vec![],
         };
+        // Words that are no question about numbers may describe a record: answered as a search when
+        // one is found.
+        if u.intent == Intent::Conversation
+            && u.conversation == Some(Conversation::OutOfScope)
+            && u.search.is_some()
+            && vocab.synced()
+            && let Some(engine) = &self.search
+        {
+            let s = crate::search::run(engine, &self.db, tenant_id, &t.currency, u).await?;
+            if s.found > 0 {
+                return Ok(Answer {
+                    answer: s.answer,
+                    intent: Intent::Search,
+                    module: "mini-foundry",
+                    result: s.result,
+                    plan: s.steps,
+                });
+            }
+        }
         match u.intent {
             Intent::Conversation => {
                 return Ok(conv(match u.conversation {
@@ -370,12 +398,30 @@ impl OrchestratorServiceImpl {
                 }));
             }
             Intent::Search => {
+                let Some(engine) = &self.search else {
+                    return Ok(Answer {
+                        answer: "Search is not enabled on this server. I can answer questions with numbers, like \"How many orders did I get last week?\"".into(),
+                        intent: Intent::Search,
+                        module: "mini-foundry",
+                        result: json!({"hits": []}),
+                        plan: vec![],
+                    });
+                };
+                if !vocab.synced()
+                    && let Some(a) = self.cannot_answer(u, vocab, today)
+                {
+                    return Ok(Answer {
+                        intent: Intent::Search,
+                        ..a
+                    });
+                }
+                let s = crate::search::run(engine, &self.db, tenant_id, &t.currency, u).await?;
                 return Ok(Answer {
-                    answer: "Searching orders and customers by what they say isn't available yet. I can answer questions with numbers in the meantime, like \"How many orders did I get last week?\"".into(),
+                    answer: s.answer,
                     intent: Intent::Search,
                     module: "mini-foundry",
-                    result: json!({}),
-                    plan: vec![],
+                    result: s.result,
+                    plan: s.steps,
                 });
             }
             Intent::Action => {

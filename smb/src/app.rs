@@ -53,6 +53,77 @@ fn sealer(cfg: &Config, data_dir: &Path) -> anyhow::Result<Sealer> {
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
+/// The search engine on the configured index and embedder (`None` when `search.index = "off"`).
+async fn search_engine(
+    cfg: &Config,
+    data_dir: &Path,
+) -> anyhow::Result<Option<Arc<smb_search::SearchEngine>>> {
+    use smb_search::embed::{DynEmbedder, LocalEmbedder, OpenAiEmbedder};
+    use smb_search::index::{DynIndex, Isolation};
+    let s = &cfg.search;
+    let isolation = match s.isolation.as_str() {
+        "filter" => Isolation::Filter,
+        "collection" => Isolation::Collection,
+        other => {
+            anyhow::bail!("search.isolation must be \"filter\" or \"collection\", not {other:?}")
+        }
+    };
+    let index: DynIndex = match s.index.as_str() {
+        "off" => return Ok(None),
+        "edge" => Arc::new(smb_search::edge::EdgeIndex::open(
+            &data_dir.join("search"),
+            isolation,
+        )?),
+        "qdrant" => Arc::new(smb_search::server::QdrantIndex::connect(
+            &s.qdrant_url,
+            s.qdrant_api_key.as_ref().map(|k| k.expose_secret()),
+            isolation,
+        )?),
+        other => {
+            anyhow::bail!("search.index must be \"edge\", \"qdrant\" or \"off\", not {other:?}")
+        }
+    };
+    let model_dir = s
+        .model_dir
+        .clone()
+        .unwrap_or_else(smb_search::model::default_dir);
+    let local = || -> anyhow::Result<DynEmbedder> {
+        Ok(Arc::new(
+            LocalEmbedder::load(&model_dir).context("search.embedder")?,
+        ))
+    };
+    let embedder: Option<DynEmbedder> = match s.embedder.as_str() {
+        "none" => None,
+        "local" => Some(local()?),
+        "auto" if smb_search::model::is_installed(&model_dir) => Some(local()?),
+        "auto" => {
+            tracing::info!(
+                model_dir = %model_dir.display(),
+                "no embedding model installed: search matches words only (`smb models install` adds meaning)"
+            );
+            None
+        }
+        "openai" => Some(Arc::new(
+            OpenAiEmbedder::connect(
+                &s.openai_base_url,
+                s.openai_api_key.as_ref().map(|k| k.expose_secret()),
+                &s.openai_model,
+                Duration::from_millis(s.openai_timeout_ms),
+            )
+            .await
+            .context("search.embedder = openai")?,
+        )),
+        other => anyhow::bail!(
+            "search.embedder must be \"auto\", \"local\", \"openai\" or \"none\", not {other:?}"
+        ),
+    };
+    let engine = smb_search::SearchEngine::new(index, embedder, &s.collection)
+        .await
+        .context("search index")?;
+    tracing::info!(index = engine.index_name(), model = engine.model_id(), collection = %engine.space().name, "search ready");
+    Ok(Some(Arc::new(engine)))
+}
+
 /// Everything one process holds.
 pub struct Platform {
     pub db: Db,
@@ -114,6 +185,7 @@ impl Platform {
             cfg.connectors.max_retries,
         );
         let wake = Arc::new(Notify::new());
+        let search = search_engine(cfg, data_dir).await?;
         let engine = SyncEngine {
             db: db.clone(),
             outbox: outbox.clone(),
@@ -129,12 +201,18 @@ impl Platform {
                 Arc::new(keys),
                 cfg.auth.clone(),
             )),
-            orchestrator: Arc::new(OrchestratorServiceImpl::new(
-                db.clone(),
-                cache.clone(),
-                bus.clone(),
-                Duration::from_secs(cfg.orchestrator.cache_ttl_secs),
-            )),
+            orchestrator: Arc::new({
+                let o = OrchestratorServiceImpl::new(
+                    db.clone(),
+                    cache.clone(),
+                    bus.clone(),
+                    Duration::from_secs(cfg.orchestrator.cache_ttl_secs),
+                );
+                match &search {
+                    Some(s) => o.with_search(s.clone()),
+                    None => o,
+                }
+            }),
             webhooks: Arc::new(WebhooksServiceImpl::new(
                 db.clone(),
                 sealer.clone(),
@@ -156,7 +234,8 @@ impl Platform {
             .with_retries(
                 cfg.bus.max_attempts,
                 Duration::from_millis(cfg.bus.retry_backoff_ms),
-            ),
+            )
+            .with_search_opt(search.clone()),
             bus,
             outbox,
             engine,

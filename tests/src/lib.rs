@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 pub mod fake;
 pub mod oracle;
+pub mod search_cases;
 
 /// A tansu broker (Kafka-compatible) of a test's or benchmark's own.
 pub mod broker {

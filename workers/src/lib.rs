@@ -5,6 +5,7 @@
 //! a record never overwrites a newer one; a bad record is rejected with its reason and the rest of its page
 //! still loads; the bus offset is committed only after the page's transaction has committed.
 
+pub mod index;
 pub mod load;
 pub mod pipeline;
 pub mod transform;

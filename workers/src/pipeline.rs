@@ -15,8 +15,10 @@ use smb_core::cache::{DynCache, keys};
 use smb_core::ids::TenantId;
 use smb_core::store::{Db, now_ms};
 use smb_core::{Error, outbox_insert, with_global, with_tenant};
+use smb_search::{Doc, SearchEngine};
 use tokio::sync::{Mutex, Notify};
 
+use crate::index;
 use crate::load::{RunProgress, apply_page, apply_refund, load_batch};
 use crate::transform::{Batch, refund_order_id, shopify_refund, transform_page};
 
@@ -36,6 +38,8 @@ pub struct Worker {
     pub max_attempts: u32,
     pub retry_backoff: Duration,
     zones: Arc<Mutex<HashMap<String, Tz>>>,
+    /// Step 6: where loaded records are indexed for search (none: search is off).
+    search: Option<Arc<SearchEngine>>,
 }
 
 #[derive(Serialize)]
@@ -64,7 +68,39 @@ impl Worker {
             max_attempts: 5,
             retry_backoff: Duration::from_millis(500),
             zones: Arc::new(Mutex::new(HashMap::new())),
+            search: None,
         }
+    }
+
+    /// Indexes every loaded record into `engine` (after its load, in the same message's handling).
+    pub fn with_search(mut self, engine: Arc<SearchEngine>) -> Self {
+        self.search = Some(engine);
+        self
+    }
+
+    pub fn with_search_opt(self, engine: Option<Arc<SearchEngine>>) -> Self {
+        match engine {
+            Some(e) => self.with_search(e),
+            None => self,
+        }
+    }
+
+    /// Indexes `docs`. An error leaves the message uncommitted, so it is retried: indexing is idempotent.
+    async fn index(&self, docs: Vec<Doc>) -> Result<(), Error> {
+        let Some(engine) = &self.search else {
+            return Ok(());
+        };
+        if docs.is_empty() {
+            return Ok(());
+        }
+        let stats = engine.index(docs).await?;
+        tracing::debug!(
+            docs = stats.docs,
+            written = stats.written,
+            embedded = stats.embedded,
+            "indexed"
+        );
+        Ok(())
     }
 
     /// Attempts per message before dead-lettering (at least 1), and the wait between attempts.
@@ -230,6 +266,9 @@ impl Worker {
                 } else if !dead_letters.is_empty() {
                     self.outbox.poke();
                 }
+                // Indexed even when the page was a redelivery: the first attempt may have failed after
+                // its load committed, and indexing an unchanged record writes nothing.
+                self.index(index::docs(&tenant, &batch)).await?;
                 Ok(())
             }
             RawMessage::Webhook {
@@ -247,6 +286,13 @@ impl Worker {
                     let order = refund_order_id(&record).map_err(Error::invalid)?;
                     let row = shopify_refund(&record, &order, false, tz).map_err(Error::invalid)?;
                     apply_refund(&self.db, &tenant, &row).await?;
+                    let name = self.order_name(&tenant, &row.source, &order).await?;
+                    self.index(
+                        index::refund(&tenant, &row, name.as_deref())
+                            .into_iter()
+                            .collect(),
+                    )
+                    .await?;
                 } else {
                     let mut batch = Batch::default();
                     transform_page(
@@ -272,6 +318,9 @@ impl Worker {
                         }
                     }
                     load_batch(&self.db, &tenant, &batch).await?;
+                    // An event older than what is stored changed nothing, and must not change the index.
+                    self.drop_stale(&tenant, &mut batch).await?;
+                    self.index(index::docs(&tenant, &batch)).await?;
                 }
                 self.cache.incr(&keys::data_version(&tenant)).await?;
                 Ok(())
@@ -288,6 +337,61 @@ impl Worker {
                     .await
             }
         }
+    }
+
+    /// An order's display name ("#1310"), for a refund that arrived on its own.
+    async fn order_name(
+        &self,
+        tenant: &TenantId,
+        source: &str,
+        id: &str,
+    ) -> Result<Option<String>, Error> {
+        let row: Option<(String,)> = with_tenant!(&self.db, tenant, read, |tx| {
+            sqlx::query_as(
+                "SELECT name FROM orders WHERE tenant_id = $1 AND source = $2 AND external_id = $3",
+            )
+            .bind(tenant.as_str())
+            .bind(source)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+        });
+        Ok(row.map(|(n,)| n))
+    }
+
+    /// Removes from `batch` the orders and customers whose stored version is newer than the event's.
+    async fn drop_stale(&self, tenant: &TenantId, batch: &mut Batch) -> Result<(), Error> {
+        let mut keep_orders = Vec::with_capacity(batch.orders.len());
+        for b in std::mem::take(&mut batch.orders) {
+            let stored: Option<(i64,)> = with_tenant!(&self.db, tenant, read, |tx| {
+                sqlx::query_as("SELECT updated_at FROM orders WHERE tenant_id = $1 AND source = $2 AND external_id = $3")
+                    .bind(tenant.as_str())
+                    .bind(&b.order.source)
+                    .bind(&b.order.external_id)
+                    .fetch_optional(&mut *tx)
+                    .await?
+            });
+            if stored.is_none_or(|(u,)| u <= b.order.updated_at) {
+                keep_orders.push(b);
+            }
+        }
+        batch.orders = keep_orders;
+        let mut keep_customers = Vec::with_capacity(batch.customers.len());
+        for c in std::mem::take(&mut batch.customers) {
+            let stored: Option<(i64,)> = with_tenant!(&self.db, tenant, read, |tx| {
+                sqlx::query_as("SELECT updated_at FROM customers WHERE tenant_id = $1 AND source = $2 AND external_id = $3")
+                    .bind(tenant.as_str())
+                    .bind(&c.source)
+                    .bind(&c.external_id)
+                    .fetch_optional(&mut *tx)
+                    .await?
+            });
+            if stored.is_none_or(|(u,)| u <= c.updated_at) {
+                keep_customers.push(c);
+            }
+        }
+        batch.customers = keep_customers;
+        Ok(())
     }
 
     async fn finish(
@@ -357,6 +461,12 @@ impl Worker {
             (records, duration)
         });
         self.outbox.poke();
+        if let Some(engine) = &self.search
+            && let Err(e) = engine.flush().await
+        {
+            // The points are written; only compaction failed. The next sync tries again.
+            tracing::warn!(error = %e, "search index flush failed");
+        }
         self.cache.incr(&keys::data_version(tenant)).await?;
         tracing::info!(tenant_id = %tenant, connector_id = %connector, sync_id, status, records, duration_ms = duration, "sync finished");
         Ok(())

@@ -25,6 +25,9 @@ pub struct OrderRow {
     pub discounts_minor: i64,
     pub currency: String,
     pub note: Option<String>,
+    /// Searchable words that are not columns: tags, the shipping city.
+    pub tags: Option<String>,
+    pub city: Option<String>,
     pub raw: String,
 }
 
@@ -50,6 +53,8 @@ pub struct RefundRow {
     pub local_date: NaiveDate,
     pub amount_minor: i64,
     pub test: bool,
+    /// The refund's note ("Damaged in shipping"): searchable, not a column.
+    pub note: Option<String>,
     pub raw: String,
 }
 
@@ -62,6 +67,9 @@ pub struct CustomerRow {
     pub customer_key: String,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Searchable words that are not columns.
+    pub city: Option<String>,
+    pub tags: Option<String>,
     pub raw: String,
 }
 
@@ -71,6 +79,11 @@ pub struct ProductRow {
     pub external_id: String,
     pub title: String,
     pub updated_at: i64,
+    /// Searchable words that are not columns: the description (HTML), type, vendor and tags.
+    pub description: Option<String>,
+    pub kind: Option<String>,
+    pub vendor: Option<String>,
+    pub tags: Option<String>,
     pub raw: String,
 }
 
@@ -251,6 +264,7 @@ pub fn shopify_refund(rf: &Value, order_id: &str, test: bool, tz: Tz) -> Result<
         local_date: rcreated.with_timezone(&tz).date_naive(),
         amount_minor: amount,
         test,
+        note: str_field(rf, "note").map(str::to_string),
         raw: rf.to_string(),
     })
 }
@@ -354,6 +368,11 @@ fn shopify_order(r: &Value, tz: Tz) -> Result<OrderBundle, String> {
             discounts_minor: discounts,
             currency: str_field(r, "currency").unwrap_or("USD").to_uppercase(),
             note: str_field(r, "note").map(str::to_string),
+            tags: str_field(r, "tags").map(str::to_string),
+            city: r
+                .get("shipping_address")
+                .and_then(|a| str_field(a, "city"))
+                .map(str::to_string),
             raw: r.to_string(),
         },
         lines,
@@ -406,6 +425,7 @@ fn stripe_charge(r: &Value, tz: Tz) -> Result<OrderBundle, String> {
             local_date,
             amount_minor: refunded,
             test: false,
+            note: None,
             raw: "{}".into(),
         }]
     } else {
@@ -431,6 +451,11 @@ fn stripe_charge(r: &Value, tz: Tz) -> Result<OrderBundle, String> {
             discounts_minor: 0,
             currency: str_field(r, "currency").unwrap_or("usd").to_uppercase(),
             note: str_field(r, "description").map(str::to_string),
+            tags: None,
+            city: billing
+                .and_then(|b| b.get("address"))
+                .and_then(|a| str_field(a, "city"))
+                .map(str::to_string),
             raw: r.to_string(),
         },
         lines: Vec::new(),
@@ -456,6 +481,11 @@ fn shopify_customer(r: &Value) -> Result<CustomerRow, String> {
         name: (!name.is_empty()).then_some(name),
         created_at: created.timestamp_millis(),
         updated_at: updated.timestamp_millis(),
+        city: r
+            .get("default_address")
+            .and_then(|a| str_field(a, "city"))
+            .map(str::to_string),
+        tags: str_field(r, "tags").map(str::to_string),
         raw: r.to_string(),
     })
 }
@@ -472,6 +502,11 @@ fn stripe_customer(r: &Value) -> Result<CustomerRow, String> {
         name: str_field(r, "name").map(str::to_string),
         created_at: created.timestamp_millis(),
         updated_at: created.timestamp_millis(),
+        city: r
+            .get("address")
+            .and_then(|a| str_field(a, "city"))
+            .map(str::to_string),
+        tags: None,
         raw: r.to_string(),
     })
 }
@@ -485,6 +520,10 @@ fn shopify_product(r: &Value) -> Result<ProductRow, String> {
         external_id: id,
         title,
         updated_at: updated.timestamp_millis(),
+        description: str_field(r, "body_html").map(str::to_string),
+        kind: str_field(r, "product_type").map(str::to_string),
+        vendor: str_field(r, "vendor").map(str::to_string),
+        tags: str_field(r, "tags").map(str::to_string),
         raw: r.to_string(),
     })
 }

@@ -177,6 +177,202 @@ pub struct Filters {
     pub source: Option<Source>,
 }
 
+/// A search: the words to look for, and the kinds of record asked for.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SearchSpec {
+    /// The question's own words (as written, typos and all) without periods, names used as filters
+    /// and the words that only frame a search ("find", "the order", "which", "mentioned").
+    pub words: String,
+    /// Record kinds asked for ("order", "charge", "refund", "customer", "product"); empty: any.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub kinds: Vec<&'static str>,
+}
+
+/// Words that frame a search without saying what to find.
+const SEARCH_FRAME: &[&str] = &[
+    "find",
+    "search",
+    "searching",
+    "locate",
+    "lookup",
+    "look",
+    "looking",
+    "up",
+    "for",
+    "show",
+    "me",
+    "pull",
+    "get",
+    "give",
+    "list",
+    "bring",
+    "which",
+    "what",
+    "where",
+    "who",
+    "whose",
+    "whom",
+    "when",
+    "the",
+    "a",
+    "an",
+    "that",
+    "this",
+    "those",
+    "these",
+    "one",
+    "ones",
+    "order",
+    "orders",
+    "purchase",
+    "purchases",
+    "record",
+    "records",
+    "mentioned",
+    "mentioning",
+    "mention",
+    "mentions",
+    "said",
+    "say",
+    "says",
+    "saying",
+    "about",
+    "with",
+    "from",
+    "of",
+    "in",
+    "on",
+    "my",
+    "our",
+    "i",
+    "we",
+    "us",
+    "was",
+    "were",
+    "is",
+    "are",
+    "be",
+    "been",
+    "did",
+    "do",
+    "does",
+    "had",
+    "has",
+    "have",
+    "any",
+    "some",
+    "please",
+    "can",
+    "could",
+    "you",
+    "would",
+    "there",
+    "it",
+    "its",
+    "customer",
+    "customers",
+    "client",
+    "clients",
+    "someone",
+    "somebody",
+    "anyone",
+    "person",
+    "and",
+    "or",
+    "to",
+    "at",
+    "by",
+    "all",
+    "payment",
+    "payments",
+    "charge",
+    "charges",
+    "refund",
+    "refunds",
+    "product",
+    "products",
+    "shopify",
+    "stripe",
+    "again",
+    "thing",
+    "stuff",
+    "want",
+    "need",
+    "know",
+    "see",
+    "remember",
+    "think",
+    "guy",
+    "lady",
+    "woman",
+    "man",
+    "got",
+    "gets",
+    "getting",
+    "ordered",
+    "bought",
+    "buying",
+    "but",
+    "than",
+    "then",
+    "also",
+    "just",
+    "really",
+    "very",
+    "tell",
+    "told",
+];
+
+fn search_spec(
+    toks: &[tokens::Tok],
+    period_taken: &[bool],
+    customer_tok: &[bool],
+    has: &dyn Fn(Term) -> bool,
+) -> SearchSpec {
+    let words: Vec<&str> = toks
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !period_taken[*i] && !customer_tok[*i])
+        .map(|(_, t)| t.corrected_from.as_deref().unwrap_or(&t.text))
+        .filter(|w| !SEARCH_FRAME.contains(w))
+        .collect();
+    let text: Vec<&str> = toks.iter().map(|t| t.text.as_str()).collect();
+    let said = |w: &[&str]| text.iter().any(|t| w.contains(t));
+    let mut kinds = Vec::new();
+    if said(&["refund", "refunds", "refunded"]) {
+        kinds.push("refund");
+    }
+    if said(&["payment", "payments", "charge", "charges"])
+        || has(Term::Stripe) && !said(&["order", "orders"])
+    {
+        kinds.push("charge");
+    }
+    if said(&["product", "products"]) {
+        kinds.push("product");
+    }
+    // "the order where…", "which package…": orders (and the refunds and payments on them), not products
+    // or customers.
+    if kinds.is_empty()
+        && said(&[
+            "order",
+            "orders",
+            "purchase",
+            "purchases",
+            "package",
+            "parcel",
+            "delivery",
+            "shipment",
+        ])
+        && !said(&["customer", "customers", "client", "who", "whose", "someone"])
+    {
+        kinds.extend(["order", "charge", "refund"]);
+    }
+    SearchSpec {
+        words: words.join(" "),
+        kinds,
+    }
+}
+
 /// What the question asks, before any data is read: the typed plan `debug: true` returns.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Plan {
@@ -209,6 +405,9 @@ pub struct Plan {
     /// Typos corrected: (as written, as read).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub corrections: Vec<(String, String)>,
+    /// What a search looks for (intent `search`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub search: Option<SearchSpec>,
     /// A future period was named ("next month").
     pub future: bool,
 }
@@ -241,6 +440,7 @@ impl Plan {
             unresolved: Vec::new(),
             ambiguous: Vec::new(),
             corrections: Vec::new(),
+            search: None,
             future: false,
         }
     }
@@ -270,10 +470,7 @@ pub fn understand(query: &str, today: NaiveDate, catalog: &Catalog) -> Plan {
         plan.action = Some(a);
         return plan;
     }
-    if intents::search(&text) {
-        plan.intent = Intent::Search;
-        return plan;
-    }
+    let searching = intents::search(&text);
 
     let mut taken = vec![false; words.len()];
     // Periods.
@@ -286,7 +483,9 @@ pub fn understand(query: &str, today: NaiveDate, catalog: &Catalog) -> Plan {
     // Long phrases of the lexicon first ("average ticket", "credit card"), so that the catalogue does not
     // take their words; then the catalogue; then single words.
     let mut terms: Vec<(Term, usize)> = Vec::new();
+    let period_taken = taken.clone();
     scan_terms(&words, &mut taken, &mut terms, 2);
+    let before_link = taken.clone();
     let linked = link::link(&toks, &mut taken, catalog);
     scan_terms(&words, &mut taken, &mut terms, 1);
     let has = |t: Term| terms.iter().any(|(x, _)| *x == t);
@@ -315,6 +514,31 @@ pub fn understand(query: &str, today: NaiveDate, catalog: &Catalog) -> Plan {
     } else {
         None
     };
+
+    if searching {
+        plan.intent = Intent::Search;
+        // In a search, product words are words to find ("the grinder arrived broken"), not a filter.
+        plan.filters.product = None;
+        plan.unresolved.clear();
+        plan.ambiguous.clear();
+        let customer_tok: Vec<bool> = (0..toks.len())
+            .map(|i| {
+                taken[i]
+                    && !before_link[i]
+                    && linked.customer.as_ref().is_some_and(|c| {
+                        toks[i].text.contains('@')
+                            || c.name
+                                .to_lowercase()
+                                .split_whitespace()
+                                .any(|w| w == toks[i].text)
+                    })
+            })
+            .collect();
+        plan.search = Some(search_spec(&toks, &period_taken, &customer_tok, &has));
+        plan.default_period = found.is_empty();
+        plan.periods = found.iter().map(|f| f.period).take(1).collect();
+        return plan;
+    }
 
     // Ranking.
     let products_word = has(Term::Products) || has(Term::BestSellers);
@@ -366,8 +590,46 @@ pub fn understand(query: &str, today: NaiveDate, catalog: &Catalog) -> Plan {
         Term::Grain(g) => Some(*g),
         _ => None,
     });
+    // "the busted grinder order", "allergy order", "dentist's order": a record described by words the
+    // metrics grammar does not know, with nothing that asks for a number, is a search.
+    let no_customer = vec![false; toks.len()];
+    let asks_number = has(Term::HowMany)
+        || has(Term::HowMuch)
+        || !found.is_empty()
+        || plan.ranking.is_some()
+        || plan.grain.is_some()
+        || !matches!(
+            plan.metric,
+            None | Some(Metric::Orders) | Some(Metric::Customers)
+        );
+    let describing = (0..toks.len()).any(|i| {
+        let w = toks[i].text.as_str();
+        // Capitalised unknown words are names (a filter the answer reports as unresolved).
+        !period_taken[i]
+            && !toks[i].capitalized
+            && w.len() >= 3
+            && !SEARCH_FRAME.contains(&w)
+            && !lexicon::is_known(w)
+            && !catalog.knows(w)
+            && !catalog.is_name_word(w)
+            && !w.contains('@')
+            && !w.chars().any(|c| c.is_ascii_digit())
+    });
+    if !asks_number && describing {
+        plan.intent = Intent::Search;
+        plan.metric = None;
+        plan.filters.product = None;
+        plan.unresolved.clear();
+        plan.ambiguous.clear();
+        plan.search = Some(search_spec(&toks, &period_taken, &no_customer, &has));
+        plan.default_period = true;
+        return plan;
+    }
     if plan.metric.is_none() && found.is_empty() && !entity_filter && plan.grain.is_none() {
         plan.conversation = Some(Conversation::OutOfScope);
+        // Not a question about numbers; it may still describe a record ("the cafe owner in Providence"):
+        // the orchestrator tries these words as a search and answers with it if something is found.
+        plan.search = Some(search_spec(&toks, &period_taken, &no_customer, &has));
         return plan;
     }
     // "how do you calculate revenue", "what counts as a new customer": the definition, not a number.
@@ -635,31 +897,34 @@ mod intents {
         {
             return Some(Conversation::Farewell);
         }
-        // Requests that are not about the data: writing, deleting, chit-chat.
+        // Requests that are not about the data: writing, deleting, chit-chat ("the order where the
+        // courier left it out in bad weather" is a search, though).
         let first = t.split_whitespace().next().unwrap_or("");
-        if matches!(
-            first,
-            "write" | "delete" | "remove" | "erase" | "wipe" | "drop" | "translate"
-        ) || has(
-            t,
-            &[
-                "poem",
-                "joke",
-                "story",
-                "song",
-                "recipe",
-                "weather",
-                "write me",
-                "delete all",
-                "delete my",
-                "remove all",
-                "wipe my",
-                "erase my",
-                "can you delete",
-                "can you write",
-                "can you remove",
-            ],
-        ) {
+        if !search(t)
+            && (matches!(
+                first,
+                "write" | "delete" | "remove" | "erase" | "wipe" | "drop" | "translate"
+            ) || has(
+                t,
+                &[
+                    "poem",
+                    "joke",
+                    "story",
+                    "song",
+                    "recipe",
+                    "weather",
+                    "write me",
+                    "delete all",
+                    "delete my",
+                    "remove all",
+                    "wipe my",
+                    "erase my",
+                    "can you delete",
+                    "can you write",
+                    "can you remove",
+                ],
+            ))
+        {
             return Some(Conversation::OutOfScope);
         }
         if !asks
@@ -810,6 +1075,18 @@ mod intents {
                         "asked about",
                         "needs their",
                         "wants their",
+                        "the customer who",
+                        "the customer that",
+                        "the one who",
+                        "the one that",
+                        "the one where",
+                        "the one with",
+                        "the one about",
+                        "someone who",
+                        "somebody who",
+                        "the person who",
+                        "the guy who",
+                        "the lady who",
                     ],
                 )
     }

@@ -1,0 +1,564 @@
+//! The embedded adapter: Qdrant Edge shards in the data directory, one per collection, in-process.
+//!
+//! Edge is synchronous; every call runs on the blocking pool. Writes to one shard (and its flushes) are
+//! serialised by a per-shard lock, reads run concurrently.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use qdrant_edge::external::ordered_float::OrderedFloat;
+use qdrant_edge::{
+    Condition, CountRequest, CreateIndex, Distance, EdgeConfig, EdgeShard, EdgeSparseVectorParams,
+    EdgeVectorParams, FieldCondition, FieldIndexOperations, Filter as EFilter, Fusion, Match, Mmr,
+    Modifier, NamedQuery, PayloadFieldSchema, PayloadSchemaType, PointId, PointInsertOperations,
+    PointOperations, PointStruct, Prefetch, QueryEnum, QueryRequest, Range, ScoredPoint,
+    ScoringQuery, UpdateOperation, ValueVariants, VectorInternal, Vectors, WithPayloadInterface,
+    WithVector,
+};
+use smb_core::Error;
+use uuid::Uuid;
+
+use crate::doc::Kind;
+
+use crate::index::{
+    DENSE, Filter, Hit, Isolation, Payload, Point, Query, SPARSE, Space, VectorIndex,
+    collection_for, index_error,
+};
+
+struct Shard {
+    shard: EdgeShard,
+    /// Serialises writes, flushes and optimisation on this shard (Edge's flush asserts it is alone).
+    write: Mutex<()>,
+}
+
+pub struct EdgeIndex {
+    root: PathBuf,
+    isolation: Isolation,
+    shards: Mutex<HashMap<String, Arc<Shard>>>,
+}
+
+impl EdgeIndex {
+    /// Keeps its shards under `root` (created if missing).
+    pub fn open(root: &Path, isolation: Isolation) -> Result<Self, Error> {
+        std::fs::create_dir_all(root).map_err(|e| index_error("search index directory", e))?;
+        Ok(Self {
+            root: root.to_path_buf(),
+            isolation,
+            shards: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The shard of `collection`, opened or (when `create`) created.
+    fn shard(
+        &self,
+        collection: &str,
+        space: &Space,
+        create: bool,
+    ) -> Result<Option<Arc<Shard>>, Error> {
+        let mut shards = self.shards.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = shards.get(collection) {
+            return Ok(Some(s.clone()));
+        }
+        let path = self.root.join(collection);
+        let config_file = path.join("edge_config.json");
+        let shard = if config_file.exists() {
+            EdgeShard::load(&path, None).map_err(|e| index_error("opening the search index", e))?
+        } else if create {
+            std::fs::create_dir_all(&path).map_err(|e| index_error("search index directory", e))?;
+            let shard = EdgeShard::new(&path, config(space))
+                .map_err(|e| index_error("creating the search index", e))?;
+            for (field, ty) in [
+                ("tenant_id", PayloadSchemaType::Keyword),
+                ("kind", PayloadSchemaType::Keyword),
+                ("source", PayloadSchemaType::Keyword),
+                ("customer_key", PayloadSchemaType::Keyword),
+                ("day", PayloadSchemaType::Integer),
+                ("terms", PayloadSchemaType::Integer),
+            ] {
+                shard
+                    .update(UpdateOperation::FieldIndexOperation(
+                        FieldIndexOperations::CreateIndex(CreateIndex {
+                            field_name: key(field),
+                            field_schema: Some(PayloadFieldSchema::FieldType(ty)),
+                        }),
+                    ))
+                    .map_err(|e| index_error("creating a payload index", e))?;
+            }
+            shard
+        } else {
+            return Ok(None);
+        };
+        let s = Arc::new(Shard {
+            shard,
+            write: Mutex::new(()),
+        });
+        shards.insert(collection.to_string(), s.clone());
+        Ok(Some(s))
+    }
+
+    async fn blocking<T: Send + 'static>(
+        f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| index_error("search index task", e))?
+    }
+
+    /// Every collection directory that belongs to `space`.
+    fn physical(&self, space: &Space) -> Vec<String> {
+        let Ok(dir) = std::fs::read_dir(&self.root) else {
+            return Vec::new();
+        };
+        let prefix = format!("{}__", space.name);
+        dir.flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| *n == space.name || n.starts_with(&prefix))
+            .collect()
+    }
+}
+
+fn config(space: &Space) -> EdgeConfig {
+    let mut c = EdgeConfig::default();
+    c.sparse_vectors.insert(
+        SPARSE.to_string(),
+        EdgeSparseVectorParams {
+            modifier: Some(Modifier::Idf),
+            ..Default::default()
+        },
+    );
+    if let Some(dim) = space.dense_dim {
+        c.vectors.insert(
+            DENSE.to_string(),
+            EdgeVectorParams::builder(dim, Distance::Cosine).build(),
+        );
+    }
+    c
+}
+
+fn key(field: &str) -> qdrant_edge::JsonPath {
+    field
+        .try_into()
+        .expect("static payload keys are valid JSON paths")
+}
+
+fn eq(field: &str, value: &str) -> Condition {
+    Condition::Field(FieldCondition::new_match(
+        key(field),
+        Match::new_value(ValueVariants::String(value.to_string())),
+    ))
+}
+
+fn any_of(field: &str, values: impl IntoIterator<Item = String>) -> Condition {
+    Condition::Filter(EFilter {
+        should: Some(values.into_iter().map(|v| eq(field, &v)).collect()),
+        ..Default::default()
+    })
+}
+
+/// The tenant condition is always first; nothing a caller passes can remove it.
+fn filter(f: &Filter) -> EFilter {
+    let mut must = vec![eq("tenant_id", &f.tenant_id)];
+    if !f.kinds.is_empty() {
+        must.push(any_of(
+            "kind",
+            f.kinds.iter().map(|k| k.as_str().to_string()),
+        ));
+    }
+    if !f.sources.is_empty() {
+        must.push(any_of("source", f.sources.iter().cloned()));
+    }
+    if let Some(c) = &f.customer_key {
+        must.push(eq("customer_key", c));
+    }
+    if let Some((from, to)) = f.days {
+        must.push(Condition::Field(FieldCondition::new_range(
+            key("day"),
+            Range {
+                gte: Some(OrderedFloat(from as f64)),
+                lte: Some(OrderedFloat(to as f64)),
+                lt: None,
+                gt: None,
+            },
+        )));
+    }
+    EFilter {
+        must: Some(must),
+        // Records only, unless the vocabulary is asked for by name.
+        must_not: f
+            .kinds
+            .is_empty()
+            .then(|| vec![eq("kind", Kind::Term.as_str())]),
+        ..Default::default()
+    }
+}
+
+fn point_id(id: Uuid) -> PointId {
+    PointId::Uuid(id)
+}
+
+fn nearest(vector: VectorInternal, using: &str) -> ScoringQuery {
+    ScoringQuery::Vector(QueryEnum::Nearest(NamedQuery {
+        query: vector,
+        using: Some(using.to_string()),
+    }))
+}
+
+fn sparse_vector(s: &crate::index::Sparse) -> Result<VectorInternal, Error> {
+    qdrant_edge::Vector::new_sparse(s.indices.clone(), s.values.clone())
+        .map(|v| v.0)
+        .map_err(|e| Error::invalid(format!("sparse vector: {e}")))
+}
+
+fn to_hit(p: ScoredPoint) -> Option<Hit> {
+    let id = match p.id {
+        PointId::Uuid(u) => u,
+        PointId::NumId(_) => return None,
+    };
+    let payload = p.payload?;
+    let value = serde_json::Value::Object(payload.0.into_iter().collect());
+    let payload: Payload = serde_json::from_value(value).ok()?;
+    let dense = match p.vector {
+        Some(qdrant_edge::VectorStructInternal::Named(mut m)) => match m.remove(DENSE) {
+            Some(VectorInternal::Dense(v)) => Some(v),
+            _ => None,
+        },
+        _ => None,
+    };
+    Some(Hit {
+        id,
+        score: p.score,
+        payload,
+        dense,
+    })
+}
+
+#[async_trait]
+impl VectorIndex for EdgeIndex {
+    fn name(&self) -> &'static str {
+        "qdrant-edge"
+    }
+
+    async fn ensure(&self, space: &Space) -> Result<(), Error> {
+        if self.isolation == Isolation::Filter {
+            self.shard(&space.name, space, true)?;
+        }
+        Ok(())
+    }
+
+    async fn upsert(&self, space: &Space, points: Vec<Point>) -> Result<(), Error> {
+        // Grouped by physical collection (one per tenant under `Isolation::Collection`).
+        let mut groups: HashMap<String, Vec<Point>> = HashMap::new();
+        for p in points {
+            groups
+                .entry(collection_for(space, self.isolation, &p.payload.tenant_id))
+                .or_default()
+                .push(p);
+        }
+        for (collection, points) in groups {
+            let shard = self
+                .shard(&collection, space, true)?
+                .expect("created on demand");
+            let mut structs = Vec::with_capacity(points.len());
+            for p in points {
+                let mut named: Vec<(&str, VectorInternal)> =
+                    vec![(SPARSE, sparse_vector(&p.sparse)?)];
+                if let Some(d) = p.dense {
+                    named.push((DENSE, VectorInternal::Dense(d)));
+                }
+                let payload = serde_json::to_value(&p.payload)
+                    .map_err(|e| index_error("search payload", e))?;
+                structs.push(
+                    PointStruct::new(point_id(p.id), Vectors::new_named(named), payload).into(),
+                );
+            }
+            Self::blocking(move || {
+                let _w = shard.write.lock().unwrap_or_else(|p| p.into_inner());
+                shard
+                    .shard
+                    .update(UpdateOperation::PointOperation(
+                        PointOperations::UpsertPoints(PointInsertOperations::PointsList(structs)),
+                    ))
+                    .map_err(|e| index_error("writing to the search index", e))
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, space: &Space, tenant: &str, ids: &[Uuid]) -> Result<(), Error> {
+        let collection = collection_for(space, self.isolation, tenant);
+        let Some(shard) = self.shard(&collection, space, false)? else {
+            return Ok(());
+        };
+        // Only the tenant's own points are deleted, even if another tenant's id is given.
+        let mine: Vec<PointId> = self
+            .versions(space, tenant, ids)
+            .await?
+            .into_keys()
+            .map(point_id)
+            .collect();
+        if mine.is_empty() {
+            return Ok(());
+        }
+        Self::blocking(move || {
+            let _w = shard.write.lock().unwrap_or_else(|p| p.into_inner());
+            shard
+                .shard
+                .update(UpdateOperation::PointOperation(
+                    PointOperations::DeletePoints { ids: mine },
+                ))
+                .map_err(|e| index_error("deleting from the search index", e))
+        })
+        .await
+    }
+
+    async fn versions(
+        &self,
+        space: &Space,
+        tenant: &str,
+        ids: &[Uuid],
+    ) -> Result<HashMap<Uuid, String>, Error> {
+        let collection = collection_for(space, self.isolation, tenant);
+        let Some(shard) = self.shard(&collection, space, false)? else {
+            return Ok(HashMap::new());
+        };
+        let pids: Vec<PointId> = ids.iter().map(|u| point_id(*u)).collect();
+        let tenant = tenant.to_string();
+        Self::blocking(move || {
+            let records = shard
+                .shard
+                .retrieve(
+                    &pids,
+                    Some(WithPayloadInterface::Fields(vec![
+                        key("tenant_id"),
+                        key("version"),
+                    ])),
+                    Some(WithVector::Bool(false)),
+                )
+                .map_err(|e| index_error("reading the search index", e))?;
+            let mut out = HashMap::new();
+            for r in records {
+                let (PointId::Uuid(id), Some(p)) = (r.id, r.payload) else {
+                    continue;
+                };
+                let t = p.0.get("tenant_id").and_then(|v| v.as_str());
+                let v = p.0.get("version").and_then(|v| v.as_str());
+                if let (Some(t), Some(v)) = (t, v)
+                    && t == tenant
+                {
+                    out.insert(id, v.to_string());
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn query(&self, space: &Space, q: &Query) -> Result<Vec<Hit>, Error> {
+        let collection = collection_for(space, self.isolation, &q.filter.tenant_id);
+        let Some(shard) = self.shard(&collection, space, false)? else {
+            return Ok(Vec::new());
+        };
+        let f = filter(&q.filter);
+        let mut prefetches = Vec::new();
+        let mut weights = Vec::new();
+        if let Some(s) = q.sparse.as_ref().filter(|s| !s.is_empty()) {
+            prefetches.push(Prefetch {
+                prefetches: vec![],
+                query: Some(nearest(sparse_vector(s)?, SPARSE)),
+                limit: q.prefetch,
+                params: None,
+                filter: Some(f.clone()),
+                score_threshold: None,
+            });
+            weights.push(OrderedFloat(q.weights.0));
+        }
+        if let (Some(d), Some(_)) = (&q.dense, space.dense_dim) {
+            let (query, threshold) = match q.mmr_lambda {
+                Some(l) => (
+                    ScoringQuery::Mmr(Mmr {
+                        vector: VectorInternal::Dense(d.clone()),
+                        using: DENSE.to_string(),
+                        lambda: OrderedFloat(l),
+                        candidates_limit: q.prefetch * 4,
+                    }),
+                    None,
+                ),
+                None => (
+                    nearest(VectorInternal::Dense(d.clone()), DENSE),
+                    q.dense_threshold.map(OrderedFloat),
+                ),
+            };
+            prefetches.push(Prefetch {
+                prefetches: vec![],
+                query: Some(query),
+                limit: q.prefetch,
+                params: None,
+                filter: Some(f.clone()),
+                score_threshold: threshold,
+            });
+            weights.push(OrderedFloat(q.weights.1));
+        }
+        let with_vector = if space.dense_dim.is_some() {
+            WithVector::Selector(vec![DENSE.to_string()])
+        } else {
+            WithVector::Bool(false)
+        };
+        let request = match prefetches.len() {
+            0 => return Ok(Vec::new()),
+            // One side only: query it directly, with its own scores.
+            1 => {
+                let p = prefetches.remove(0);
+                QueryRequest {
+                    prefetches: vec![],
+                    query: p.query,
+                    filter: Some(f),
+                    score_threshold: p.score_threshold,
+                    limit: q.limit,
+                    offset: 0,
+                    params: None,
+                    with_vector,
+                    with_payload: WithPayloadInterface::Bool(true),
+                }
+            }
+            _ => QueryRequest {
+                prefetches,
+                query: Some(ScoringQuery::Fusion(Fusion::Rrf {
+                    k: RRF_K,
+                    weights: Some(weights),
+                })),
+                filter: Some(f),
+                score_threshold: None,
+                limit: q.limit,
+                offset: 0,
+                params: None,
+                with_vector,
+                with_payload: WithPayloadInterface::Bool(true),
+            },
+        };
+        let tenant = q.filter.tenant_id.clone();
+        Self::blocking(move || {
+            let points = shard
+                .shard
+                .query(request)
+                .map_err(|e| index_error("searching the index", e))?;
+            // The filter already confines the query to the tenant; this is the second lock on that door.
+            Ok(points
+                .into_iter()
+                .filter_map(to_hit)
+                .filter(|h| h.payload.tenant_id == tenant)
+                .collect())
+        })
+        .await
+    }
+
+    async fn count(&self, space: &Space, tenant: &str) -> Result<u64, Error> {
+        let collection = collection_for(space, self.isolation, tenant);
+        let Some(shard) = self.shard(&collection, space, false)? else {
+            return Ok(0);
+        };
+        let f = filter(&Filter {
+            tenant_id: tenant.to_string(),
+            ..Default::default()
+        });
+        Self::blocking(move || {
+            shard
+                .shard
+                .count(CountRequest {
+                    filter: Some(f),
+                    exact: true,
+                })
+                .map(|n| n as u64)
+                .map_err(|e| index_error("counting the search index", e))
+        })
+        .await
+    }
+
+    async fn count_term(&self, space: &Space, tenant: &str, term: u32) -> Result<u64, Error> {
+        let collection = collection_for(space, self.isolation, tenant);
+        let Some(shard) = self.shard(&collection, space, false)? else {
+            return Ok(0);
+        };
+        let mut f = filter(&Filter {
+            tenant_id: tenant.to_string(),
+            ..Default::default()
+        });
+        f.must
+            .get_or_insert_with(Vec::new)
+            .push(Condition::Field(FieldCondition::new_match(
+                key("terms"),
+                Match::new_value(ValueVariants::Integer(i64::from(term))),
+            )));
+        Self::blocking(move || {
+            shard
+                .shard
+                .count(CountRequest {
+                    filter: Some(f),
+                    exact: true,
+                })
+                .map(|n| n as u64)
+                .map_err(|e| index_error("counting the search index", e))
+        })
+        .await
+    }
+
+    async fn drop_space(&self, space: &Space) -> Result<(), Error> {
+        for name in self.physical(space) {
+            let mut shard = self
+                .shards
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&name);
+            // Edge flushes when a shard is dropped, so its files may go only after the last user of it
+            // (a query in flight) is done.
+            while let Some(s) = shard {
+                match Arc::try_unwrap(s) {
+                    Ok(s) => {
+                        Self::blocking(move || {
+                            drop(s);
+                            Ok(())
+                        })
+                        .await?;
+                        shard = None;
+                    }
+                    Err(s) => {
+                        shard = Some(s);
+                        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                    }
+                }
+            }
+            let path = self.root.join(&name);
+            Self::blocking(move || {
+                std::fs::remove_dir_all(&path)
+                    .map_err(|e| index_error("dropping a search index", e))
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&self, space: &Space) -> Result<(), Error> {
+        let names = self.physical(space);
+        for name in names {
+            let Some(shard) = self.shard(&name, space, false)? else {
+                continue;
+            };
+            Self::blocking(move || {
+                let _w = shard.write.lock().unwrap_or_else(|p| p.into_inner());
+                shard
+                    .shard
+                    .optimize()
+                    .map_err(|e| index_error("optimising the search index", e))?;
+                shard.shard.flush();
+                Ok(())
+            })
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// The RRF constant: small, because candidate lists are short and the first ranks matter most.
+const RRF_K: usize = 10;
