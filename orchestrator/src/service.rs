@@ -363,10 +363,9 @@ impl OrchestratorServiceImpl {
             result: json!({}),
             plan: vec![],
         };
-        // Words that are no question about numbers may describe a record: answered as a search when
-        // one is found.
-        if u.intent == Intent::Conversation
-            && u.conversation == Some(Conversation::OutOfScope)
+        // Words that ask for no number may describe a record ("who bought coffee for their wedding"):
+        // answered as a search when one is found.
+        if u.intent != Intent::Search
             && u.search.is_some()
             && vocab.synced()
             && let Some(engine) = &self.search

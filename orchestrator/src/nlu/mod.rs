@@ -615,7 +615,29 @@ pub fn understand(query: &str, today: NaiveDate, catalog: &Catalog) -> Plan {
             && !w.contains('@')
             && !w.chars().any(|c| c.is_ascii_digit())
     });
-    if !asks_number && describing {
+    // …and names a record ("the allergy order", "package got wet"): unknown words alone ("who won the
+    // super bowl") are not about the data.
+    let record_word = toks.iter().any(|t| {
+        matches!(
+            t.text.as_str(),
+            "order"
+                | "orders"
+                | "purchase"
+                | "purchases"
+                | "package"
+                | "parcel"
+                | "delivery"
+                | "shipment"
+                | "note"
+                | "customer"
+                | "client"
+                | "buyer"
+                | "payment"
+                | "charge"
+                | "refund"
+        )
+    });
+    if !asks_number && describing && record_word {
         plan.intent = Intent::Search;
         plan.metric = None;
         plan.filters.product = None;
@@ -624,6 +646,11 @@ pub fn understand(query: &str, today: NaiveDate, catalog: &Catalog) -> Plan {
         plan.search = Some(search_spec(&toks, &period_taken, &no_customer, &has));
         plan.default_period = true;
         return plan;
+    }
+    if !asks_number && describing {
+        // Maybe a record described without naming one ("who bought coffee for their wedding"): the
+        // orchestrator tries these words as a search first, and answers with it if something is found.
+        plan.search = Some(search_spec(&toks, &period_taken, &no_customer, &has));
     }
     if plan.metric.is_none() && found.is_empty() && !entity_filter && plan.grain.is_none() {
         plan.conversation = Some(Conversation::OutOfScope);
@@ -1082,6 +1109,8 @@ mod intents {
                         "the one where",
                         "the one with",
                         "the one about",
+                        "the one for",
+                        "the one from",
                         "someone who",
                         "somebody who",
                         "the person who",

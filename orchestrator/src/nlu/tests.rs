@@ -620,3 +620,50 @@ fn fourth_probe_regressions() {
     );
     assert!(!plan("blend revenue in may", t).ambiguous.is_empty());
 }
+
+#[test]
+fn searches_keep_the_describing_words_and_drop_the_framing() {
+    let t = NaiveDate::from_ymd_opt(2025, 6, 15).unwrap();
+    let c = Catalog::new(
+        &[
+            "Conical Burr Grinder".to_string(),
+            "Kenya AA Nyeri 12oz".to_string(),
+        ],
+        vec![("Ruby Taylor".into(), "ruby.taylor@example.com".into())],
+    );
+    let spec = |q: &str| {
+        let p = understand(q, t, &c);
+        assert_eq!(p.intent, Intent::Search, "{q}: {p:?}");
+        p.search.expect("a search spec")
+    };
+    assert_eq!(
+        spec("Find the order where the grinder arrived broken").words,
+        "grinder arrived broken"
+    );
+    assert_eq!(spec("Which order mentioned a wedding?").words, "wedding");
+    assert_eq!(spec("the one for a marriage").words, "marriage");
+    let s = spec("dentist's order");
+    assert_eq!(s.words, "dentist");
+    assert_eq!(s.kinds, ["order", "charge", "refund"]);
+    // Typos stay as written: the index, not the metrics vocabulary, decides what they match.
+    assert_eq!(spec("find the ordr with the grindr").words, "ordr grindr");
+    // A customer named is a filter, a period is a range; neither is a search word.
+    let p = understand("find Ruby Taylor's order about the grinder in 2024", t, &c);
+    assert_eq!(p.intent, Intent::Search);
+    assert_eq!(p.search.unwrap().words, "grinder");
+    assert_eq!(
+        p.filters.customer.map(|c| c.key),
+        Some("ruby.taylor@example.com".to_string())
+    );
+    assert!(!p.default_period);
+    assert_eq!(spec("find the refunds that say damaged").kinds, ["refund"]);
+    // Not searches: numbers asked for, or nothing about the data.
+    assert_eq!(
+        understand("how many grinder orders last week", t, &c).intent,
+        Intent::Metrics
+    );
+    assert_eq!(
+        understand("who won the super bowl", t, &c).intent,
+        Intent::Conversation
+    );
+}
