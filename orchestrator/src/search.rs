@@ -64,7 +64,8 @@ pub async fn run(
             steps,
         });
     }
-    let period = (!plan.default_period)
+    // No record is dated in the future: "moving next week" describes, it does not filter.
+    let period = (!plan.default_period && !plan.future)
         .then(|| plan.periods.first().copied())
         .flatten();
     let mut kinds: Vec<Kind> = spec.kinds.iter().filter_map(|k| Kind::parse(k)).collect();
@@ -83,14 +84,34 @@ pub async fn run(
         customer_key: plan.filters.customer.as_ref().map(|c| c.key.clone()),
         days: period.map(|p| (day(p.start), day(p.end))),
     };
-    let res = engine
+    let mut res = engine
         .search(&SearchRequest {
-            filter,
+            filter: filter.clone(),
             words: spec.words.clone(),
             limit: LIMIT,
             mode: None,
         })
         .await?;
+    // A date in a description is often part of it ("the wedding on the 14th"): with nothing in the
+    // period, the other dates are searched and the answer says so.
+    let mut outside = false;
+    if res.hits.is_empty() && filter.days.is_some() {
+        let wider = engine
+            .search(&SearchRequest {
+                filter: Filter {
+                    days: None,
+                    ..filter
+                },
+                words: spec.words.clone(),
+                limit: LIMIT,
+                mode: None,
+            })
+            .await?;
+        outside = !wider.hits.is_empty();
+        if outside {
+            res = wider;
+        }
+    }
     steps.push(
         json!({"step": "search", "mode": res.mode.as_str(), "index": engine.index_name(),
         "model": engine.model_id(), "candidates": res.candidates, "hits": res.hits.len()}),
@@ -106,8 +127,8 @@ pub async fn run(
         None => true,
     });
     let scope = match period {
-        Some(p) => format!(" from {}", crate::answer::describe(&p)),
-        None => String::new(),
+        Some(p) if !outside => format!(" from {}", crate::answer::describe(&p)),
+        _ => String::new(),
     };
     let answer = if resolved.is_empty() {
         format!(
@@ -130,6 +151,12 @@ pub async fn run(
         if lines.len() > 1 {
             text.push_str(&format!(" Also: {}", lines[1..].join("; ")));
             text.push('.');
+        }
+        if let (true, Some(p)) = (outside, period) {
+            text = format!(
+                "Nothing from {} matches; from other dates — {text}",
+                crate::answer::describe(&p)
+            );
         }
         if res.mode == Mode::Keyword && !engine.has_dense() {
             text.push_str(" (Matched by words only: no embedding model is installed.)");

@@ -61,6 +61,9 @@ struct Args {
     shared_penalty: Option<f32>,
     #[arg(long)]
     unknown_weight: Option<f32>,
+    /// Another search set: a TSV of `question<TAB>#order` lines (`NONE`: must find nothing).
+    #[arg(long)]
+    cases: Option<std::path::PathBuf>,
 }
 
 fn tuning(a: &Args) -> smb_search::Tuning {
@@ -211,7 +214,30 @@ async fn main() -> anyhow::Result<()> {
     );
 
     // 2. Recall per mode.
-    println!("\n== recall on the search set ({} questions)", CASES.len());
+    let extra: Vec<(String, String)> = match &args.cases {
+        Some(p) => std::fs::read_to_string(p)?
+            .lines()
+            .filter_map(|l| l.split_once('\t'))
+            .map(|(q, w)| (q.to_string(), w.trim().to_string()))
+            .collect(),
+        None => CASES
+            .iter()
+            .map(|(q, w)| (q.to_string(), w.to_string()))
+            .collect(),
+    };
+    let negatives: Vec<String> = match &args.cases {
+        Some(_) => extra
+            .iter()
+            .filter(|(_, w)| w == "NONE")
+            .map(|(q, _)| q.clone())
+            .collect(),
+        None => smb_tests::search_cases::NOTHING
+            .iter()
+            .map(|q| q.to_string())
+            .collect(),
+    };
+    let cases: Vec<(String, String)> = extra.into_iter().filter(|(_, w)| w != "NONE").collect();
+    println!("\n== recall on the search set ({} questions)", cases.len());
     println!("   {:<8} {:>9} {:>9}", "mode", "recall@1", "recall@3");
     let filter = Filter {
         tenant_id: tenant.into(),
@@ -219,7 +245,7 @@ async fn main() -> anyhow::Result<()> {
     };
     for mode in [Mode::Keyword, Mode::Semantic, Mode::Hybrid] {
         let (mut at1, mut at3) = (0, 0);
-        for (q, want) in CASES {
+        for (q, want) in &cases {
             let (words, kinds) = plan(q);
             let r = e
                 .search(&SearchRequest {
@@ -256,7 +282,7 @@ async fn main() -> anyhow::Result<()> {
                 );
             }
         }
-        let n = CASES.len() as f64;
+        let n = cases.len() as f64;
         println!(
             "   {:<8} {:>9.3} {:>9.3}",
             mode.as_str(),
@@ -266,7 +292,7 @@ async fn main() -> anyhow::Result<()> {
     }
 
     if args.recall_only {
-        for q in smb_tests::search_cases::NOTHING {
+        for q in &negatives {
             let (words, kinds) = plan(q);
             let r = e
                 .search(&SearchRequest {

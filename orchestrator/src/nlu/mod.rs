@@ -647,7 +647,10 @@ pub fn understand(query: &str, today: NaiveDate, catalog: &Catalog) -> Plan {
         plan.default_period = true;
         return plan;
     }
-    if !asks_number && describing {
+    // A date alone ("favors for the wedding on the 14th") does not ask for a number.
+    let asks_count =
+        has(Term::HowMany) || has(Term::HowMuch) || plan.ranking.is_some() || plan.grain.is_some();
+    if !asks_count && describing {
         // Maybe a record described without naming one ("who bought coffee for their wedding"): the
         // orchestrator tries these words as a search first, and answers with it if something is found.
         plan.search = Some(search_spec(&toks, &period_taken, &no_customer, &has));
