@@ -5,7 +5,8 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 
 use async_trait::async_trait;
 use qdrant_edge::external::ordered_float::OrderedFloat;
@@ -33,21 +34,53 @@ struct Shard {
     write: Mutex<()>,
 }
 
+type Shards = Mutex<HashMap<String, Arc<Shard>>>;
+
 pub struct EdgeIndex {
     root: PathBuf,
     isolation: Isolation,
-    shards: Mutex<HashMap<String, Arc<Shard>>>,
+    shards: Arc<Shards>,
+    /// Written since the last flush. Edge keeps no log it replays at open, so unflushed writes die with
+    /// the process: a flusher thread makes them durable within `FLUSH_EVERY`, and the `DIRTY` file says
+    /// a write may not have been.
+    dirty: Arc<AtomicBool>,
+    /// The last process did not flush everything: the engine re-checks the index against the store.
+    unclean: AtomicBool,
 }
+
+/// Present while writes may not be durable.
+const DIRTY: &str = "DIRTY";
+const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl EdgeIndex {
     /// Keeps its shards under `root` (created if missing).
     pub fn open(root: &Path, isolation: Isolation) -> Result<Self, Error> {
         std::fs::create_dir_all(root).map_err(|e| index_error("search index directory", e))?;
+        let shards: Arc<Shards> = Arc::new(Mutex::new(HashMap::new()));
+        let dirty = Arc::new(AtomicBool::new(false));
+        let unclean = root.join(DIRTY).exists();
+        if unclean {
+            tracing::warn!(dir = %root.display(), "the search index was not flushed at the last stop; it will be checked against the store");
+        }
+        let (weak, flag, dir) = (Arc::downgrade(&shards), dirty.clone(), root.to_path_buf());
+        std::thread::Builder::new()
+            .name("search-flush".into())
+            .spawn(move || flusher(weak, flag, dir))
+            .map_err(|e| index_error("search flush thread", e))?;
         Ok(Self {
             root: root.to_path_buf(),
             isolation,
-            shards: Mutex::new(HashMap::new()),
+            shards,
+            dirty,
+            unclean: AtomicBool::new(unclean),
         })
+    }
+
+    /// Call before and after every write.
+    fn mark_dirty(&self) {
+        if !self.dirty.swap(true, Ordering::SeqCst) {
+            let _ = std::fs::write(self.root.join(DIRTY), b"");
+        }
     }
 
     /// The shard of `collection`, opened or (when `create`) created.
@@ -116,6 +149,33 @@ impl EdgeIndex {
             .filter_map(|e| e.file_name().into_string().ok())
             .filter(|n| *n == space.name || n.starts_with(&prefix))
             .collect()
+    }
+}
+
+/// Flushes every open shard while writes are pending; stops when the index is dropped.
+fn flusher(shards: Weak<Shards>, dirty: Arc<AtomicBool>, root: PathBuf) {
+    loop {
+        std::thread::sleep(FLUSH_EVERY);
+        let Some(shards) = shards.upgrade() else {
+            return;
+        };
+        if !dirty.swap(false, Ordering::SeqCst) {
+            continue;
+        }
+        let open: Vec<Arc<Shard>> = shards
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        drop(shards);
+        for s in open {
+            let _w = s.write.lock().unwrap_or_else(|p| p.into_inner());
+            s.shard.flush();
+        }
+        if !dirty.load(Ordering::SeqCst) {
+            let _ = std::fs::remove_file(root.join(DIRTY));
+        }
     }
 }
 
@@ -273,6 +333,7 @@ impl VectorIndex for EdgeIndex {
                     PointStruct::new(point_id(p.id), Vectors::new_named(named), payload).into(),
                 );
             }
+            self.mark_dirty();
             Self::blocking(move || {
                 let _w = shard.write.lock().unwrap_or_else(|p| p.into_inner());
                 shard
@@ -283,6 +344,7 @@ impl VectorIndex for EdgeIndex {
                     .map_err(|e| index_error("writing to the search index", e))
             })
             .await?;
+            self.mark_dirty();
         }
         Ok(())
     }
@@ -302,6 +364,8 @@ impl VectorIndex for EdgeIndex {
         if mine.is_empty() {
             return Ok(());
         }
+        self.mark_dirty();
+        let dirty = self.dirty.clone();
         Self::blocking(move || {
             let _w = shard.write.lock().unwrap_or_else(|p| p.into_inner());
             shard
@@ -309,7 +373,9 @@ impl VectorIndex for EdgeIndex {
                 .update(UpdateOperation::PointOperation(
                     PointOperations::DeletePoints { ids: mine },
                 ))
-                .map_err(|e| index_error("deleting from the search index", e))
+                .map_err(|e| index_error("deleting from the search index", e))?;
+            dirty.store(true, Ordering::SeqCst);
+            Ok(())
         })
         .await
     }
@@ -537,6 +603,29 @@ impl VectorIndex for EdgeIndex {
             .await?;
         }
         Ok(())
+    }
+
+    fn needs_verify(&self) -> bool {
+        self.unclean.load(Ordering::SeqCst)
+    }
+
+    fn verified(&self) {
+        self.unclean.store(false, Ordering::SeqCst);
+    }
+
+    async fn spaces(&self, prefix: &str) -> Result<Vec<String>, Error> {
+        let Ok(dir) = std::fs::read_dir(&self.root) else {
+            return Ok(Vec::new());
+        };
+        let mut out: Vec<String> = dir
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.starts_with(prefix))
+            .map(|n| crate::index::logical(&n).to_string())
+            .collect();
+        out.sort();
+        out.dedup();
+        Ok(out)
     }
 
     async fn flush(&self, space: &Space) -> Result<(), Error> {

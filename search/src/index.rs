@@ -149,6 +149,15 @@ pub trait VectorIndex: Send + Sync {
     async fn count_term(&self, space: &Space, tenant: &str, term: u32) -> Result<u64, Error>;
     /// Removes the collection (every tenant's points).
     async fn drop_space(&self, space: &Space) -> Result<(), Error>;
+    /// Whether writes of an earlier process may have been lost (the engine then re-checks the index
+    /// against the store before trusting it).
+    fn needs_verify(&self) -> bool {
+        false
+    }
+    /// The re-check is done.
+    fn verified(&self) {}
+    /// The logical collections whose name starts with `prefix` (generations of one family).
+    async fn spaces(&self, prefix: &str) -> Result<Vec<String>, Error>;
     /// Makes writes durable and compacts, where the engine needs it (after a sync).
     async fn flush(&self, _space: &Space) -> Result<(), Error> {
         Ok(())
@@ -181,4 +190,9 @@ fn tenant_slug(tenant: &str) -> String {
 
 pub(crate) fn index_error(what: &str, e: impl std::fmt::Display) -> Error {
     Error::internal(what, e)
+}
+
+/// The logical collection a physical collection name belongs to.
+pub fn logical(name: &str) -> &str {
+    name.split_once("__").map_or(name, |(l, _)| l)
 }

@@ -151,6 +151,39 @@ pub struct SearchEngine {
     tuning: Tuning,
     /// Prose → vector: repeated notes ("Leave it at the back door") are embedded once.
     vectors: moka::sync::Cache<String, Arc<Vec<f32>>>,
+    /// The collection family (`search.collection`).
+    base: String,
+    reading: tokio::sync::RwLock<Reading>,
+}
+
+enum Reading {
+    Unknown,
+    Current,
+    Previous {
+        space: Space,
+        same_model: bool,
+        checked: std::time::Instant,
+    },
+}
+
+/// How often a search re-checks whether the generation being built is complete.
+const READING_RECHECK: std::time::Duration = std::time::Duration::from_secs(5);
+/// The generation marker lives under a tenant id no tenant can have.
+const META_TENANT: &str = "__meta__";
+
+fn meta_id() -> Uuid {
+    doc::point_id(META_TENANT, Kind::Term, "meta", "ready")
+}
+
+/// The marker's version (`model|dim`) when `space` is a complete generation.
+async fn generation_of(
+    index: &dyn index::VectorIndex,
+    space: &Space,
+) -> Result<Option<String>, Error> {
+    Ok(index
+        .versions(space, META_TENANT, &[meta_id()])
+        .await?
+        .remove(&meta_id()))
 }
 
 /// Points per write.
@@ -187,6 +220,8 @@ impl SearchEngine {
             model_id,
             tuning: Tuning::default(),
             vectors: moka::sync::Cache::builder().max_capacity(50_000).build(),
+            base: base.to_string(),
+            reading: tokio::sync::RwLock::new(Reading::Unknown),
         })
     }
 
@@ -353,22 +388,127 @@ impl SearchEngine {
         self.index.count(&self.space, tenant).await
     }
 
+    /// Whether this generation holds every record (its build finished), read from the index.
+    pub async fn ready(&self) -> Result<bool, Error> {
+        Ok(!self.index.needs_verify() && generation_of(&*self.index, &self.space).await?.is_some())
+    }
+
+    /// Marks this generation complete and removes the older ones of the same family.
+    pub async fn mark_ready(&self) -> Result<(), Error> {
+        let version = format!(
+            "{}|{}",
+            self.model_id,
+            self.space.dense_dim.map_or(0, |d| d)
+        );
+        self.index
+            .upsert(
+                &self.space,
+                vec![Point {
+                    id: meta_id(),
+                    payload: index::Payload {
+                        tenant_id: META_TENANT.into(),
+                        kind: Kind::Term,
+                        source: "meta".into(),
+                        record_id: "ready".into(),
+                        title: "ready".into(),
+                        day: None,
+                        customer_key: None,
+                        text: String::new(),
+                        keywords: String::new(),
+                        version,
+                        terms: Vec::new(),
+                    },
+                    sparse: Sparse::default(),
+                    dense: None,
+                }],
+            )
+            .await?;
+        self.index.flush(&self.space).await?;
+        self.index.verified();
+        for name in self.index.spaces(&self.base).await? {
+            if name != self.space.name {
+                tracing::info!(collection = %name, "dropping the previous search generation");
+                self.index
+                    .drop_space(&Space {
+                        name,
+                        dense_dim: None,
+                    })
+                    .await?;
+            }
+        }
+        *self.reading.write().await = Reading::Current;
+        Ok(())
+    }
+
+    /// The generation searches read: this one once built, else the newest previous one that was.
+    async fn reading(&self) -> Result<(Space, bool), Error> {
+        {
+            let r = self.reading.read().await;
+            match &*r {
+                Reading::Current => return Ok((self.space.clone(), true)),
+                Reading::Previous {
+                    space,
+                    same_model,
+                    checked,
+                } if checked.elapsed() < READING_RECHECK => {
+                    return Ok((space.clone(), *same_model));
+                }
+                Reading::Unknown | Reading::Previous { .. } => {}
+            }
+        }
+        let mut r = self.reading.write().await;
+        if self.ready().await? {
+            *r = Reading::Current;
+            return Ok((self.space.clone(), true));
+        }
+        let mut best: Option<(Space, bool)> = None;
+        for name in self.index.spaces(&self.base).await? {
+            if name == self.space.name {
+                continue;
+            }
+            let probe = Space {
+                name: name.clone(),
+                dense_dim: None,
+            };
+            if let Some(v) = generation_of(&*self.index, &probe).await? {
+                let (model, dim) = v.split_once('|').unwrap_or((v.as_str(), "0"));
+                let dim: usize = dim.parse().unwrap_or(0);
+                let same = model == self.model_id;
+                best = Some((
+                    Space {
+                        name,
+                        dense_dim: (dim > 0).then_some(dim),
+                    },
+                    same,
+                ));
+            }
+        }
+        let (space, same) = best.unwrap_or((self.space.clone(), true));
+        *r = Reading::Previous {
+            space: space.clone(),
+            same_model: same,
+            checked: std::time::Instant::now(),
+        };
+        Ok((space, same))
+    }
+
     /// Document frequency and inverse document frequency of each term among the tenant's records,
     /// counted by the index itself. A term no record has weighs as much as the rarest: a word nothing
     /// matches lowers every record's share.
     async fn term_stats(
         &self,
+        space: &Space,
         tenant: &str,
         terms: &HashSet<u32>,
     ) -> Result<(HashMap<u32, f32>, HashMap<u32, u64>), Error> {
         if terms.is_empty() {
             return Ok((HashMap::new(), HashMap::new()));
         }
-        let n = self.index.count(&self.space, tenant).await? as f32;
+        let n = self.index.count(space, tenant).await? as f32;
         let dfs = futures::future::try_join_all(
             terms
                 .iter()
-                .map(|t| self.index.count_term(&self.space, tenant, *t)),
+                .map(|t| self.index.count_term(space, tenant, *t)),
         )
         .await?;
         let mut idf = HashMap::new();
@@ -384,6 +524,7 @@ impl SearchEngine {
     /// For each search word no record has, the tenant's own words closest in meaning (term, cosine).
     async fn expand(
         &self,
+        space: &Space,
         embedder: &DynEmbedder,
         tenant: &str,
         words: &str,
@@ -409,7 +550,7 @@ impl SearchEngine {
             let hits = self
                 .index
                 .query(
-                    &self.space,
+                    space,
                     &Query {
                         filter: Filter {
                             tenant_id: tenant.to_string(),
@@ -527,19 +668,26 @@ impl SearchEngine {
     }
 
     pub async fn search(&self, req: &SearchRequest) -> Result<Results, Error> {
-        let mode = match req.mode {
+        // While this generation is being built, the previous one answers; if it was built with another
+        // model, by words only (its vectors are of another space).
+        let (space, dense_ok) = self.reading().await?;
+        let mut mode = match req.mode {
             Some(m) if self.embedder.is_some() || m == Mode::Keyword => m,
             _ => self.mode_for(&req.words),
         };
+        if !dense_ok {
+            mode = Mode::Keyword;
+        }
+        let space = &space;
         let q_terms = self.terms(&req.words);
         let tenant = req.filter.tenant_id.as_str();
         let t = &self.tuning;
-        let (mut idf, df) = self.term_stats(tenant, &q_terms).await?;
+        let (mut idf, df) = self.term_stats(space, tenant, &q_terms).await?;
         // Words no record has ("marriage") are looked up among the tenant's own words by meaning
         // ("wedding"); the keyword side then searches those too.
         let expansions = match (&self.embedder, mode) {
             (Some(e), Mode::Hybrid | Mode::Semantic) => {
-                self.expand(e, tenant, &req.words, &df).await?
+                self.expand(space, e, tenant, &req.words, &df).await?
             }
             _ => HashMap::new(),
         };
@@ -584,7 +732,7 @@ impl SearchEngine {
             // Room for records that repeat one text; they are folded into one hit below.
             limit: (req.limit * 10).max(50),
         };
-        let hits = self.index.query(&self.space, &q).await?;
+        let hits = self.index.query(space, &q).await?;
         let candidates = hits.len();
         let total_idf: f32 = idf.values().sum();
         // The fused order found the candidates; each is then judged on its own and ranked by it.

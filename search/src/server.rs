@@ -406,6 +406,23 @@ impl VectorIndex for QdrantIndex {
         Ok(r.result.map_or(0, |c| c.count))
     }
 
+    async fn spaces(&self, prefix: &str) -> Result<Vec<String>, Error> {
+        let all = self
+            .client
+            .list_collections()
+            .await
+            .map_err(|e| index_error("qdrant list_collections", e))?;
+        let mut out: Vec<String> = all
+            .collections
+            .into_iter()
+            .filter(|c| c.name.starts_with(prefix))
+            .map(|c| crate::index::logical(&c.name).to_string())
+            .collect();
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
     async fn drop_space(&self, space: &Space) -> Result<(), Error> {
         let all = self
             .client

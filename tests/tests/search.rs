@@ -218,3 +218,72 @@ async fn a_webhook_changing_a_note_changes_what_search_finds() {
     );
     drop(fake);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_model_reindexes_in_the_background_while_the_old_index_answers() {
+    let dir = std::env::temp_dir().join(format!("smb-it-{}", uuid::Uuid::new_v4().simple()));
+    let limits = ("SMB_GATEWAY__DEFAULT_RATE_LIMIT", "1000000");
+    // First without a model: a words-only generation.
+    let app = App::start_in(
+        dir.clone(),
+        true,
+        &[limits, ("SMB_SEARCH__EMBEDDER", "none")],
+    );
+    let fake = FakeSaas::start(load("northwind")).await;
+    let owner = app.owner("America/New_York").await;
+    let conn = connect_shopify(&app, &owner, &fake).await;
+    let s = sync(&app, &owner, &conn).await;
+    assert_eq!(s["status"], "succeeded", "{s}");
+    let b = ask(&app, &owner, "which order mentioned a wedding").await;
+    assert_eq!(b["result"]["mode"], "keyword", "{b}");
+    assert_eq!(rank_of(&b, "#1363"), Some(0), "{b}");
+    // Let the flusher make the last writes durable, then stop hard.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    app.kill();
+
+    // Then with the model: a new generation is built from the store while the old one answers.
+    let app = App::start_in(dir.clone(), false, &[limits]);
+    let (s, login) = app.login(&owner.email, &owner.password).await;
+    assert_eq!(s, 200, "{login}");
+    let token = login["access_token"].as_str().unwrap().to_string();
+    let owner = Owner { token, ..owner };
+    let started = Instant::now();
+    let mut modes = Vec::new();
+    loop {
+        let b = ask(&app, &owner, "which order mentioned a wedding").await;
+        assert_eq!(b["intent"], "search", "{b}");
+        assert_eq!(
+            rank_of(&b, "#1363"),
+            Some(0),
+            "answered during the rebuild: {b}"
+        );
+        let mode = b["result"]["mode"].as_str().unwrap_or("").to_string();
+        if modes.last() != Some(&mode) {
+            modes.push(mode.clone());
+        }
+        if mode == "hybrid" {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the new generation was not ready after 2 minutes: {modes:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "modes seen while rebuilding: {modes:?}; new generation answering after {:?}",
+        started.elapsed()
+    );
+    // Meaning now works, and the old generation is gone.
+    let b = ask(&app, &owner, "the one for a marriage").await;
+    assert_eq!(rank_of(&b, "#1363"), Some(0), "{b}");
+    let gens: Vec<String> = std::fs::read_dir(dir.join("search"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.starts_with("smb_records"))
+        .collect();
+    assert_eq!(gens.len(), 1, "{gens:?}");
+    assert!(gens[0].contains("minilm"), "{gens:?}");
+    drop(fake);
+}

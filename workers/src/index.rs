@@ -142,3 +142,118 @@ pub fn product(tenant: &TenantId, p: &ProductRow) -> Doc {
         )),
     }
 }
+
+/// Records read per query while rebuilding.
+const REBUILD_PAGE: i64 = 500;
+
+/// Builds the search engine's generation from the canonical store when it is not complete (a new model, a
+/// new mapping, or a first start with data), then marks it complete, which retires the previous one. Until
+/// then searches read the previous generation. Idempotent: records already indexed at their version are
+/// skipped, so an interrupted rebuild resumes cheaply on the next start.
+pub async fn rebuild(
+    db: &smb_core::store::Db,
+    cache: &smb_core::cache::DynCache,
+    engine: &smb_search::SearchEngine,
+) -> Result<usize, smb_core::Error> {
+    use smb_core::{with_global, with_tenant};
+    if engine.ready().await? {
+        return Ok(0);
+    }
+    let started = std::time::Instant::now();
+    let tenants: Vec<(String, String)> = with_global!(db, read, |tx| {
+        sqlx::query_as("SELECT id, timezone FROM tenants ORDER BY id")
+            .fetch_all(&mut *tx)
+            .await?
+    });
+    let mut total = 0;
+    for (id, zone) in &tenants {
+        let tenant: TenantId = id.parse()?;
+        let tz: chrono_tz::Tz = zone.parse().unwrap_or(chrono_tz::UTC);
+        for (table, streams) in [
+            ("products", [("shopify", "products"), ("", "")]),
+            (
+                "customers",
+                [("shopify", "customers"), ("stripe", "customers")],
+            ),
+            ("orders", [("shopify", "orders"), ("stripe", "charges")]),
+        ] {
+            for (source, stream) in streams {
+                if source.is_empty() {
+                    continue;
+                }
+                let mut after = String::new();
+                loop {
+                    let sql = format!(
+                        "SELECT external_id, raw FROM {table} WHERE tenant_id = $1 AND source = $2 AND external_id > $3 \
+                         ORDER BY external_id LIMIT {REBUILD_PAGE}"
+                    );
+                    let rows: Vec<(String, String)> = with_tenant!(db, &tenant, read, |tx| {
+                        sqlx::query_as(&sql)
+                            .bind(tenant.as_str())
+                            .bind(source)
+                            .bind(&after)
+                            .fetch_all(&mut *tx)
+                            .await?
+                    });
+                    let Some((last, _)) = rows.last() else { break };
+                    after = last.clone();
+                    let records: Vec<serde_json::Value> = rows
+                        .iter()
+                        .filter_map(|(_, raw)| serde_json::from_str(raw).ok())
+                        .collect();
+                    let mut batch = Batch::default();
+                    crate::transform::transform_page(source, stream, &records, tz, &mut batch);
+                    total += records.len();
+                    engine.index(docs(&tenant, &batch)).await?;
+                    if (rows.len() as i64) < REBUILD_PAGE {
+                        break;
+                    }
+                }
+            }
+        }
+        // Refunds that arrived on their own (webhooks) are not inside their order's raw record.
+        let mut after = String::new();
+        loop {
+            let rows: Vec<(String, String, String)> = with_tenant!(db, &tenant, read, |tx| {
+                sqlx::query_as(
+                    "SELECT external_id, order_external_id, raw FROM refunds WHERE tenant_id = $1 AND source = 'shopify' \
+                     AND external_id > $2 ORDER BY external_id LIMIT 500",
+                )
+                .bind(tenant.as_str())
+                .bind(&after)
+                .fetch_all(&mut *tx)
+                .await?
+            });
+            let Some((last, _, _)) = rows.last() else {
+                break;
+            };
+            after = last.clone();
+            let mut out = Vec::new();
+            for (_, order, raw) in &rows {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(raw)
+                    && let Ok(r) = crate::transform::shopify_refund(&v, order, false, tz)
+                {
+                    out.extend(refund(&tenant, &r, None));
+                }
+            }
+            engine.index(out).await?;
+            if rows.len() < 500 {
+                break;
+            }
+        }
+    }
+    engine.mark_ready().await?;
+    // Answers cached from the previous generation are stale now.
+    for (id, _) in &tenants {
+        let tenant: TenantId = id.parse()?;
+        cache
+            .incr(&smb_core::cache::keys::data_version(&tenant))
+            .await?;
+    }
+    tracing::info!(
+        records = total,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "search index built"
+    );
+    Ok(total)
+}

@@ -112,6 +112,16 @@ impl Worker {
 
     /// Consumes sync pages and webhook events until `shutdown` is notified.
     pub async fn run(self, shutdown: Arc<Notify>) {
+        // A search generation that is not complete (new model or mapping, first start) is built from the
+        // store in the background; searches read the previous one meanwhile.
+        if let Some(engine) = self.search.clone() {
+            let (db, cache) = (self.db.clone(), self.cache.clone());
+            tokio::spawn(async move {
+                if let Err(e) = index::rebuild(&db, &cache, &engine).await {
+                    tracing::error!(error = %e, "building the search index failed; it is retried at the next start");
+                }
+            });
+        }
         let pages = tokio::spawn(self.clone().consume(
             GROUP,
             topics::RAW_RECORDS,
