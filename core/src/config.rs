@@ -127,7 +127,8 @@ pub struct SearchConfig {
     /// The Qdrant server's gRPC URL (`http://HOST:6334`) when `index = "qdrant"`.
     pub qdrant_url: String,
     pub qdrant_api_key: Option<SecretString>,
-    /// `filter` (one collection, tenant payload filter) or `collection` (one collection per tenant).
+    /// `auto` (Edge: a collection per tenant; a Qdrant server: one collection and the tenant filter),
+    /// `filter` or `collection`.
     pub isolation: String,
     /// Collection name prefix; the mapping version and the model are appended.
     pub collection: String,
@@ -271,7 +272,7 @@ impl Default for SearchConfig {
             index: "edge".into(),
             qdrant_url: "http://127.0.0.1:6334".into(),
             qdrant_api_key: None,
-            isolation: "filter".into(),
+            isolation: "auto".into(),
             collection: "smb_records".into(),
             embedder: "auto".into(),
             model_dir: None,

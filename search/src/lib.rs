@@ -521,15 +521,8 @@ impl SearchEngine {
         Ok((idf, df))
     }
 
-    /// For each search word no record has, the tenant's own words closest in meaning (term, cosine).
-    async fn expand(
-        &self,
-        space: &Space,
-        embedder: &DynEmbedder,
-        tenant: &str,
-        words: &str,
-        df: &HashMap<u32, u64>,
-    ) -> Result<HashMap<u32, Vec<(u32, f32)>>, Error> {
+    /// The search's words no record of the tenant has (term, word).
+    fn unknown_words(&self, words: &str, df: &HashMap<u32, u64>) -> Vec<(u32, String)> {
         let mut unknown: Vec<(u32, String)> = Vec::new();
         for w in words.split_whitespace() {
             let t = self.bm25.embed_document(w).indices;
@@ -540,13 +533,19 @@ impl SearchEngine {
                 unknown.push((*t, w.to_lowercase()));
             }
         }
+        unknown
+    }
+
+    /// For each search word no record has (with its vector), the tenant's own words closest in meaning
+    /// (term, cosine).
+    async fn expand(
+        &self,
+        space: &Space,
+        tenant: &str,
+        unknown: Vec<((u32, String), Vec<f32>)>,
+    ) -> Result<HashMap<u32, Vec<(u32, f32)>>, Error> {
         let mut out = HashMap::new();
-        if unknown.is_empty() {
-            return Ok(out);
-        }
-        let texts: Vec<String> = unknown.iter().map(|(_, w)| w.clone()).collect();
-        let vectors = embedder.embed(&texts).await?;
-        for ((term, word), v) in unknown.into_iter().zip(vectors) {
+        for ((term, word), v) in unknown {
             let hits = self
                 .index
                 .query(
@@ -685,11 +684,20 @@ impl SearchEngine {
         let (mut idf, df) = self.term_stats(space, tenant, &q_terms).await?;
         // Words no record has ("marriage") are looked up among the tenant's own words by meaning
         // ("wedding"); the keyword side then searches those too.
-        let expansions = match (&self.embedder, mode) {
+        // One pass of the model embeds the question and the words no record has.
+        let unknown = self.unknown_words(&req.words, &df);
+        let (dense, expansions) = match (&self.embedder, mode) {
             (Some(e), Mode::Hybrid | Mode::Semantic) => {
-                self.expand(space, e, tenant, &req.words, &df).await?
+                let mut texts = vec![req.words.clone()];
+                texts.extend(unknown.iter().map(|(_, w)| w.clone()));
+                let mut vectors = e.embed(&texts).await?.into_iter();
+                let dense = vectors.next();
+                let near = self
+                    .expand(space, tenant, unknown.into_iter().zip(vectors).collect())
+                    .await?;
+                (dense, near)
             }
-            _ => HashMap::new(),
+            _ => (None, HashMap::new()),
         };
         // A word no record has and none of the tenant's words stands in for weighs less: it may be how
         // the asker talks ("busted"), not what the record says.
@@ -715,12 +723,6 @@ impl SearchEngine {
             }
             sparse
         });
-        let dense = match (&self.embedder, mode) {
-            (Some(e), Mode::Hybrid | Mode::Semantic) => {
-                e.embed(std::slice::from_ref(&req.words)).await?.pop()
-            }
-            _ => None,
-        };
         let q = Query {
             filter: req.filter.clone(),
             sparse,

@@ -61,12 +61,14 @@ async fn search_engine(
     use smb_search::embed::{DynEmbedder, LocalEmbedder, OpenAiEmbedder};
     use smb_search::index::{DynIndex, Isolation};
     let s = &cfg.search;
-    let isolation = match s.isolation.as_str() {
-        "filter" => Isolation::Filter,
-        "collection" => Isolation::Collection,
-        other => {
-            anyhow::bail!("search.isolation must be \"filter\" or \"collection\", not {other:?}")
-        }
+    // Measured (`search_bench --isolation`, 10 tenants on Edge): equal search latency, indexing 3.6×
+    // faster with a shard per tenant. On a server Qdrant's own advice is one collection keyed by tenant.
+    let isolation = match (s.isolation.as_str(), s.index.as_str()) {
+        ("auto", "qdrant") | ("filter", _) => Isolation::Filter,
+        ("auto", _) | ("collection", _) => Isolation::Collection,
+        (other, _) => anyhow::bail!(
+            "search.isolation must be \"auto\", \"filter\" or \"collection\", not {other:?}"
+        ),
     };
     let index: DynIndex = match s.index.as_str() {
         "off" => return Ok(None),

@@ -271,14 +271,21 @@ impl Worker {
                     dead_letters: &dead_letters,
                     outbox: &self.outbox,
                 };
-                if !apply_page(&self.db, &tenant, &batch, &progress).await? {
+                // The page is loaded and indexed at the same time (the documents come from the page, not
+                // from the store); the offset is committed only when both are done. Indexed even when the
+                // page was a redelivery: the first attempt may have failed after its load committed, and
+                // indexing an unchanged record writes nothing.
+                let docs = index::docs(&tenant, &batch);
+                let (applied, indexed) = tokio::join!(
+                    apply_page(&self.db, &tenant, &batch, &progress),
+                    self.index(docs)
+                );
+                if !applied? {
                     tracing::info!(offset = d.offset, "redelivered page skipped");
                 } else if !dead_letters.is_empty() {
                     self.outbox.poke();
                 }
-                // Indexed even when the page was a redelivery: the first attempt may have failed after
-                // its load committed, and indexing an unchanged record writes nothing.
-                self.index(index::docs(&tenant, &batch)).await?;
+                indexed?;
                 Ok(())
             }
             RawMessage::Webhook {
