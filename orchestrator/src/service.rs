@@ -98,6 +98,16 @@ struct Answer {
     plan: Vec<Json>,
 }
 
+fn searched(s: crate::search::Searched) -> Answer {
+    Answer {
+        answer: s.answer,
+        intent: Intent::Search,
+        module: "mini-foundry",
+        result: s.result,
+        plan: s.steps,
+    }
+}
+
 fn intent_str(i: Intent) -> &'static str {
     match i {
         Intent::Metrics => "metrics",
@@ -372,13 +382,7 @@ impl OrchestratorServiceImpl {
         {
             let s = crate::search::run(engine, &self.db, tenant_id, &t.currency, u).await?;
             if s.found > 0 {
-                return Ok(Answer {
-                    answer: s.answer,
-                    intent: Intent::Search,
-                    module: "mini-foundry",
-                    result: s.result,
-                    plan: s.steps,
-                });
+                return Ok(searched(s));
             }
         }
         match u.intent {
@@ -415,13 +419,7 @@ impl OrchestratorServiceImpl {
                     });
                 }
                 let s = crate::search::run(engine, &self.db, tenant_id, &t.currency, u).await?;
-                return Ok(Answer {
-                    answer: s.answer,
-                    intent: Intent::Search,
-                    module: "mini-foundry",
-                    result: s.result,
-                    plan: s.steps,
-                });
+                return Ok(searched(s));
             }
             Intent::Action => {
                 return Ok(Answer {

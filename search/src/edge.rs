@@ -76,6 +76,35 @@ impl EdgeIndex {
         })
     }
 
+    /// The tenant's records (and that match `also`).
+    async fn count_where(
+        &self,
+        space: &Space,
+        tenant: &str,
+        also: Option<Condition>,
+    ) -> Result<u64, Error> {
+        let collection = collection_for(space, self.isolation, tenant);
+        let Some(shard) = self.shard(&collection, space, false)? else {
+            return Ok(0);
+        };
+        let mut f = filter(&Filter {
+            tenant_id: tenant.to_string(),
+            ..Default::default()
+        });
+        f.must.get_or_insert_with(Vec::new).extend(also);
+        Self::blocking(move || {
+            shard
+                .shard
+                .count(CountRequest {
+                    filter: Some(f),
+                    exact: true,
+                })
+                .map(|n| n as u64)
+                .map_err(|e| index_error("counting the search index", e))
+        })
+        .await
+    }
+
     /// Call before and after every write.
     fn mark_dirty(&self) {
         if !self.dirty.swap(true, Ordering::SeqCst) {
@@ -521,53 +550,15 @@ impl VectorIndex for EdgeIndex {
     }
 
     async fn count(&self, space: &Space, tenant: &str) -> Result<u64, Error> {
-        let collection = collection_for(space, self.isolation, tenant);
-        let Some(shard) = self.shard(&collection, space, false)? else {
-            return Ok(0);
-        };
-        let f = filter(&Filter {
-            tenant_id: tenant.to_string(),
-            ..Default::default()
-        });
-        Self::blocking(move || {
-            shard
-                .shard
-                .count(CountRequest {
-                    filter: Some(f),
-                    exact: true,
-                })
-                .map(|n| n as u64)
-                .map_err(|e| index_error("counting the search index", e))
-        })
-        .await
+        self.count_where(space, tenant, None).await
     }
 
     async fn count_term(&self, space: &Space, tenant: &str, term: u32) -> Result<u64, Error> {
-        let collection = collection_for(space, self.isolation, tenant);
-        let Some(shard) = self.shard(&collection, space, false)? else {
-            return Ok(0);
-        };
-        let mut f = filter(&Filter {
-            tenant_id: tenant.to_string(),
-            ..Default::default()
-        });
-        f.must
-            .get_or_insert_with(Vec::new)
-            .push(Condition::Field(FieldCondition::new_match(
-                key("terms"),
-                Match::new_value(ValueVariants::Integer(i64::from(term))),
-            )));
-        Self::blocking(move || {
-            shard
-                .shard
-                .count(CountRequest {
-                    filter: Some(f),
-                    exact: true,
-                })
-                .map(|n| n as u64)
-                .map_err(|e| index_error("counting the search index", e))
-        })
-        .await
+        let has_term = Condition::Field(FieldCondition::new_match(
+            key("terms"),
+            Match::new_value(ValueVariants::Integer(i64::from(term))),
+        ));
+        self.count_where(space, tenant, Some(has_term)).await
     }
 
     async fn drop_space(&self, space: &Space) -> Result<(), Error> {

@@ -105,6 +105,30 @@ impl QdrantIndex {
         Ok(())
     }
 
+    /// The tenant's records (and that match `also`).
+    async fn count_where(
+        &self,
+        space: &Space,
+        tenant: &str,
+        also: Option<Condition>,
+    ) -> Result<u64, Error> {
+        let collection = collection_for(space, self.isolation, tenant);
+        if !self.exists(&collection).await? {
+            return Ok(0);
+        }
+        let mut f = filter(&Filter {
+            tenant_id: tenant.to_string(),
+            ..Default::default()
+        });
+        f.must.extend(also);
+        let r = self
+            .client
+            .count(CountPointsBuilder::new(collection).filter(f).exact(true))
+            .await
+            .map_err(|e| index_error("qdrant count", e))?;
+        Ok(r.result.map_or(0, |c| c.count))
+    }
+
     async fn exists(&self, collection: &str) -> Result<bool, Error> {
         self.client
             .collection_exists(collection)
@@ -372,38 +396,16 @@ impl VectorIndex for QdrantIndex {
     }
 
     async fn count(&self, space: &Space, tenant: &str) -> Result<u64, Error> {
-        let collection = collection_for(space, self.isolation, tenant);
-        if !self.exists(&collection).await? {
-            return Ok(0);
-        }
-        let f = filter(&Filter {
-            tenant_id: tenant.to_string(),
-            ..Default::default()
-        });
-        let r = self
-            .client
-            .count(CountPointsBuilder::new(collection).filter(f).exact(true))
-            .await
-            .map_err(|e| index_error("qdrant count", e))?;
-        Ok(r.result.map_or(0, |c| c.count))
+        self.count_where(space, tenant, None).await
     }
 
     async fn count_term(&self, space: &Space, tenant: &str, term: u32) -> Result<u64, Error> {
-        let collection = collection_for(space, self.isolation, tenant);
-        if !self.exists(&collection).await? {
-            return Ok(0);
-        }
-        let mut f = filter(&Filter {
-            tenant_id: tenant.to_string(),
-            ..Default::default()
-        });
-        f.must.push(Condition::matches("terms", i64::from(term)));
-        let r = self
-            .client
-            .count(CountPointsBuilder::new(collection).filter(f).exact(true))
-            .await
-            .map_err(|e| index_error("qdrant count", e))?;
-        Ok(r.result.map_or(0, |c| c.count))
+        self.count_where(
+            space,
+            tenant,
+            Some(Condition::matches("terms", i64::from(term))),
+        )
+        .await
     }
 
     async fn spaces(&self, prefix: &str) -> Result<Vec<String>, Error> {
