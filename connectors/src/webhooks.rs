@@ -86,6 +86,10 @@ pub fn shopify_stream(topic: &str) -> Option<&'static str> {
         "refunds/create" => Some("refunds"),
         "customers/create" | "customers/update" => Some("customers"),
         "products/create" | "products/update" => Some("products"),
+        // Deletions carry only the id.
+        "orders/delete" => Some("orders_deleted"),
+        "customers/delete" => Some("customers_deleted"),
+        "products/delete" => Some("products_deleted"),
         _ => None,
     }
 }
@@ -96,6 +100,7 @@ pub fn stripe_stream(kind: &str) -> Option<&'static str> {
         "charge.succeeded" | "charge.updated" | "charge.refunded" | "charge.failed"
         | "charge.captured" => Some("charges"),
         "customer.created" | "customer.updated" => Some("customers"),
+        "customer.deleted" => Some("customers_deleted"),
         _ => None,
     }
 }

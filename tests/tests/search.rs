@@ -216,6 +216,33 @@ async fn a_webhook_changing_a_note_changes_what_search_finds() {
         Some(0),
         "the old note still finds the order: {b}"
     );
+
+    // The shop deletes the order: its record and its points go.
+    let raw = serde_json::to_vec(&json!({"id": 5900000001034u64})).unwrap();
+    let sig = smb_connectors::webhooks::sign::shopify(SECRET.as_bytes(), &raw);
+    let r = app
+        .http
+        .post(format!("{}/webhooks/shopify/{conn}", app.url))
+        .header("x-shopify-hmac-sha256", sig)
+        .header("x-shopify-webhook-id", "search-delete-1")
+        .header("x-shopify-topic", "orders/delete")
+        .header("content-type", "application/json")
+        .body(raw)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    let started = Instant::now();
+    let mut gone = false;
+    while started.elapsed() < Duration::from_secs(1) {
+        let b = ask(&app, &owner, "the order with sunflowers").await;
+        if rank_of(&b, "#1363").is_none() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(gone, "a deleted order is still found after 1 s");
     drop(fake);
 }
 

@@ -15,7 +15,7 @@ use smb_core::cache::{DynCache, keys};
 use smb_core::ids::TenantId;
 use smb_core::store::{Db, now_ms};
 use smb_core::{Error, outbox_insert, with_global, with_tenant};
-use smb_search::{Doc, SearchEngine};
+use smb_search::{Doc, Kind, SearchEngine};
 use tokio::sync::{Mutex, Notify};
 
 use crate::index;
@@ -298,6 +298,20 @@ impl Worker {
                 ..
             } => {
                 let tenant: TenantId = tenant_id.parse()?;
+                if let Some(what) = stream.strip_suffix("_deleted") {
+                    let id = match record.get("id") {
+                        Some(serde_json::Value::String(s)) => s.clone(),
+                        Some(v @ serde_json::Value::Number(_)) => v.to_string(),
+                        _ => {
+                            return Err(Error::invalid(format!(
+                                "webhook event {event_id}: a deletion without an id"
+                            )));
+                        }
+                    };
+                    self.delete(&tenant, &source, what, &id).await?;
+                    self.cache.incr(&keys::data_version(&tenant)).await?;
+                    return Ok(());
+                }
                 let tz = self.zone(&tenant).await?;
                 if source == "shopify" && stream == "refunds" {
                     let order = refund_order_id(&record).map_err(Error::invalid)?;
@@ -354,6 +368,68 @@ impl Worker {
                     .await
             }
         }
+    }
+
+    /// A record deleted at its source: its rows (an order's lines and refunds with it) and its search
+    /// points go.
+    async fn delete(
+        &self,
+        tenant: &TenantId,
+        source: &str,
+        what: &str,
+        id: &str,
+    ) -> Result<(), Error> {
+        let (table, kind) = match (source, what) {
+            ("shopify", "orders") => ("orders", Kind::Order),
+            ("stripe", "charges") => ("orders", Kind::Charge),
+            (_, "customers") => ("customers", Kind::Customer),
+            (_, "products") => ("products", Kind::Product),
+            _ => return Err(Error::invalid(format!("cannot delete {source} {what}"))),
+        };
+        let refunds: Vec<(String,)> = with_tenant!(&self.db, tenant, write, |tx| {
+            let refunds: Vec<(String,)> = if table == "orders" {
+                let r = sqlx::query_as(
+                    "SELECT external_id FROM refunds WHERE tenant_id = $1 AND source = $2 AND order_external_id = $3",
+                )
+                .bind(tenant.as_str())
+                .bind(source)
+                .bind(id)
+                .fetch_all(&mut *tx)
+                .await?;
+                for child in ["order_lines", "refunds"] {
+                    sqlx::query(&format!(
+                        "DELETE FROM {child} WHERE tenant_id = $1 AND source = $2 AND order_external_id = $3"
+                    ))
+                    .bind(tenant.as_str())
+                    .bind(source)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                r
+            } else {
+                Vec::new()
+            };
+            sqlx::query(&format!(
+                "DELETE FROM {table} WHERE tenant_id = $1 AND source = $2 AND external_id = $3"
+            ))
+            .bind(tenant.as_str())
+            .bind(source)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            refunds
+        });
+        if let Some(engine) = &self.search {
+            engine
+                .delete(tenant.as_str(), kind, source, &[id.to_string()])
+                .await?;
+            let refunds: Vec<String> = refunds.into_iter().map(|(r,)| r).collect();
+            engine
+                .delete(tenant.as_str(), Kind::Refund, source, &refunds)
+                .await?;
+        }
+        Ok(())
     }
 
     /// An order's display name ("#1310"), for a refund that arrived on its own.
