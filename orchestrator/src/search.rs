@@ -42,9 +42,7 @@ pub struct Searched {
     pub steps: Vec<Json>,
 }
 
-fn day(d: NaiveDate) -> i32 {
-    (d - NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date")).num_days() as i32
-}
+use smb_search::doc::day_number as day;
 
 pub async fn run(
     engine: &SearchEngine,

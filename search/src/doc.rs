@@ -98,6 +98,11 @@ impl Doc {
     }
 }
 
+/// A date as the index keeps it: days since 1970-01-01.
+pub fn day_number(d: chrono::NaiveDate) -> i32 {
+    (d - chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date")).num_days() as i32
+}
+
 pub fn point_id(tenant: &str, kind: Kind, source: &str, record_id: &str) -> Uuid {
     let name = format!(
         "{tenant}\u{1f}{}\u{1f}{source}\u{1f}{record_id}",

@@ -747,7 +747,8 @@ impl SearchEngine {
                 judged[at].1.same_text += 1;
                 continue;
             }
-            let doc_terms = self.terms(&h.payload.keywords);
+            // The record's BM25 terms were stored with it at indexing time.
+            let doc_terms: HashSet<u32> = h.payload.terms.iter().copied().collect();
             // The share of the search's weight (rare words weigh more) this record has; a word matched
             // through one of the tenant's words for it counts by how close that word is.
             let kw = if total_idf > 0.0 {

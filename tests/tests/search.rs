@@ -184,20 +184,16 @@ async fn a_webhook_changing_a_note_changes_what_search_finds() {
     order["note"] = json!("Please add a bouquet of sunflowers for the anniversary party.");
     order["updated_at"] = json!("2025-06-14T10:00:00-04:00");
     let raw = serde_json::to_vec(&order).unwrap();
-    let sig = smb_connectors::webhooks::sign::shopify(SECRET.as_bytes(), &raw);
     let started = Instant::now();
-    let r = app
-        .http
-        .post(format!("{}/webhooks/shopify/{conn}", app.url))
-        .header("x-shopify-hmac-sha256", sig)
-        .header("x-shopify-webhook-id", "search-note-edit-1")
-        .header("x-shopify-topic", "orders/updated")
-        .header("content-type", "application/json")
-        .body(raw)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 202);
+    shopify_hook(
+        &app,
+        &conn,
+        SECRET,
+        "search-note-edit-1",
+        "orders/updated",
+        raw,
+    )
+    .await;
     let mut found_new = false;
     while started.elapsed() < Duration::from_secs(1) {
         let b = ask(&app, &owner, "the order with sunflowers").await;
@@ -219,19 +215,7 @@ async fn a_webhook_changing_a_note_changes_what_search_finds() {
 
     // The shop deletes the order: its record and its points go.
     let raw = serde_json::to_vec(&json!({"id": 5900000001034u64})).unwrap();
-    let sig = smb_connectors::webhooks::sign::shopify(SECRET.as_bytes(), &raw);
-    let r = app
-        .http
-        .post(format!("{}/webhooks/shopify/{conn}", app.url))
-        .header("x-shopify-hmac-sha256", sig)
-        .header("x-shopify-webhook-id", "search-delete-1")
-        .header("x-shopify-topic", "orders/delete")
-        .header("content-type", "application/json")
-        .body(raw)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 202);
+    shopify_hook(&app, &conn, SECRET, "search-delete-1", "orders/delete", raw).await;
     let started = Instant::now();
     let mut gone = false;
     while started.elapsed() < Duration::from_secs(1) {
@@ -316,4 +300,21 @@ async fn a_new_model_reindexes_in_the_background_while_the_old_index_answers() {
     assert_eq!(gens.len(), 1, "{gens:?}");
     assert!(gens[0].contains("minilm"), "{gens:?}");
     drop(fake);
+}
+
+/// Delivers a signed Shopify webhook and expects it accepted.
+async fn shopify_hook(app: &App, conn: &str, secret: &str, id: &str, topic: &str, raw: Vec<u8>) {
+    let sig = smb_connectors::webhooks::sign::shopify(secret.as_bytes(), &raw);
+    let r = app
+        .http
+        .post(format!("{}/webhooks/shopify/{conn}", app.url))
+        .header("x-shopify-hmac-sha256", sig)
+        .header("x-shopify-webhook-id", id)
+        .header("x-shopify-topic", topic)
+        .header("content-type", "application/json")
+        .body(raw)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
 }

@@ -1,15 +1,12 @@
 //! Step 6 of every load: the records' searchable words, as search documents.
 
-use chrono::NaiveDate;
 use smb_core::ids::TenantId;
 use smb_search::doc::{join_text, strip_html};
 use smb_search::{Doc, Kind};
 
 use crate::transform::{Batch, CustomerRow, OrderBundle, ProductRow, RefundRow};
 
-fn day(d: NaiveDate) -> i32 {
-    (d - NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date")).num_days() as i32
-}
+use smb_search::doc::day_number as day;
 
 fn day_of_ms(ms: i64) -> Option<i32> {
     i32::try_from(ms.div_euclid(86_400_000)).ok()
