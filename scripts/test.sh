@@ -63,6 +63,16 @@ TANSU_PID=$!
 for _ in $(seq 1 50); do (echo >"/dev/tcp/127.0.0.1/$KAFKA_PORT") 2>/dev/null && break; sleep 0.2; done
 export SMB_TEST_KAFKA="127.0.0.1:$KAFKA_PORT"
 
+section "aiosmtpd (install if missing)"
+# A real SMTP server for the e-mail action tests: each test starts `python3 -m aiosmtpd` on its own port
+# and maildir. Installed once per machine from PyPI.
+if ! python3 -c 'import aiosmtpd' 2>/dev/null; then
+  echo "installing aiosmtpd (the SMTP server the e-mail tests deliver to)"
+  python3 -m pip install --user --quiet aiosmtpd 2>/dev/null \
+    || python3 -m pip install --user --quiet --break-system-packages aiosmtpd
+fi
+python3 -c 'import aiosmtpd' || { echo "aiosmtpd is not importable; pip install aiosmtpd" >&2; exit 1; }
+
 section "fmt"
 cargo fmt --all -- --check
 section "clippy"

@@ -33,6 +33,10 @@ pub mod keys {
     pub fn session(session: &SessionId) -> String {
         format!("session:{session}")
     }
+    /// A conversation's recent turns (1 h), under the tenant so no other tenant can continue it.
+    pub fn conversation(tenant: &TenantId, conversation: &str) -> String {
+        format!("session:{tenant}:conversation:{conversation}")
+    }
     pub fn rate_limit(tenant: &str, user: &str, endpoint: &str) -> String {
         format!("ratelimit:{tenant}:{user}:{endpoint}")
     }

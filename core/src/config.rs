@@ -24,6 +24,9 @@ pub struct Config {
     pub services: ServicesConfig,
     pub bus: BusConfig,
     pub search: SearchConfig,
+    pub llm: LlmConfig,
+    pub email: EmailConfig,
+    pub actions: ActionsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -141,6 +144,61 @@ pub struct SearchConfig {
     pub openai_api_key: Option<SecretString>,
     pub openai_model: String,
     pub openai_timeout_ms: u64,
+}
+
+/// The language-model chain: `primary`, then `fallback`, then the deterministic path (always there).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LlmConfig {
+    pub primary: Option<LlmProviderConfig>,
+    pub fallback: Option<LlmProviderConfig>,
+    /// Budget for all provider calls of one question, retries included; the answer never waits longer.
+    pub timeout_ms: u64,
+    /// Attempts at one provider after a 429, a 5xx or a connection failure.
+    pub max_retries: u32,
+    /// Consecutive failures after which a provider is skipped for `cooldown_ms` (circuit breaker).
+    pub breaker_failures: u32,
+    pub cooldown_ms: u64,
+    /// Tokens (in + out) one tenant may use per calendar month; 0 = no limit.
+    pub monthly_token_budget: u64,
+    /// Send customer names and e-mails to the provider (off: only the question, plan and aggregates).
+    pub share_customer_data: bool,
+}
+
+/// One provider: `kind` is `openai` (any OpenAI-compatible API: OpenAI, vLLM, Ollama, llama.cpp) or
+/// `anthropic` (the Messages API).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlmProviderConfig {
+    pub kind: String,
+    #[serde(default)]
+    pub base_url: Option<String>,
+    #[serde(default)]
+    pub api_key: Option<SecretString>,
+    pub model: String,
+}
+
+/// Outgoing e-mail for `send_email` actions and workflows.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmailConfig {
+    /// `smtp://host:port`, `smtps://user:pass@host` (TLS) or `smtp://…?tls=required` (STARTTLS);
+    /// unset: e-mail actions can be proposed but are refused at confirmation.
+    pub smtp_url: Option<SecretString>,
+    pub from: String,
+    /// E-mails one tenant may send per day (UTC), so nobody can relay spam through the platform.
+    pub daily_limit: u32,
+    pub timeout_ms: u64,
+}
+
+/// Proposed actions.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ActionsConfig {
+    /// A proposal not confirmed within this many hours expires.
+    pub ttl_hours: u64,
+    /// How often scheduled workflows are looked for.
+    pub scheduler_interval_secs: u64,
 }
 
 /// The event bus: the embedded log in the store, or Kafka.
@@ -280,6 +338,41 @@ impl Default for SearchConfig {
             openai_api_key: None,
             openai_model: "text-embedding-3-small".into(),
             openai_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl Default for LlmConfig {
+    fn default() -> Self {
+        Self {
+            primary: None,
+            fallback: None,
+            timeout_ms: 8_000,
+            max_retries: 2,
+            breaker_failures: 5,
+            cooldown_ms: 30_000,
+            monthly_token_budget: 2_000_000,
+            share_customer_data: false,
+        }
+    }
+}
+
+impl Default for EmailConfig {
+    fn default() -> Self {
+        Self {
+            smtp_url: None,
+            from: "SMB Command <no-reply@localhost>".into(),
+            daily_limit: 50,
+            timeout_ms: 15_000,
+        }
+    }
+}
+
+impl Default for ActionsConfig {
+    fn default() -> Self {
+        Self {
+            ttl_hours: 24,
+            scheduler_interval_secs: 30,
         }
     }
 }

@@ -10,6 +10,7 @@ use smb_proto::auth::v1::auth_service_server::AuthService;
 use smb_proto::connectors::v1 as conn_pb;
 use smb_proto::connectors::v1::connectors_service_server::ConnectorsService;
 use smb_proto::orchestrator::v1 as orch_pb;
+use smb_proto::orchestrator::v1::actions_service_server::ActionsService;
 use smb_proto::orchestrator::v1::orchestrator_service_server::OrchestratorService;
 use tonic::{Request, Response, Status};
 
@@ -150,6 +151,20 @@ impl OrchestratorService for Edge {
             .process(Self::rewrap(&a, req))
             .await
     }
+
+    type ProcessStreamStream = crate::server::ChunkStream;
+
+    async fn process_stream(
+        &self,
+        req: Request<orch_pb::ProcessRequest>,
+    ) -> Result<Response<Self::ProcessStreamStream>, Status> {
+        let a = self.authenticate(&req, "ai.query").await?;
+        self.0
+            .services
+            .orchestrator
+            .process_stream(Self::rewrap(&a, req))
+            .await
+    }
 }
 
 macro_rules! edge_connectors {
@@ -172,4 +187,26 @@ edge_connectors! {
     update_connector(conn_pb::UpdateConnectorRequest) -> conn_pb::Connector, "connectors.update";
     trigger_sync(conn_pb::TriggerSyncRequest) -> conn_pb::TriggerSyncResponse, "connectors.sync";
     get_sync_run(conn_pb::GetSyncRunRequest) -> conn_pb::SyncRun, "connectors.sync_status";
+}
+
+macro_rules! edge_actions {
+    ($($method:ident($req:ty) -> $resp:ty, $endpoint:literal;)*) => {
+        #[tonic::async_trait]
+        impl ActionsService for Edge {
+            $(async fn $method(&self, req: Request<$req>) -> Result<Response<$resp>, Status> {
+                let a = self.authenticate(&req, $endpoint).await?;
+                self.0.services.actions.$method(Self::rewrap(&a, req)).await
+            })*
+        }
+    };
+}
+
+edge_actions! {
+    list_actions(orch_pb::ListActionsRequest) -> orch_pb::ListActionsResponse, "actions.list";
+    get_action(orch_pb::GetActionRequest) -> orch_pb::Action, "actions.get";
+    confirm_action(orch_pb::ConfirmActionRequest) -> orch_pb::Action, "actions.confirm";
+    reject_action(orch_pb::RejectActionRequest) -> orch_pb::Action, "actions.reject";
+    list_tasks(orch_pb::ListTasksRequest) -> orch_pb::ListTasksResponse, "tasks.list";
+    update_task(orch_pb::UpdateTaskRequest) -> orch_pb::Task, "tasks.update";
+    list_audit_events(orch_pb::ListAuditEventsRequest) -> orch_pb::ListAuditEventsResponse, "audit.list";
 }

@@ -7,6 +7,7 @@ use smb_proto::connectors::v1 as conn_pb;
 use smb_proto::connectors::v1::connectors_service_client::ConnectorsServiceClient;
 use smb_proto::connectors::v1::webhooks_service_client::WebhooksServiceClient;
 use smb_proto::orchestrator::v1 as orch_pb;
+use smb_proto::orchestrator::v1::actions_service_client::ActionsServiceClient;
 use smb_proto::orchestrator::v1::orchestrator_service_client::OrchestratorServiceClient;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
@@ -43,8 +44,50 @@ forward!(RemoteAuth, AuthServiceClient, smb_proto::auth::v1::auth_service_server
     get_tenant(auth_pb::GetTenantRequest) -> auth_pb::Tenant;
 });
 
-forward!(RemoteOrchestrator, OrchestratorServiceClient, smb_proto::orchestrator::v1::orchestrator_service_server::OrchestratorService, {
-    process(orch_pb::ProcessRequest) -> orch_pb::ProcessResponse;
+/// Forwards to the orchestrator over a gRPC channel (streamed answers included).
+#[derive(Clone)]
+pub struct RemoteOrchestrator(pub OrchestratorServiceClient<Channel>);
+
+impl RemoteOrchestrator {
+    /// A lazily connecting client of the service at `url`.
+    pub fn connect_lazy(url: &str) -> anyhow::Result<Self> {
+        Ok(Self(OrchestratorServiceClient::new(
+            Channel::from_shared(url.to_string())?.connect_lazy(),
+        )))
+    }
+}
+
+#[tonic::async_trait]
+impl smb_proto::orchestrator::v1::orchestrator_service_server::OrchestratorService
+    for RemoteOrchestrator
+{
+    async fn process(
+        &self,
+        request: Request<orch_pb::ProcessRequest>,
+    ) -> Result<Response<orch_pb::ProcessResponse>, Status> {
+        self.0.clone().process(request).await
+    }
+
+    type ProcessStreamStream = crate::server::ChunkStream;
+
+    async fn process_stream(
+        &self,
+        request: Request<orch_pb::ProcessRequest>,
+    ) -> Result<Response<Self::ProcessStreamStream>, Status> {
+        let r = self.0.clone().process_stream(request).await?;
+        let (md, stream, ext) = r.into_parts();
+        Ok(Response::from_parts(md, Box::pin(stream), ext))
+    }
+}
+
+forward!(RemoteActions, ActionsServiceClient, smb_proto::orchestrator::v1::actions_service_server::ActionsService, {
+    list_actions(orch_pb::ListActionsRequest) -> orch_pb::ListActionsResponse;
+    get_action(orch_pb::GetActionRequest) -> orch_pb::Action;
+    confirm_action(orch_pb::ConfirmActionRequest) -> orch_pb::Action;
+    reject_action(orch_pb::RejectActionRequest) -> orch_pb::Action;
+    list_tasks(orch_pb::ListTasksRequest) -> orch_pb::ListTasksResponse;
+    update_task(orch_pb::UpdateTaskRequest) -> orch_pb::Task;
+    list_audit_events(orch_pb::ListAuditEventsRequest) -> orch_pb::ListAuditEventsResponse;
 });
 
 forward!(RemoteConnectors, ConnectorsServiceClient, smb_proto::connectors::v1::connectors_service_server::ConnectorsService, {

@@ -50,6 +50,12 @@ pub struct QueryBody {
     as_of: Option<String>,
     #[serde(default)]
     debug: bool,
+    /// Continue a conversation (the `conversation_id` of an earlier answer).
+    #[serde(default)]
+    conversation_id: Option<String>,
+    /// Answer as Server-Sent Events: `delta` events with text, then one `done` with the whole answer.
+    #[serde(default)]
+    stream: bool,
 }
 
 #[derive(Deserialize)]
@@ -205,21 +211,7 @@ pub async fn readyz(State(s): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
-pub async fn query(
-    State(s): State<Arc<AppState>>,
-    Extension(a): Extension<Authenticated>,
-    JsonBody(b): JsonBody<QueryBody>,
-) -> AppResult<Json<Value>> {
-    let r = s
-        .services
-        .orchestrator
-        .process(a.caller.request(orch_pb::ProcessRequest {
-            query: b.query,
-            as_of: b.as_of.unwrap_or_default(),
-            debug: b.debug,
-        }))
-        .await?
-        .into_inner();
+fn answer_json(r: orch_pb::ProcessResponse) -> Value {
     let result: Value = serde_json::from_str(&r.result_json).unwrap_or_else(|_| json!({}));
     let mut out = json!({
         "answer": r.answer,
@@ -227,11 +219,257 @@ pub async fn query(
         "module": r.module,
         "result": result,
         "response_time_ms": r.response_time_ms,
+        "conversation_id": r.conversation_id,
     });
     if !r.plan_json.is_empty() {
         out["plan"] = serde_json::from_str(&r.plan_json).unwrap_or(Value::Null);
     }
-    Ok(Json(out))
+    out
+}
+
+pub async fn query(
+    State(s): State<Arc<AppState>>,
+    Extension(a): Extension<Authenticated>,
+    JsonBody(b): JsonBody<QueryBody>,
+) -> AppResult<Response> {
+    let req = orch_pb::ProcessRequest {
+        query: b.query,
+        as_of: b.as_of.unwrap_or_default(),
+        debug: b.debug,
+        conversation_id: b.conversation_id.unwrap_or_default(),
+    };
+    if !b.stream {
+        let r = s
+            .services
+            .orchestrator
+            .process(a.caller.request(req))
+            .await?
+            .into_inner();
+        return Ok(Json(answer_json(r)).into_response());
+    }
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use futures::StreamExt;
+    let chunks = s
+        .services
+        .orchestrator
+        .process_stream(a.caller.request(req))
+        .await?
+        .into_inner();
+    let events = chunks.map(|c| {
+        let ev = match c {
+            Ok(orch_pb::ProcessChunk {
+                kind: Some(orch_pb::process_chunk::Kind::Delta(d)),
+            }) => Event::default()
+                .event("delta")
+                .data(json!({"text": d}).to_string()),
+            Ok(orch_pb::ProcessChunk {
+                kind: Some(orch_pb::process_chunk::Kind::Done(r)),
+            }) => Event::default()
+                .event("done")
+                .data(answer_json(r).to_string()),
+            Ok(_) => Event::default().comment("empty"),
+            Err(status) => {
+                let e = Error::from(status);
+                Event::default().event("error").data(
+                    json!({"error": {"code": e.code.as_str(), "message": e.message}}).to_string(),
+                )
+            }
+        };
+        Ok::<_, std::convert::Infallible>(ev)
+    });
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+#[derive(Deserialize)]
+pub struct ListActionsQuery {
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    limit: Option<i32>,
+}
+
+fn action_json(a: orch_pb::Action) -> Value {
+    let mut v = json!({
+        "id": a.id,
+        "type": a.r#type,
+        "status": a.status,
+        "params": a.params.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+        "preview": a.preview,
+        "needs_owner": a.needs_owner,
+        "proposed_by": a.proposed_by,
+        "proposed_at": a.proposed_at,
+        "expires_at": a.expires_at,
+        "attempts": a.attempts,
+    });
+    for (k, val) in [
+        ("decided_by", a.decided_by),
+        ("decided_at", a.decided_at),
+        ("finished_at", a.finished_at),
+        ("outcome", a.outcome),
+    ] {
+        if !val.is_empty() {
+            v[k] = json!(val);
+        }
+    }
+    v
+}
+
+fn task_json(t: orch_pb::Task) -> Value {
+    let mut v = json!({
+        "id": t.id,
+        "title": t.title,
+        "status": t.status,
+        "created_by": t.created_by,
+        "created_at": t.created_at,
+    });
+    for (k, val) in [
+        ("due_date", t.due_date),
+        ("completed_at", t.completed_at),
+        ("action_id", t.action_id),
+    ] {
+        if !val.is_empty() {
+            v[k] = json!(val);
+        }
+    }
+    v
+}
+
+pub async fn list_actions(
+    State(s): State<Arc<AppState>>,
+    Extension(a): Extension<Authenticated>,
+    axum::extract::Query(q): axum::extract::Query<ListActionsQuery>,
+) -> AppResult<Json<Value>> {
+    let r = s
+        .services
+        .actions
+        .list_actions(a.caller.request(orch_pb::ListActionsRequest {
+            status: q.status.unwrap_or_default(),
+            limit: q.limit.unwrap_or(0),
+        }))
+        .await?
+        .into_inner();
+    Ok(Json(
+        json!({"actions": r.actions.into_iter().map(action_json).collect::<Vec<_>>()}),
+    ))
+}
+
+pub async fn get_action(
+    State(s): State<Arc<AppState>>,
+    Extension(a): Extension<Authenticated>,
+    Path(id): Path<String>,
+) -> AppResult<Json<Value>> {
+    let r = s
+        .services
+        .actions
+        .get_action(a.caller.request(orch_pb::GetActionRequest { id }))
+        .await?
+        .into_inner();
+    Ok(Json(action_json(r)))
+}
+
+pub async fn confirm_action(
+    State(s): State<Arc<AppState>>,
+    Extension(a): Extension<Authenticated>,
+    Path(id): Path<String>,
+) -> AppResult<Json<Value>> {
+    let r = s
+        .services
+        .actions
+        .confirm_action(a.caller.request(orch_pb::ConfirmActionRequest { id }))
+        .await?
+        .into_inner();
+    Ok(Json(action_json(r)))
+}
+
+pub async fn reject_action(
+    State(s): State<Arc<AppState>>,
+    Extension(a): Extension<Authenticated>,
+    Path(id): Path<String>,
+) -> AppResult<Json<Value>> {
+    let r = s
+        .services
+        .actions
+        .reject_action(a.caller.request(orch_pb::RejectActionRequest { id }))
+        .await?
+        .into_inner();
+    Ok(Json(action_json(r)))
+}
+
+#[derive(Deserialize)]
+pub struct ListTasksQuery {
+    #[serde(default)]
+    status: Option<String>,
+}
+
+pub async fn list_tasks(
+    State(s): State<Arc<AppState>>,
+    Extension(a): Extension<Authenticated>,
+    axum::extract::Query(q): axum::extract::Query<ListTasksQuery>,
+) -> AppResult<Json<Value>> {
+    let r = s
+        .services
+        .actions
+        .list_tasks(a.caller.request(orch_pb::ListTasksRequest {
+            status: q.status.unwrap_or_default(),
+        }))
+        .await?
+        .into_inner();
+    Ok(Json(
+        json!({"tasks": r.tasks.into_iter().map(task_json).collect::<Vec<_>>()}),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateTaskBody {
+    status: String,
+}
+
+pub async fn update_task(
+    State(s): State<Arc<AppState>>,
+    Extension(a): Extension<Authenticated>,
+    Path(id): Path<String>,
+    JsonBody(b): JsonBody<UpdateTaskBody>,
+) -> AppResult<Json<Value>> {
+    let r = s
+        .services
+        .actions
+        .update_task(a.caller.request(orch_pb::UpdateTaskRequest {
+            id,
+            status: b.status,
+        }))
+        .await?
+        .into_inner();
+    Ok(Json(task_json(r)))
+}
+
+#[derive(Deserialize)]
+pub struct AuditQuery {
+    #[serde(default)]
+    limit: Option<i32>,
+}
+
+pub async fn list_audit(
+    State(s): State<Arc<AppState>>,
+    Extension(a): Extension<Authenticated>,
+    axum::extract::Query(q): axum::extract::Query<AuditQuery>,
+) -> AppResult<Json<Value>> {
+    let r = s
+        .services
+        .actions
+        .list_audit_events(a.caller.request(orch_pb::ListAuditEventsRequest {
+            limit: q.limit.unwrap_or(0),
+        }))
+        .await?
+        .into_inner();
+    let events: Vec<Value> = r
+        .events
+        .into_iter()
+        .map(|e| json!({"at": e.at, "actor": e.actor, "event": e.event, "subject": e.subject, "detail": e.detail}))
+        .collect();
+    Ok(Json(json!({"events": events})))
 }
 
 fn connector_type(kind: &str) -> AppResult<i32> {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post};
 use futures::future::BoxFuture;
 use smb_core::Error;
 use smb_core::cache::DynCache;
@@ -18,6 +18,7 @@ use smb_proto::connectors::v1::connectors_service_server::{
     ConnectorsService, ConnectorsServiceServer,
 };
 use smb_proto::connectors::v1::webhooks_service_server::WebhooksService;
+use smb_proto::orchestrator::v1::actions_service_server::{ActionsService, ActionsServiceServer};
 use smb_proto::orchestrator::v1::orchestrator_service_server::{
     OrchestratorService, OrchestratorServiceServer,
 };
@@ -34,10 +35,19 @@ use crate::routes;
 #[derive(Clone)]
 pub struct Services {
     pub auth: Arc<dyn AuthService>,
-    pub orchestrator: Arc<dyn OrchestratorService>,
+    pub orchestrator: Arc<dyn OrchestratorService<ProcessStreamStream = ChunkStream>>,
+    pub actions: Arc<dyn ActionsService>,
     pub connectors: Arc<dyn ConnectorsService>,
     pub webhooks: Arc<dyn WebhooksService>,
 }
+
+/// A streamed answer: text deltas, then the whole response.
+pub type ChunkStream = std::pin::Pin<
+    Box<
+        dyn futures::Stream<Item = Result<smb_proto::orchestrator::v1::ProcessChunk, tonic::Status>>
+            + Send,
+    >,
+>;
 
 /// Webhook bodies may be larger than API bodies (a big order), up to this.
 pub const WEBHOOK_BODY_LIMIT: usize = 1024 * 1024;
@@ -102,6 +112,13 @@ impl Gateway {
         let protected = Router::new()
             .route("/v1/auth/logout", post(routes::logout))
             .route("/v1/ai/query", post(routes::query))
+            .route("/v1/actions", get(routes::list_actions))
+            .route("/v1/actions/{id}", get(routes::get_action))
+            .route("/v1/actions/{id}/confirm", post(routes::confirm_action))
+            .route("/v1/actions/{id}/reject", post(routes::reject_action))
+            .route("/v1/tasks", get(routes::list_tasks))
+            .route("/v1/tasks/{id}", patch(routes::update_task))
+            .route("/v1/audit", get(routes::list_audit))
             .route(
                 "/v1/connectors",
                 post(routes::create_connector).get(routes::list_connectors),
@@ -149,11 +166,15 @@ impl Gateway {
             health_reporter
                 .set_serving::<ConnectorsServiceServer<Edge>>()
                 .await;
+            health_reporter
+                .set_serving::<ActionsServiceServer<Edge>>()
+                .await;
         });
         let grpc = tonic::service::Routes::new(health)
             .add_service(reflection)
             .add_service(AuthServiceServer::new(edge.clone()))
             .add_service(OrchestratorServiceServer::new(edge.clone()))
+            .add_service(ActionsServiceServer::new(edge.clone()))
             .add_service(ConnectorsServiceServer::new(edge))
             .prepare()
             .into_axum_router()

@@ -6,10 +6,12 @@
 //! in integer minor units; answers are cached per tenant and data version, so new data invalidates them.
 
 pub mod answer;
+pub mod llm;
 pub mod metrics;
 pub mod nlu;
+pub mod ops;
 pub mod period;
 pub mod search;
 pub mod service;
 
-pub use service::OrchestratorServiceImpl;
+pub use service::{OrchestratorGrpc, OrchestratorServiceImpl};

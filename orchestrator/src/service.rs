@@ -41,6 +41,10 @@ pub struct OrchestratorServiceImpl {
     vocab: Arc<Mutex<HashMap<TenantId, VocabEntry>>>,
     /// Search over the tenant's records (none: searches are answered as unavailable).
     search: Option<Arc<smb_search::SearchEngine>>,
+    /// Actions (ops-copilot); none: action requests are answered as unavailable.
+    ops: Option<Arc<crate::ops::Ops>>,
+    /// The language-model chain; none: every answer is the deterministic one.
+    llm: Option<Arc<crate::llm::Chain>>,
 }
 
 struct VocabEntry {
@@ -85,6 +89,7 @@ async fn publish_events(bus: DynBus, mut rx: tokio::sync::mpsc::Receiver<Message
 
 #[derive(Clone)]
 struct Tenant {
+    name: String,
     tz: chrono_tz::Tz,
     currency: Currency,
 }
@@ -117,6 +122,43 @@ fn intent_str(i: Intent) -> &'static str {
     }
 }
 
+const OVER_BUDGET: &str = "(This month's AI allowance is used up, so this answer is the standard wording; the numbers are unaffected.)";
+
+/// The grammar is unsure: nothing about the data was recognised, or a name was not found.
+fn unsure(u: &Plan) -> bool {
+    (u.intent == Intent::Conversation
+        && matches!(
+            u.conversation,
+            Some(Conversation::OutOfScope) | Some(Conversation::Unintelligible)
+        ))
+        || (u.intent == Intent::Metrics && !u.unresolved.is_empty())
+}
+
+/// What to ask a model about a computed answer: plainer words for a number, or a reply to small talk.
+/// Answers that name customers go to a provider only with the tenant's opt-in; clarifications,
+/// definitions, searches and actions keep their exact wording.
+fn phrasing(
+    query: &str,
+    u: &Plan,
+    a: &Answer,
+    turns: &[(String, String)],
+    share_customers: bool,
+) -> Option<crate::llm::LlmRequest> {
+    match a.intent {
+        Intent::Metrics => {
+            let figures = a.result.get("value").is_some() || a.result.get("rows").is_some();
+            let names_customers =
+                u.filters.customer.is_some() || u.metric == Some(Metric::TopCustomers);
+            (figures && (share_customers || !names_customers))
+                .then(|| crate::llm::tasks::phrase_request(query, &a.answer, &a.result))
+        }
+        Intent::Conversation if u.conversation != Some(Conversation::Definition) => {
+            Some(crate::llm::tasks::chat_request(query, &a.answer, turns))
+        }
+        _ => None,
+    }
+}
+
 fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
@@ -134,7 +176,21 @@ impl OrchestratorServiceImpl {
             events,
             vocab: Arc::new(Mutex::new(HashMap::new())),
             search: None,
+            ops: None,
+            llm: None,
         }
+    }
+
+    /// Proposes and runs actions with `ops`.
+    pub fn with_ops(mut self, ops: Arc<crate::ops::Ops>) -> Self {
+        self.ops = Some(ops);
+        self
+    }
+
+    /// Understands, phrases and converses with `chain` where it helps (never for the numbers).
+    pub fn with_llm(mut self, chain: Arc<crate::llm::Chain>) -> Self {
+        self.llm = Some(chain);
+        self
     }
 
     /// Answers searches with `engine`.
@@ -236,15 +292,16 @@ impl OrchestratorServiceImpl {
     }
 
     async fn load_tenant(&self, id: &TenantId) -> Result<Tenant, Error> {
-        let row: Option<(String, String)> = with_global!(&self.db, read, |tx| {
-            sqlx::query_as("SELECT timezone, currency FROM tenants WHERE id = $1")
+        let row: Option<(String, String, String)> = with_global!(&self.db, read, |tx| {
+            sqlx::query_as("SELECT name, timezone, currency FROM tenants WHERE id = $1")
                 .bind(id.as_str())
                 .fetch_optional(&mut *tx)
                 .await?
         });
-        let (tz, cur) =
+        let (name, tz, cur) =
             row.ok_or_else(|| Error::unauthenticated("unknown tenant; log in again"))?;
         Ok(Tenant {
+            name,
             tz: tz
                 .parse()
                 .map_err(|_| Error::internal("tenant zone", &tz))?,
@@ -259,11 +316,33 @@ impl OrchestratorServiceImpl {
         caller: &Caller,
         req: pb::ProcessRequest,
     ) -> Result<pb::ProcessResponse, Error> {
+        self.run(caller, req, None).await
+    }
+
+    /// Answers one question, sending the answer's text to `deltas` as it is phrased; the returned
+    /// response is the complete answer (its text is authoritative: a provider that broke off or invented
+    /// a number is replaced by the deterministic text).
+    pub async fn process_streaming(
+        &self,
+        caller: &Caller,
+        req: pb::ProcessRequest,
+        deltas: tokio::sync::mpsc::Sender<String>,
+    ) -> Result<pb::ProcessResponse, Error> {
+        self.run(caller, req, Some(&deltas)).await
+    }
+
+    async fn run(
+        &self,
+        caller: &Caller,
+        req: pb::ProcessRequest,
+        deltas: Option<&tokio::sync::mpsc::Sender<String>>,
+    ) -> Result<pb::ProcessResponse, Error> {
         let started = Instant::now();
         let pb::ProcessRequest {
             query,
             as_of,
             debug,
+            conversation_id,
         } = req;
         let query: String = query
             .chars()
@@ -279,6 +358,17 @@ impl OrchestratorServiceImpl {
                 "query is too long; keep it under {MAX_QUERY_CHARS} characters"
             )));
         }
+        let conversation_id = if conversation_id.trim().is_empty() {
+            uuid::Uuid::new_v4().to_string()
+        } else {
+            uuid::Uuid::parse_str(conversation_id.trim())
+                .map_err(|_| {
+                    Error::invalid(
+                        "conversation_id must be the id an earlier answer returned (a UUID); leave it out to start a new conversation",
+                    )
+                })?
+                .to_string()
+        };
         let now: DateTime<Utc> = if as_of.trim().is_empty() {
             Utc::now()
         } else {
@@ -295,6 +385,14 @@ impl OrchestratorServiceImpl {
             .get(&keys::data_version(&caller.tenant))
             .await?
             .unwrap_or_default();
+        let conv_key = keys::conversation(&caller.tenant, &conversation_id);
+        let mut turns: Vec<(String, String)> = self
+            .cache
+            .get(&conv_key)
+            .await?
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or_default();
+        let followup = !turns.is_empty() && nlu::followup::elliptical(&query);
         // Answers are cached by the question as written (case and spacing aside), so a cached answer costs
         // no understanding; the data version in the key retires them after new data.
         let written = query
@@ -306,33 +404,127 @@ impl OrchestratorServiceImpl {
             "{written}|{today}|{version}|{debug}"
         )));
         let cache_key = keys::query(&caller.tenant, &hash);
-        let cached = self.cache.get(&cache_key).await?.and_then(|s| {
-            let bytes = base64::engine::general_purpose::STANDARD.decode(s).ok()?;
-            <pb::ProcessResponse as prost::Message>::decode(bytes.as_slice()).ok()
-        });
+        let cached = if followup {
+            None
+        } else {
+            self.cache.get(&cache_key).await?.and_then(|s| {
+                let bytes = base64::engine::general_purpose::STANDARD.decode(s).ok()?;
+                <pb::ProcessResponse as prost::Message>::decode(bytes.as_slice()).ok()
+            })
+        };
+        let mut streamed = false;
         let mut resp = match cached {
             Some(r) => r,
             None => {
                 let (vocab, current) = self.vocab(&caller.tenant, &version).await?;
-                let u = nlu::understand(&query, today, &vocab.catalog);
-                let current = current && vocab.synced();
-                let a = self
-                    .answer(&caller.tenant, &tenant, &u, today, &vocab)
-                    .await?;
+                let mut u = nlu::understand(&query, today, &vocab.catalog);
+                let mut merged = false;
+                if followup {
+                    // The conversation's context: each earlier follow-up merged into the one before.
+                    let mut context: Option<Plan> = None;
+                    for (q, _) in &turns {
+                        let p = nlu::understand(q, today, &vocab.catalog);
+                        context = match context {
+                            Some(c) if nlu::followup::elliptical(q) => {
+                                Some(nlu::followup::merge(&c, &p).unwrap_or(p))
+                            }
+                            _ => Some(p),
+                        };
+                    }
+                    if let Some(m) = context.and_then(|c| nlu::followup::merge(&c, &u)) {
+                        u = m;
+                        merged = true;
+                    }
+                }
+                let mut cacheable = current && vocab.synced() && !merged;
+                let mut llm: Option<crate::llm::LlmInfo> = None;
+                let mut note: Option<&str> = None;
+                let deadline = started + self.llm.as_ref().map_or(Duration::ZERO, |c| c.timeout);
+                // 1. Understanding, when the grammar is unsure or left a mention unresolved.
+                if let Some(chain) = &self.llm
+                    && vocab.synced()
+                    && unsure(&u)
+                {
+                    let req = crate::llm::tasks::plan_request(
+                        &query,
+                        &turns,
+                        today,
+                        tenant.tz.name(),
+                        &vocab.catalog,
+                        chain.share_customer_data,
+                    );
+                    let catalog = &vocab.catalog;
+                    match chain
+                        .run(&caller.tenant, &req, deadline, None, |r| {
+                            let args = r.tool_args.as_deref().ok_or("no tool call")?;
+                            crate::llm::tasks::plan_from_args(args, &query, today, catalog)
+                        })
+                        .await
+                    {
+                        crate::llm::Outcome::Done(p, info) => {
+                            if let Some(p) = p {
+                                u = p;
+                            }
+                            llm = Some(info);
+                        }
+                        crate::llm::Outcome::OverBudget => note = Some(OVER_BUDGET),
+                        crate::llm::Outcome::Failed { .. } => cacheable = false,
+                    }
+                }
+                let a = self.answer(caller, &tenant, &u, today, &vocab).await?;
                 tracing::debug!(plan = %Json::Array(a.plan.clone()), "plan executed");
+                let mut text = a.answer.clone();
+                // 2. Phrasing (numbers locked), small talk and help.
+                if let Some(chain) = &self.llm
+                    && note.is_none()
+                    && let Some(req) = phrasing(&query, &u, &a, &turns, chain.share_customer_data)
+                {
+                    let allowed = format!("{} {}", a.answer, a.result);
+                    match chain
+                        .run(&caller.tenant, &req, deadline, deltas, |r| {
+                            crate::llm::tasks::locked(&r.text, &allowed)
+                        })
+                        .await
+                    {
+                        crate::llm::Outcome::Done(t, info) => {
+                            text = t;
+                            streamed = deltas.is_some();
+                            llm = Some(match llm {
+                                Some(first) => crate::llm::LlmInfo {
+                                    tokens_in: first.tokens_in + info.tokens_in,
+                                    tokens_out: first.tokens_out + info.tokens_out,
+                                    fallback_used: first.fallback_used || info.fallback_used,
+                                    ..info
+                                },
+                                None => info,
+                            });
+                        }
+                        crate::llm::Outcome::OverBudget => note = Some(OVER_BUDGET),
+                        crate::llm::Outcome::Failed { .. } => cacheable = false,
+                    }
+                }
+                if let Some(n) = note {
+                    text = format!("{text} {n}");
+                }
+                let mut result = a.result;
+                if let Some(info) = &llm {
+                    result["llm"] = json!(info);
+                }
                 let r = pb::ProcessResponse {
-                    answer: a.answer,
+                    answer: text,
                     intent: intent_str(a.intent).into(),
                     module: a.module.into(),
-                    result_json: a.result.to_string(),
+                    result_json: result.to_string(),
                     response_time_ms: 0,
                     plan_json: if debug {
                         json!({"plan": &u, "steps": a.plan}).to_string()
                     } else {
                         String::new()
                     },
+                    conversation_id: String::new(),
                 };
-                if current {
+                // An action proposal is a new record every time; never replayed from the cache.
+                if cacheable && a.intent != Intent::Action {
                     let encoded = base64::engine::general_purpose::STANDARD
                         .encode(prost::Message::encode_to_vec(&r));
                     self.cache.set(&cache_key, &encoded, self.cache_ttl).await?;
@@ -340,7 +532,22 @@ impl OrchestratorServiceImpl {
                 r
             }
         };
+        if let Some(d) = deltas
+            && !streamed
+        {
+            let _ = d.send(resp.answer.clone()).await;
+        }
+        resp.conversation_id = conversation_id;
         resp.response_time_ms = started.elapsed().as_millis() as i64;
+        turns.push((query.clone(), resp.answer.clone()));
+        if turns.len() > 10 {
+            turns.drain(..turns.len() - 10);
+        }
+        if let Ok(s) = serde_json::to_string(&turns) {
+            self.cache
+                .set(&conv_key, &s, Duration::from_secs(3600))
+                .await?;
+        }
         let event = Envelope::new(
             "user.query.submitted",
             &caller.tenant,
@@ -360,12 +567,13 @@ impl OrchestratorServiceImpl {
 
     async fn answer(
         &self,
-        tenant_id: &TenantId,
+        caller: &Caller,
         t: &Tenant,
         u: &Plan,
         today: NaiveDate,
         vocab: &Vocab,
     ) -> Result<Answer, Error> {
+        let tenant_id = &caller.tenant;
         let conv = |answer: String| Answer {
             answer,
             intent: Intent::Conversation,
@@ -422,15 +630,34 @@ impl OrchestratorServiceImpl {
                 return Ok(searched(s));
             }
             Intent::Action => {
+                let (Some(ops), Some(req)) = (&self.ops, &u.act) else {
+                    return Ok(Answer {
+                        answer: format!(
+                            "Taking actions ({}) isn't enabled on this server, so nothing was done. I can answer questions about your numbers in the meantime.",
+                            u.action.unwrap_or("action").replace('_', " ")
+                        ),
+                        intent: Intent::Action,
+                        module: "ops-copilot",
+                        result: json!({}),
+                        plan: vec![],
+                    });
+                };
+                let info = crate::ops::TenantInfo {
+                    name: t.name.clone(),
+                    tz: t.tz,
+                    currency: t.currency.clone(),
+                };
+                let p = ops.propose(caller, &info, req, today).await?;
+                let mut result = json!({});
+                if let Some(a) = &p.action {
+                    result["action"] = a.clone();
+                }
                 return Ok(Answer {
-                    answer: format!(
-                        "Taking actions ({}) isn't available yet, so nothing was done. I can answer questions about your numbers in the meantime.",
-                        u.action.unwrap_or("action").replace('_', " ")
-                    ),
+                    answer: p.answer,
                     intent: Intent::Action,
                     module: "ops-copilot",
-                    result: json!({}),
-                    plan: vec![],
+                    result,
+                    plan: vec![json!({"step": "propose_action", "request": req})],
                 });
             }
             Intent::Metrics => {}
@@ -867,16 +1094,64 @@ impl OrchestratorServiceImpl {
     }
 }
 
+/// The stream of a streamed answer: text deltas, then the whole response.
+pub type ChunkStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::ProcessChunk, Status>> + Send>>;
+
+impl OrchestratorServiceImpl {
+    /// Streams one answer: deltas while it is phrased, then the complete response (or the error).
+    pub fn stream(self: &Arc<Self>, caller: Caller, req: pb::ProcessRequest) -> ChunkStream {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::ProcessChunk, Status>>(64);
+        let this = self.clone();
+        tokio::spawn(async move {
+            let (dtx, mut drx) = tokio::sync::mpsc::channel::<String>(64);
+            let out = tx.clone();
+            let forward = tokio::spawn(async move {
+                while let Some(d) = drx.recv().await {
+                    let chunk = pb::ProcessChunk {
+                        kind: Some(pb::process_chunk::Kind::Delta(d)),
+                    };
+                    if out.send(Ok(chunk)).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            let r = this.process_streaming(&caller, req, dtx).await;
+            let _ = forward.await;
+            let _ = tx
+                .send(r.map_err(Status::from).map(|resp| pb::ProcessChunk {
+                    kind: Some(pb::process_chunk::Kind::Done(resp)),
+                }))
+                .await;
+        });
+        Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+    }
+}
+
+/// The gRPC face; it holds the service in an `Arc` so a stream can outlive the call that started it.
+#[derive(Clone)]
+pub struct OrchestratorGrpc(pub Arc<OrchestratorServiceImpl>);
+
 #[tonic::async_trait]
-impl OrchestratorService for OrchestratorServiceImpl {
+impl OrchestratorService for OrchestratorGrpc {
     async fn process(
         &self,
         req: Request<pb::ProcessRequest>,
     ) -> Result<Response<pb::ProcessResponse>, Status> {
         let caller = Caller::from_metadata(req.metadata())?;
         Ok(Response::new(
-            OrchestratorServiceImpl::process(self, &caller, req.into_inner()).await?,
+            self.0.process(&caller, req.into_inner()).await?,
         ))
+    }
+
+    type ProcessStreamStream = ChunkStream;
+
+    async fn process_stream(
+        &self,
+        req: Request<pb::ProcessRequest>,
+    ) -> Result<Response<ChunkStream>, Status> {
+        let caller = Caller::from_metadata(req.metadata())?;
+        Ok(Response::new(self.0.stream(caller, req.into_inner())))
     }
 }
 

@@ -21,10 +21,13 @@ use smb_core::outbox::Outbox;
 use smb_core::store::Db;
 use smb_gateway::server::ReadyCheck;
 use smb_gateway::{Gateway, Services};
-use smb_orchestrator::OrchestratorServiceImpl;
+use smb_orchestrator::ops::Ops;
+use smb_orchestrator::ops::service::ActionsServiceImpl;
+use smb_orchestrator::{OrchestratorGrpc, OrchestratorServiceImpl};
 use smb_proto::auth::v1::auth_service_server::AuthServiceServer;
 use smb_proto::connectors::v1::connectors_service_server::ConnectorsServiceServer;
 use smb_proto::connectors::v1::webhooks_service_server::WebhooksServiceServer;
+use smb_proto::orchestrator::v1::actions_service_server::ActionsServiceServer;
 use smb_proto::orchestrator::v1::orchestrator_service_server::OrchestratorServiceServer;
 use smb_workers::Worker;
 use tokio::sync::Notify;
@@ -132,6 +135,10 @@ pub struct Platform {
     pub cache: DynCache,
     pub auth: Arc<AuthServiceImpl>,
     pub orchestrator: Arc<OrchestratorServiceImpl>,
+    /// Actions (ops-copilot): proposals, confirmations, tasks, scheduled workflows.
+    pub ops: Arc<Ops>,
+    /// How often scheduled workflows are looked for.
+    pub workflow_interval: Duration,
     pub connectors: Arc<ConnectorsServiceImpl>,
     pub webhooks: Arc<WebhooksServiceImpl>,
     pub engine: SyncEngine,
@@ -188,6 +195,34 @@ impl Platform {
         );
         let wake = Arc::new(Notify::new());
         let search = search_engine(cfg, data_dir).await?;
+        let mailer = match &cfg.email.smtp_url {
+            Some(url) => Some(
+                smb_orchestrator::ops::mail::Mailer::new(
+                    url.expose_secret(),
+                    &cfg.email.from,
+                    Duration::from_millis(cfg.email.timeout_ms),
+                )
+                .context("email")?,
+            ),
+            None => None,
+        };
+        let llm = smb_orchestrator::llm::Chain::from_config(&cfg.llm, db.clone())
+            .context("llm")?
+            .map(Arc::new);
+        let connectors = Arc::new(ConnectorsServiceImpl::new(
+            db.clone(),
+            sealer.clone(),
+            client.clone(),
+            wake.clone(),
+        ));
+        let ops = Arc::new(Ops::new(
+            db.clone(),
+            mailer,
+            Some(connectors.clone()),
+            Duration::from_secs(cfg.actions.ttl_hours * 3600),
+            cfg.email.daily_limit,
+            Duration::from_millis(cfg.email.timeout_ms),
+        ));
         let engine = SyncEngine {
             db: db.clone(),
             outbox: outbox.clone(),
@@ -210,22 +245,24 @@ impl Platform {
                     bus.clone(),
                     Duration::from_secs(cfg.orchestrator.cache_ttl_secs),
                 );
+                let o = o.with_ops(ops.clone());
+                let o = match llm {
+                    Some(c) => o.with_llm(c),
+                    None => o,
+                };
                 match &search {
                     Some(s) => o.with_search(s.clone()),
                     None => o,
                 }
             }),
+            ops,
+            workflow_interval: Duration::from_secs(cfg.actions.scheduler_interval_secs.max(1)),
             webhooks: Arc::new(WebhooksServiceImpl::new(
                 db.clone(),
                 sealer.clone(),
                 outbox.clone(),
             )),
-            connectors: Arc::new(ConnectorsServiceImpl::new(
-                db.clone(),
-                sealer,
-                client,
-                wake.clone(),
-            )),
+            connectors,
             worker: Worker::new(
                 db.clone(),
                 bus.clone(),
@@ -283,6 +320,15 @@ impl Platform {
             tasks.push(tokio::spawn(relay.run(shutdown.clone())));
         }
         if scheduler {
+            let ops = self.ops.clone();
+            let interval = self.workflow_interval;
+            let stop = shutdown.clone();
+            tasks.push(tokio::spawn(async move {
+                tokio::select! {
+                    _ = ops.run_scheduler(interval) => {},
+                    _ = stop.notified() => {},
+                }
+            }));
             let s = Scheduler::new(
                 self.engine.clone(),
                 self.wake.clone(),
@@ -296,7 +342,8 @@ impl Platform {
     pub async fn gateway(&self, cfg: &Config) -> anyhow::Result<Gateway> {
         let services = Services {
             auth: self.auth.clone(),
-            orchestrator: self.orchestrator.clone(),
+            orchestrator: Arc::new(OrchestratorGrpc(self.orchestrator.clone())),
+            actions: Arc::new(ActionsServiceImpl(self.ops.clone())),
             connectors: self.connectors.clone(),
             webhooks: self.webhooks.clone(),
         };
@@ -369,13 +416,14 @@ pub async fn serve(service: &str) -> anyhow::Result<()> {
     let addr: std::net::SocketAddr = cfg.server.addr.parse().context("server.addr")?;
     if service == "gateway" {
         use smb_gateway::remote::{
-            RemoteAuth, RemoteConnectors, RemoteOrchestrator, RemoteWebhooks,
+            RemoteActions, RemoteAuth, RemoteConnectors, RemoteOrchestrator, RemoteWebhooks,
         };
         let services = Services {
             auth: Arc::new(RemoteAuth::connect_lazy(&cfg.services.auth_url)?),
             orchestrator: Arc::new(RemoteOrchestrator::connect_lazy(
                 &cfg.services.orchestrator_url,
             )?),
+            actions: Arc::new(RemoteActions::connect_lazy(&cfg.services.orchestrator_url)?),
             connectors: Arc::new(RemoteConnectors::connect_lazy(
                 &cfg.services.connectors_url,
             )?),
@@ -415,11 +463,18 @@ pub async fn serve(service: &str) -> anyhow::Result<()> {
         }
         "orchestrator" => {
             reporter
-                .set_serving::<OrchestratorServiceServer<OrchestratorServiceImpl>>()
+                .set_serving::<OrchestratorServiceServer<OrchestratorGrpc>>()
                 .await;
-            router.add_service(OrchestratorServiceServer::from_arc(
-                platform.orchestrator.clone(),
-            ))
+            reporter
+                .set_serving::<ActionsServiceServer<ActionsServiceImpl>>()
+                .await;
+            router
+                .add_service(OrchestratorServiceServer::new(OrchestratorGrpc(
+                    platform.orchestrator.clone(),
+                )))
+                .add_service(ActionsServiceServer::new(ActionsServiceImpl(
+                    platform.ops.clone(),
+                )))
         }
         _ => {
             reporter

@@ -8,8 +8,10 @@ use std::process::{Child, Command, Stdio};
 use serde_json::{Value, json};
 
 pub mod fake;
+pub mod fake_llm;
 pub mod oracle;
 pub mod search_cases;
+pub mod smtp;
 
 /// A tansu broker (Kafka-compatible) of a test's or benchmark's own.
 pub mod broker {

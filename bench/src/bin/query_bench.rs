@@ -148,6 +148,7 @@ async fn ask(
         query: q.text.clone(),
         as_of: q.as_of.clone(),
         debug: false,
+        ..Default::default()
     };
     let t = Instant::now();
     svc.process(caller, req).await?;
@@ -247,6 +248,7 @@ async fn run(label: &str, db: Db, args: &Args, qs: &[Question]) -> anyhow::Resul
                             query: q.into(),
                             as_of: "2025-03-10T12:00:00-04:00".into(),
                             debug: false,
+                            ..Default::default()
                         },
                     )
                     .await?;

@@ -12,6 +12,8 @@
 //! 6. Content words left over where a filter would stand ("sales of unicorn tears", "orders from Zelda
 //!    Fitzgerald") become unresolved mentions: the answer says so and never drops the filter silently.
 
+pub mod action;
+pub mod followup;
 pub mod lexicon;
 pub mod link;
 pub mod periods;
@@ -383,6 +385,9 @@ pub struct Plan {
     pub conversation: Option<Conversation>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub action: Option<&'static str>,
+    /// The action's parameters (intent `action`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub act: Option<action::ActionRequest>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metric: Option<Metric>,
     #[serde(serialize_with = "ser_periods")]
@@ -410,6 +415,9 @@ pub struct Plan {
     pub search: Option<SearchSpec>,
     /// A future period was named ("next month").
     pub future: bool,
+    /// The question named a metric or a ranking itself (a follow-up without one keeps the previous).
+    #[serde(skip)]
+    pub metric_stated: bool,
 }
 
 fn ser_periods<S: serde::Serializer>(p: &[Period], s: S) -> Result<S::Ok, S::Error> {
@@ -430,6 +438,7 @@ impl Plan {
             intent: Intent::Conversation,
             conversation: None,
             action: None,
+            act: None,
             metric: None,
             periods: Vec::new(),
             default_period: false,
@@ -442,7 +451,13 @@ impl Plan {
             corrections: Vec::new(),
             search: None,
             future: false,
+            metric_stated: false,
         }
+    }
+
+    /// A plan with nothing in it yet (intent conversation), for plans built outside the grammar.
+    pub fn empty(normalized: String) -> Self {
+        Self::new(normalized)
     }
 }
 
@@ -468,6 +483,7 @@ pub fn understand(query: &str, today: NaiveDate, catalog: &Catalog) -> Plan {
     if let Some(a) = intents::action(&text) {
         plan.intent = Intent::Action;
         plan.action = Some(a);
+        plan.act = Some(action::request(a, query, today, catalog));
         return plan;
     }
     let searching = intents::search(&text);
@@ -586,6 +602,7 @@ pub fn understand(query: &str, today: NaiveDate, catalog: &Catalog) -> Plan {
         plan.metric = scalar_metric(&has);
     }
 
+    plan.metric_stated = plan.metric.is_some();
     plan.grain = terms.iter().find_map(|(t, _)| match t {
         Term::Grain(g) => Some(*g),
         _ => None,
@@ -749,7 +766,7 @@ pub fn understand(query: &str, today: NaiveDate, catalog: &Catalog) -> Plan {
 }
 
 /// The scalar metric the terms ask for, by precedence.
-fn scalar_metric(has: &dyn Fn(Term) -> bool) -> Option<Metric> {
+pub(crate) fn scalar_metric(has: &dyn Fn(Term) -> bool) -> Option<Metric> {
     // "who" asks for people only about buying or paying ("who paid"), not "who won the super bowl".
     let people = has(Term::Customers)
         || has(Term::Who) && (has(Term::Orders) || has(Term::Spend) || has(Term::Sell));
@@ -792,7 +809,12 @@ fn scalar_metric(has: &dyn Fn(Term) -> bool) -> Option<Metric> {
 }
 
 /// Reads lexicon phrases of at least `min_len` tokens over the tokens not yet taken, longest first.
-fn scan_terms(words: &[String], taken: &mut [bool], out: &mut Vec<(Term, usize)>, min_len: usize) {
+pub(crate) fn scan_terms(
+    words: &[String],
+    taken: &mut [bool],
+    out: &mut Vec<(Term, usize)>,
+    min_len: usize,
+) {
     let mut i = 0;
     while i < words.len() {
         if taken[i] {
@@ -995,27 +1017,154 @@ mod intents {
     pub fn action(t: &str) -> Option<&'static str> {
         // "please email…", "can you send…": the request starts after the politeness.
         let mut rest = t;
-        for p in [
-            "please ",
-            "can you ",
-            "could you ",
-            "would you ",
-            "pls ",
-            "kindly ",
-            "go ahead and ",
-        ] {
-            if let Some(r) = rest.strip_prefix(p) {
-                rest = r;
+        loop {
+            let before = rest;
+            for p in [
+                "please ",
+                "can you ",
+                "could you ",
+                "would you ",
+                "will you ",
+                "pls ",
+                "plz ",
+                "kindly ",
+                "go ahead and ",
+                "i want you to ",
+                "i need you to ",
+                "id like you to ",
+                "i would like you to ",
+                "lets ",
+                "let us ",
+                "hey ",
+                "ok ",
+                "okay ",
+                "now ",
+                "also ",
+                "and ",
+            ] {
+                if let Some(r) = rest.strip_prefix(p) {
+                    rest = r;
+                }
+            }
+            if rest == before {
+                break;
             }
         }
-        let rest = rest.strip_prefix("please ").unwrap_or(rest);
         let t = rest;
         let first = t.split_whitespace().next().unwrap_or("");
         let second = t.split_whitespace().nth(1).unwrap_or("");
+        // A question about syncing or e-mail ("when did the last sync run?") asks, it does not act.
+        let asking = matches!(
+            first,
+            "when"
+                | "what"
+                | "how"
+                | "did"
+                | "has"
+                | "have"
+                | "is"
+                | "was"
+                | "why"
+                | "which"
+                | "who"
+        );
+        if !asking
+            && (matches!(first, "sync" | "resync" | "refresh")
+                || has(
+                    t,
+                    &[
+                        "sync all",
+                        "sync everything",
+                        "sync my",
+                        "sync the",
+                        "run a sync",
+                        "start a sync",
+                        "trigger a sync",
+                        "kick off a sync",
+                        "do a sync",
+                        "refresh my data",
+                        "refresh all",
+                        "refresh everything",
+                        "pull the latest",
+                        "update my data",
+                        "run sync all",
+                        "run the sync",
+                    ],
+                ))
+        {
+            return Some("run_workflow");
+        }
+        let summary = has(
+            t,
+            &[
+                "weekly summary",
+                "weekly report",
+                "weekly digest",
+                "weekly recap",
+                "weekly email",
+                "weekly update",
+                "daily summary",
+                "daily report",
+                "daily digest",
+                "monthly summary",
+                "monthly report",
+                "summary",
+                "report",
+                "digest",
+                "recap",
+                "numbers",
+                "figures",
+                "key figures",
+                "kpis",
+            ],
+        );
+        let recurring = has(
+            t,
+            &[
+                "every day",
+                "every week",
+                "every month",
+                "every monday",
+                "every friday",
+                "every morning",
+                "each week",
+                "each month",
+                "each day",
+                "on mondays",
+            ],
+        );
+        let workflow_verb = matches!(
+            first,
+            "run" | "start" | "trigger" | "kick" | "generate" | "schedule" | "set" | "setup"
+        );
+        if !asking
+            && !t.contains('@')
+            && summary
+            && (recurring
+                || workflow_verb
+                || has(t, &["weekly summary", "weekly report", "weekly digest"])
+                    && matches!(first, "send" | "email" | "mail"))
+            && !has(t, &["my accountant", "my bookkeeper", "my partner"])
+        {
+            return Some("run_workflow");
+        }
         if matches!(
             first,
-            "email" | "send" | "mail" | "message" | "text" | "notify"
-        ) || has(t, &["send an email", "email to", "send a summary"])
+            "email" | "send" | "mail" | "message" | "text" | "notify" | "forward" | "e"
+        ) && !(first == "send" && matches!(second, "a" | "the") && has(t, &["refund"]))
+            || has(
+                t,
+                &[
+                    "send an email",
+                    "send a mail",
+                    "email to",
+                    "send a summary",
+                    "shoot an email",
+                    "drop an email",
+                    "fire off an email",
+                    "write an email",
+                ],
+            )
         {
             return Some("send_email");
         }
@@ -1035,6 +1184,14 @@ mod intents {
                 "add a reminder",
                 "make a note",
                 "reminder to",
+                "new task",
+                "note to self",
+                "to my list",
+                "on my list",
+                "to my tasks",
+                "as a task",
+                "a task for",
+                "a task to",
             ],
         ) || first == "remind"
         {

@@ -1,0 +1,312 @@
+//! Actions (ops-copilot) end to end: a question proposes, nothing happens until an owner confirms, and a
+//! confirmed e-mail arrives exactly once at a real SMTP server (aiosmtpd on loopback), also when two
+//! confirmations race. Tasks, rejection, expiry of rights across tenants, and the audit log.
+
+use serde_json::{Value, json};
+use smb_tests::fake::{Dataset, FakeSaas, Sizes};
+use smb_tests::smtp::Smtp;
+use smb_tests::sync::{connect_shopify, sync};
+use smb_tests::{App, Owner};
+
+const AS_OF: &str = "2025-01-31T12:00:00-05:00";
+
+async fn ask(app: &App, owner: &Owner, q: &str) -> Value {
+    let (s, b, _) = app
+        .call(
+            "POST",
+            "/v1/ai/query",
+            Some(json!({"query": q, "as_of": AS_OF})),
+            Some(&owner.token),
+        )
+        .await;
+    assert_eq!(s, 200, "{q}: {b}");
+    b
+}
+
+async fn synced_app(env: &[(&str, &str)]) -> (App, Owner, FakeSaas) {
+    let fake = FakeSaas::start(Dataset::generate(Sizes {
+        orders: 200,
+        customers: 30,
+        products: 5,
+        charges: 0,
+        stripe_customers: 0,
+    }))
+    .await;
+    let app = App::start(env);
+    let owner = app.owner("America/New_York").await;
+    let c = connect_shopify(&app, &owner, &fake).await;
+    sync(&app, &owner, &c).await;
+    (app, owner, fake)
+}
+
+#[tokio::test]
+async fn an_email_is_proposed_then_sent_exactly_once_when_two_confirms_race() {
+    let smtp = Smtp::start();
+    let url = smtp.url();
+    let (app, owner, _fake) = synced_app(&[
+        ("SMB_EMAIL__SMTP_URL", url.as_str()),
+        ("SMB_EMAIL__FROM", "SMB Command <reports@example.com>"),
+    ])
+    .await;
+
+    let b = ask(
+        &app,
+        &owner,
+        "Email accountant@firm.example a summary of last month's revenue",
+    )
+    .await;
+    assert_eq!(b["intent"], "action", "{b}");
+    assert_eq!(b["module"], "ops-copilot");
+    let action = &b["result"]["action"];
+    assert_eq!(action["type"], "send_email", "{b}");
+    assert_eq!(action["status"], "pending_confirmation");
+    assert_eq!(action["params"]["to"], "accountant@firm.example");
+    assert_eq!(action["params"]["period_start"], "2024-12-01");
+    assert_eq!(action["params"]["period_end"], "2024-12-31");
+    assert_eq!(
+        action["needs_owner"], true,
+        "an outside address needs an owner"
+    );
+    assert!(
+        action["preview"]
+            .as_str()
+            .unwrap()
+            .contains("not one of your users or customers"),
+        "{action}"
+    );
+    // Nothing was sent by proposing.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(smtp.messages().is_empty());
+
+    let id = action["id"].as_str().unwrap().to_string();
+    let path = format!("/v1/actions/{id}/confirm");
+    let (a, b) = tokio::join!(
+        app.call("POST", &path, None, Some(&owner.token)),
+        app.call("POST", &path, None, Some(&owner.token)),
+    );
+    assert_eq!(a.0, 200, "{}", a.1);
+    assert_eq!(b.0, 200, "{}", b.1);
+    // Let any second send (there must be none) arrive.
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    let (s, got, _) = app
+        .call(
+            "GET",
+            &format!("/v1/actions/{id}"),
+            None,
+            Some(&owner.token),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(got["status"], "executed", "{got}");
+    assert_eq!(got["attempts"], 1);
+    let mail = smtp.messages();
+    assert_eq!(mail.len(), 1, "exactly one e-mail arrives");
+    let m = &mail[0];
+    assert!(m.contains("accountant@firm.example"), "{m}");
+    assert!(m.contains("Revenue:"), "a real summary: {m}");
+    assert!(m.contains("December 2024"), "{m}");
+
+    // Confirming again changes nothing.
+    let (s, again, _) = app.call("POST", &path, None, Some(&owner.token)).await;
+    assert_eq!(s, 200);
+    assert_eq!(again["status"], "executed");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(smtp.messages().len(), 1);
+
+    // The audit log has who proposed, confirmed and executed.
+    let (_, audit, _) = app.call("GET", "/v1/audit", None, Some(&owner.token)).await;
+    let events: Vec<&str> = audit["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["subject"] == id.as_str())
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    for e in [
+        "action.proposed",
+        "action.confirmed",
+        "action.executed",
+        "email.sent",
+    ] {
+        assert!(events.contains(&e), "{e} in {events:?}");
+    }
+    assert_eq!(
+        events.iter().filter(|e| **e == "action.confirmed").count(),
+        1
+    );
+
+    // Another tenant sees none of it.
+    let other = app.owner("UTC").await;
+    let (s, _, _) = app
+        .call(
+            "GET",
+            &format!("/v1/actions/{id}"),
+            None,
+            Some(&other.token),
+        )
+        .await;
+    assert_eq!(s, 404);
+    let (s, _, _) = app.call("POST", &path, None, Some(&other.token)).await;
+    assert_eq!(s, 404);
+}
+
+#[tokio::test]
+async fn tasks_are_created_on_confirmation_and_completed() {
+    let (app, owner, _fake) = synced_app(&[]).await;
+    let b = ask(
+        &app,
+        &owner,
+        "Create a task to reorder Ethiopia Yirgacheffe beans by Friday",
+    )
+    .await;
+    let action = &b["result"]["action"];
+    assert_eq!(action["type"], "create_task", "{b}");
+    assert_eq!(
+        action["params"]["title"],
+        "Reorder Ethiopia Yirgacheffe beans"
+    );
+    // As of Friday 2025-01-31, "by Friday" is the next one.
+    assert_eq!(action["params"]["due_date"], "2025-02-07", "{action}");
+    let (_, tasks, _) = app.call("GET", "/v1/tasks", None, Some(&owner.token)).await;
+    assert_eq!(
+        tasks["tasks"].as_array().unwrap().len(),
+        0,
+        "nothing before confirming"
+    );
+
+    let id = action["id"].as_str().unwrap();
+    let (s, done, _) = app
+        .call(
+            "POST",
+            &format!("/v1/actions/{id}/confirm"),
+            None,
+            Some(&owner.token),
+        )
+        .await;
+    assert_eq!(s, 200, "{done}");
+    assert_eq!(done["status"], "executed");
+    let (_, tasks, _) = app
+        .call("GET", "/v1/tasks?status=open", None, Some(&owner.token))
+        .await;
+    let list = tasks["tasks"].as_array().unwrap();
+    assert_eq!(list.len(), 1, "{tasks}");
+    assert_eq!(list[0]["title"], "Reorder Ethiopia Yirgacheffe beans");
+    assert_eq!(list[0]["due_date"], "2025-02-07");
+    let task = list[0]["id"].as_str().unwrap();
+    let (s, t, _) = app
+        .call(
+            "PATCH",
+            &format!("/v1/tasks/{task}"),
+            Some(json!({"status": "done"})),
+            Some(&owner.token),
+        )
+        .await;
+    assert_eq!(s, 200, "{t}");
+    assert_eq!(t["status"], "done");
+    let (s, e, _) = app
+        .call(
+            "PATCH",
+            &format!("/v1/tasks/{task}"),
+            Some(json!({"status": "finished"})),
+            Some(&owner.token),
+        )
+        .await;
+    assert_eq!(s, 400, "{e}");
+
+    // A rejected proposal cannot be confirmed afterwards.
+    let b = ask(&app, &owner, "remind me to call the roaster tomorrow").await;
+    let id = b["result"]["action"]["id"].as_str().unwrap().to_string();
+    assert_eq!(b["result"]["action"]["params"]["title"], "Call the roaster");
+    let (s, r, _) = app
+        .call(
+            "POST",
+            &format!("/v1/actions/{id}/reject"),
+            None,
+            Some(&owner.token),
+        )
+        .await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["status"], "rejected");
+    let (s, e, _) = app
+        .call(
+            "POST",
+            &format!("/v1/actions/{id}/confirm"),
+            None,
+            Some(&owner.token),
+        )
+        .await;
+    assert_eq!(s, 422, "{e}");
+    let (_, tasks, _) = app.call("GET", "/v1/tasks", None, Some(&owner.token)).await;
+    assert_eq!(tasks["tasks"].as_array().unwrap().len(), 1);
+    let (_, pending, _) = app
+        .call(
+            "GET",
+            "/v1/actions?status=rejected",
+            None,
+            Some(&owner.token),
+        )
+        .await;
+    assert_eq!(pending["actions"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn without_a_mail_server_an_email_is_refused_and_nothing_changes() {
+    let (app, owner, _fake) = synced_app(&[]).await;
+    let b = ask(&app, &owner, "email me last week's numbers").await;
+    let action = &b["result"]["action"];
+    assert_eq!(action["type"], "send_email", "{b}");
+    assert_eq!(action["params"]["to"], owner.email.as_str());
+    assert_eq!(action["needs_owner"], false, "the owner's own address");
+    let id = action["id"].as_str().unwrap();
+    let (s, e, _) = app
+        .call(
+            "POST",
+            &format!("/v1/actions/{id}/confirm"),
+            None,
+            Some(&owner.token),
+        )
+        .await;
+    assert_eq!(s, 422, "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("email.smtp_url"),
+        "{e}"
+    );
+    let (_, a, _) = app
+        .call(
+            "GET",
+            &format!("/v1/actions/{id}"),
+            None,
+            Some(&owner.token),
+        )
+        .await;
+    assert_eq!(a["status"], "pending_confirmation");
+
+    // A recipient without an address is asked for, and nothing is proposed.
+    let b = ask(&app, &owner, "email my accountant last month's summary").await;
+    assert_eq!(b["intent"], "action");
+    assert!(b["result"].get("action").is_none(), "{b}");
+    assert!(b["answer"].as_str().unwrap().contains("address"), "{b}");
+
+    // Unknown ids and malformed ids are clear errors.
+    let (s, _, _) = app
+        .call(
+            "POST",
+            "/v1/actions/not-a-uuid/confirm",
+            None,
+            Some(&owner.token),
+        )
+        .await;
+    assert_eq!(s, 400);
+    let (s, _, _) = app
+        .call(
+            "POST",
+            &format!("/v1/actions/{}/confirm", uuid::Uuid::new_v4()),
+            None,
+            Some(&owner.token),
+        )
+        .await;
+    assert_eq!(s, 404);
+}
