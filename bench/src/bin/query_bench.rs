@@ -12,19 +12,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use serde_json::Value;
 use smb_bench::{ms, percentile};
 use smb_core::bus::{DynBus, StoreBus};
 use smb_core::cache::{DynCache, MemoryCache, keys};
-use smb_core::ids::{TenantId, UserId};
+use smb_core::ids::UserId;
 use smb_core::store::Db;
 use smb_core::store::testing::{PgTestDb, TempDir};
 use smb_core::tenant::Caller;
-use smb_core::with_global;
 use smb_orchestrator::OrchestratorServiceImpl;
 use smb_proto::orchestrator::v1 as pb;
-use smb_workers::load::load_batch;
-use smb_workers::transform::{Batch, transform_page};
 
 #[derive(Parser)]
 struct Args {
@@ -42,107 +38,10 @@ struct Args {
     rounds: usize,
 }
 
-struct Tenant {
-    name: &'static str,
-    zone: &'static str,
-    streams: &'static [(&'static str, &'static str, &'static str, &'static str)],
-}
-
-const TENANTS: [Tenant; 2] = [
-    Tenant {
-        name: "northwind",
-        zone: "America/New_York",
-        streams: &[
-            ("shopify", "products", "products.json", "products"),
-            ("shopify", "customers", "customers.json", "customers"),
-            ("shopify", "orders", "orders.json", "orders"),
-        ],
-    },
-    Tenant {
-        name: "brightside",
-        zone: "America/Los_Angeles",
-        streams: &[
-            ("stripe", "customers", "customers.json", "data"),
-            ("stripe", "charges", "charges.json", "data"),
-        ],
-    },
-];
-
-async fn load(db: &Db, dir: &std::path::Path) -> anyhow::Result<Vec<(&'static str, TenantId)>> {
-    let mut out = Vec::new();
-    for t in &TENANTS {
-        let id = TenantId::generate();
-        with_global!(db, write, |tx| {
-            sqlx::query("INSERT INTO tenants (id, name, timezone, currency, created_at) VALUES ($1, $2, $3, 'USD', 0)")
-                .bind(id.as_str())
-                .bind(t.name)
-                .bind(t.zone)
-                .execute(&mut *tx)
-                .await?;
-        });
-        let tz: chrono_tz::Tz = t.zone.parse()?;
-        for (source, stream, file, key) in t.streams {
-            let path = dir.join(t.name).join(file);
-            let v: Value = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
-            let records = v[key]
-                .as_array()
-                .ok_or_else(|| anyhow::anyhow!("{} has no {key} array", path.display()))?;
-            for page in records.chunks(250) {
-                let mut b = Batch::default();
-                transform_page(source, stream, page, tz, &mut b);
-                b.dedupe();
-                load_batch(db, &id, &b).await?;
-            }
-        }
-        // The tenant's source as a connector with a finished sync, so answers cover it (a tenant without
-        // one is told to connect a source).
-        let kind = t.streams[0].0;
-        let connector = uuid::Uuid::now_v7().to_string();
-        smb_core::with_tenant!(db, &id, write, |tx| {
-            sqlx::query("INSERT INTO connectors (id, tenant_id, kind, settings, secret_sealed, created_at, last_sync_at, last_sync_status) VALUES ($1, $2, $3, '{}', '', 0, 1, 'succeeded')")
-                .bind(&connector)
-                .bind(id.as_str())
-                .bind(kind)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("INSERT INTO sync_runs (id, tenant_id, connector_id, status, trigger_kind, created_at, finished_at) VALUES ($1, $2, $3, 'succeeded', 'manual', 0, $4)")
-                .bind(uuid::Uuid::now_v7().to_string())
-                .bind(id.as_str())
-                .bind(&connector)
-                .bind(chrono::Utc::now().timestamp_millis())
-                .execute(&mut *tx)
-                .await?;
-        });
-        out.push((t.name, id));
-    }
-    Ok(out)
-}
-
-struct Question {
-    tenant: String,
-    as_of: String,
-    text: String,
-}
-
-fn questions(path: &std::path::Path) -> anyhow::Result<Vec<Question>> {
-    let mut out = Vec::new();
-    for line in std::fs::read_to_string(path)?.lines() {
-        let v: Value = serde_json::from_str(line)?;
-        if v["expect"]["intent"] == "metrics" {
-            out.push(Question {
-                tenant: v["tenant"].as_str().unwrap_or_default().to_string(),
-                as_of: v["as_of"].as_str().unwrap_or_default().to_string(),
-                text: v["question"].as_str().unwrap_or_default().to_string(),
-            });
-        }
-    }
-    Ok(out)
-}
-
 async fn ask(
     svc: &OrchestratorServiceImpl,
     caller: &Caller,
-    q: &Question,
+    q: &smb_bench::fixtures::Question,
 ) -> anyhow::Result<Duration> {
     let req = pb::ProcessRequest {
         query: q.text.clone(),
@@ -155,8 +54,13 @@ async fn ask(
     Ok(t.elapsed())
 }
 
-async fn run(label: &str, db: Db, args: &Args, qs: &[Question]) -> anyhow::Result<()> {
-    let tenants = load(&db, &args.fixtures).await?;
+async fn run(
+    label: &str,
+    db: Db,
+    args: &Args,
+    qs: &[smb_bench::fixtures::Question],
+) -> anyhow::Result<()> {
+    let tenants = smb_bench::fixtures::load(&db, &args.fixtures).await?;
     let sqlx_db = db.clone();
     let cache: DynCache = Arc::new(MemoryCache::new(""));
     let bus: DynBus = Arc::new(StoreBus::new(db.clone()));
@@ -259,7 +163,9 @@ async fn run(label: &str, db: Db, args: &Args, qs: &[Question]) -> anyhow::Resul
         }
     }
     let (mut uncached, mut cached, mut fresh) = (Vec::new(), Vec::new(), Vec::new());
-    let caller_of = |q: &Question| callers.iter().find(|(n, _)| *n == q.tenant).map(|(_, c)| c);
+    let caller_of = |q: &smb_bench::fixtures::Question| {
+        callers.iter().find(|(n, _)| *n == q.tenant).map(|(_, c)| c)
+    };
     // Steady state: every answer computed, names and titles already read for this data version.
     for _ in 0..args.rounds {
         for q in qs {
@@ -316,7 +222,7 @@ async fn run(label: &str, db: Db, args: &Args, qs: &[Question]) -> anyhow::Resul
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let qs = questions(&args.questions)?;
+    let qs = smb_bench::fixtures::questions(&args.questions)?;
     let dir = TempDir::new()?;
     let sqlite = Db::open_sqlite(&dir.path().join("bench.db"), 4).await?;
     run("SQLite", sqlite, &args, &qs).await?;

@@ -524,10 +524,7 @@ fn due_date(words: &[&str], today: NaiveDate) -> Option<NaiveDate> {
         ["end", "month"] | ["this", "month"] => Some(month_end(today)),
         ["next", "month"] => Some(month_end(today) + Duration::days(1)),
         ["in", n, unit] => {
-            let n: i64 = n
-                .parse()
-                .ok()
-                .or_else(|| super::lexicon::number_word(n).and_then(|x| i64::try_from(x).ok()))?;
+            let n: i64 = n.parse().ok().or_else(|| super::lexicon::number_word(n))?;
             let days = match unit.trim_end_matches('s') {
                 "day" => n,
                 "week" => 7 * n,

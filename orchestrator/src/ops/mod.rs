@@ -759,7 +759,10 @@ impl Ops {
         let s = match summary::compute(&self.db, tenant, &info.currency, &period).await {
             Ok(s) => s,
             Err(e) => {
-                return Outcome::Failed(format!("the summary could not be computed: {}", e.message));
+                return Outcome::Failed(format!(
+                    "the summary could not be computed: {}",
+                    e.message
+                ));
             }
         };
         let subject = subject.map_or_else(
@@ -1037,17 +1040,7 @@ impl Ops {
         if !matches!(status, "" | "open" | "done") {
             return Err(Error::invalid("status must be \"open\" or \"done\""));
         }
-        type T = (
-            String,
-            String,
-            Option<String>,
-            String,
-            String,
-            i64,
-            Option<i64>,
-            Option<String>,
-        );
-        let rows: Vec<T> = with_tenant!(&self.db, &caller.tenant, read, |tx| {
+        let rows: Vec<TaskRow> = with_tenant!(&self.db, &caller.tenant, read, |tx| {
             sqlx::query_as(
                 "SELECT id, title, due_date, status, created_by, created_at, completed_at, action_id FROM tasks \
                  WHERE tenant_id = $1 AND ($2 = '' OR status = $2) ORDER BY created_at DESC, id DESC LIMIT 500",
@@ -1072,17 +1065,7 @@ impl Ops {
             "open" => None,
             _ => return Err(Error::invalid("status must be \"done\" or \"open\"")),
         };
-        type T = (
-            String,
-            String,
-            Option<String>,
-            String,
-            String,
-            i64,
-            Option<i64>,
-            Option<String>,
-        );
-        let row: Option<T> = with_tenant!(&self.db, &caller.tenant, write, |tx| {
+        let row: Option<TaskRow> = with_tenant!(&self.db, &caller.tenant, write, |tx| {
             sqlx::query(
                 "UPDATE tasks SET status = $3, completed_at = $4 WHERE tenant_id = $1 AND id = $2",
             )
@@ -1146,17 +1129,20 @@ impl Ops {
     }
 }
 
+/// A `tasks` row: id, title, due date, status, created by, created at, completed at, action.
+type TaskRow = (
+    String,
+    String,
+    Option<String>,
+    String,
+    String,
+    i64,
+    Option<i64>,
+    Option<String>,
+);
+
 fn task_pb(
-    (id, title, due, status, created_by, created_at, completed_at, action_id): (
-        String,
-        String,
-        Option<String>,
-        String,
-        String,
-        i64,
-        Option<i64>,
-        Option<String>,
-    ),
+    (id, title, due, status, created_by, created_at, completed_at, action_id): TaskRow,
 ) -> pb::Task {
     pb::Task {
         id,
