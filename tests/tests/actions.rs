@@ -310,3 +310,91 @@ async fn without_a_mail_server_an_email_is_refused_and_nothing_changes() {
         .await;
     assert_eq!(s, 404);
 }
+
+#[tokio::test]
+async fn grpc_clients_stream_answers_and_confirm_actions() {
+    use smb_proto::orchestrator::v1 as pb;
+    use smb_proto::orchestrator::v1::actions_service_client::ActionsServiceClient;
+    use smb_proto::orchestrator::v1::orchestrator_service_client::OrchestratorServiceClient;
+
+    let (app, owner, _fake) = synced_app(&[]).await;
+    let channel = tonic::transport::Channel::from_shared(app.url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    fn with_token<T>(token: &str, msg: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(msg);
+        r.metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        r
+    }
+    let token = owner.token.clone();
+    macro_rules! authed {
+        ($m:expr) => {
+            with_token(&token, $m)
+        };
+    }
+
+    // A streamed answer over gRPC: deltas, then the whole response.
+    let mut orch = OrchestratorServiceClient::new(channel.clone());
+    let mut stream = orch
+        .process_stream(authed!(pb::ProcessRequest {
+            query: "create a task to call the roaster on Monday".into(),
+            as_of: AS_OF.into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let (mut text, mut done) = (String::new(), None);
+    while let Some(chunk) = stream.message().await.unwrap() {
+        match chunk.kind {
+            Some(pb::process_chunk::Kind::Delta(d)) => text.push_str(&d),
+            Some(pb::process_chunk::Kind::Done(r)) => done = Some(r),
+            None => {}
+        }
+    }
+    let done = done.expect("a final response");
+    assert_eq!(text, done.answer);
+    assert_eq!(done.intent, "action");
+    let result: Value = serde_json::from_str(&done.result_json).unwrap();
+    let id = result["action"]["id"].as_str().unwrap().to_string();
+    assert_eq!(result["action"]["params"]["due_date"], "2025-02-03");
+
+    // The same action confirmed over gRPC; its task listed over gRPC.
+    let mut actions = ActionsServiceClient::new(channel);
+    let a = actions
+        .confirm_action(authed!(pb::ConfirmActionRequest { id: id.clone() }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(a.status, "executed", "{a:?}");
+    let tasks = actions
+        .list_tasks(authed!(pb::ListTasksRequest::default()))
+        .await
+        .unwrap()
+        .into_inner()
+        .tasks;
+    assert_eq!(tasks.len(), 1);
+    assert_eq!(tasks[0].title, "Call the roaster");
+    assert_eq!(tasks[0].action_id, id);
+
+    // Without a token: refused; with a forged tenant header: still the token's tenant only.
+    let e = actions
+        .list_actions(tonic::Request::new(pb::ListActionsRequest::default()))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated);
+    let other = app.owner("UTC").await;
+    let mut forged = tonic::Request::new(pb::GetActionRequest { id: id.clone() });
+    forged.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", other.token).parse().unwrap(),
+    );
+    forged
+        .metadata_mut()
+        .insert("x-smb-tenant-id", owner.tenant_id.parse().unwrap());
+    let e = actions.get_action(forged).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+}
