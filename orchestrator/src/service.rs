@@ -358,7 +358,8 @@ impl OrchestratorServiceImpl {
                 "query is too long; keep it under {MAX_QUERY_CHARS} characters"
             )));
         }
-        let conversation_id = if conversation_id.trim().is_empty() {
+        let continuing = !conversation_id.trim().is_empty();
+        let conversation_id = if !continuing {
             uuid::Uuid::new_v4().to_string()
         } else {
             uuid::Uuid::parse_str(conversation_id.trim())
@@ -386,12 +387,16 @@ impl OrchestratorServiceImpl {
             .await?
             .unwrap_or_default();
         let conv_key = keys::conversation(&caller.tenant, &conversation_id);
-        let mut turns: Vec<(String, String)> = self
-            .cache
-            .get(&conv_key)
-            .await?
-            .and_then(|s| serde_json::from_str(&s).ok())
-            .unwrap_or_default();
+        // A new conversation has no turns to read.
+        let mut turns: Vec<(String, String)> = if continuing {
+            self.cache
+                .get(&conv_key)
+                .await?
+                .and_then(|s| serde_json::from_str(&s).ok())
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         let followup = !turns.is_empty() && nlu::followup::elliptical(&query);
         // Answers are cached by the question as written (case and spacing aside), so a cached answer costs
         // no understanding; the data version in the key retires them after new data.
@@ -543,10 +548,14 @@ impl OrchestratorServiceImpl {
         if turns.len() > 10 {
             turns.drain(..turns.len() - 10);
         }
+        // The turn is saved off the answer's path; a follow-up sent before it lands reads the turns before.
         if let Ok(s) = serde_json::to_string(&turns) {
-            self.cache
-                .set(&conv_key, &s, Duration::from_secs(3600))
-                .await?;
+            let cache = self.cache.clone();
+            tokio::spawn(async move {
+                if let Err(e) = cache.set(&conv_key, &s, Duration::from_secs(3600)).await {
+                    tracing::warn!(error = %e, "conversation turn not saved");
+                }
+            });
         }
         let event = Envelope::new(
             "user.query.submitted",

@@ -2,6 +2,8 @@
 //! confirmed e-mail arrives exactly once at a real SMTP server (aiosmtpd on loopback), also when two
 //! confirmations race. Tasks, rejection, expiry of rights across tenants, and the audit log.
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
 use smb_tests::fake::{Dataset, FakeSaas, Sizes};
 use smb_tests::smtp::Smtp;
@@ -397,4 +399,139 @@ async fn grpc_clients_stream_answers_and_confirm_actions() {
         .insert("x-smb-tenant-id", owner.tenant_id.parse().unwrap());
     let e = actions.get_action(forged).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+}
+
+/// An SMTP server that takes a message's data and then never answers: the client cannot know whether the
+/// message was delivered.
+async fn smtp_that_hangs_after_data() -> u16 {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((conn, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let (r, mut w) = conn.into_split();
+                let mut lines = BufReader::new(r).lines();
+                let _ = w.write_all(b"220 hang.example ESMTP\r\n").await;
+                let mut in_data = false;
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if in_data {
+                        if line == "." {
+                            // Data received; the reply never comes.
+                            tokio::time::sleep(Duration::from_secs(3600)).await;
+                        }
+                        continue;
+                    }
+                    let verb = line.split_whitespace().next().unwrap_or("").to_uppercase();
+                    let reply: &[u8] = match verb.as_str() {
+                        "EHLO" | "HELO" => b"250 hang.example\r\n",
+                        "DATA" => {
+                            in_data = true;
+                            b"354 go ahead\r\n"
+                        }
+                        "QUIT" => {
+                            let _ = w.write_all(b"221 bye\r\n").await;
+                            return;
+                        }
+                        _ => b"250 ok\r\n",
+                    };
+                    let _ = w.write_all(reply).await;
+                }
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn a_send_that_breaks_off_is_outcome_unknown_and_can_be_retried() {
+    let port = smtp_that_hangs_after_data().await;
+    let url = format!("smtp://127.0.0.1:{port}");
+    let (app, owner, _fake) = synced_app(&[
+        ("SMB_EMAIL__SMTP_URL", url.as_str()),
+        ("SMB_EMAIL__TIMEOUT_MS", "500"),
+    ])
+    .await;
+    let b = ask(&app, &owner, "email me last month's numbers").await;
+    let id = b["result"]["action"]["id"].as_str().unwrap().to_string();
+    let path = format!("/v1/actions/{id}/confirm");
+    let (s, a, _) = app.call("POST", &path, None, Some(&owner.token)).await;
+    assert_eq!(s, 200, "{a}");
+    assert_eq!(a["status"], "outcome_unknown", "{a}");
+    assert!(
+        a["outcome"].as_str().unwrap().contains("may or may not"),
+        "{a}"
+    );
+    // The user decides to retry: a second, explicit confirmation.
+    let (s, a, _) = app.call("POST", &path, None, Some(&owner.token)).await;
+    assert_eq!(s, 200, "{a}");
+    assert_eq!(a["status"], "outcome_unknown");
+    assert_eq!(a["attempts"], 2);
+}
+
+#[tokio::test]
+async fn a_scheduled_summary_runs_once_when_due() {
+    let smtp = Smtp::start();
+    let url = smtp.url();
+    let (app, owner, _fake) = synced_app(&[
+        ("SMB_EMAIL__SMTP_URL", url.as_str()),
+        ("SMB_ACTIONS__SCHEDULER_INTERVAL_SECS", "1"),
+    ])
+    .await;
+    let b = ask(&app, &owner, "send me a summary every day").await;
+    let action = &b["result"]["action"];
+    assert_eq!(action["type"], "run_workflow", "{b}");
+    assert_eq!(action["params"]["cadence"], "daily");
+    let id = action["id"].as_str().unwrap();
+    let (s, a, _) = app
+        .call(
+            "POST",
+            &format!("/v1/actions/{id}/confirm"),
+            None,
+            Some(&owner.token),
+        )
+        .await;
+    assert_eq!(s, 200, "{a}");
+    assert!(
+        a["outcome"]
+            .as_str()
+            .unwrap()
+            .starts_with("scheduled daily"),
+        "{a}"
+    );
+    assert!(smtp.messages().is_empty(), "scheduling sends nothing");
+    // Make the schedule due now (as if a day had passed).
+    let db = smb_core::store::Db::open_sqlite(&app.dir.join("smb.db"), 1)
+        .await
+        .unwrap();
+    if let smb_core::store::Db::Sqlite(pool) = &db {
+        sqlx::query("UPDATE workflow_schedules SET next_run_at = 0")
+            .execute(pool)
+            .await
+            .unwrap();
+    }
+    let started = std::time::Instant::now();
+    while smtp.messages().is_empty() && started.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let mail = smtp.messages();
+    assert_eq!(mail.len(), 1, "one run, one e-mail");
+    assert!(mail[0].contains(owner.email.as_str()));
+    let (_, list, _) = app
+        .call(
+            "GET",
+            "/v1/actions?status=executed",
+            None,
+            Some(&owner.token),
+        )
+        .await;
+    assert!(
+        list["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["proposed_by"] == "scheduler"),
+        "{list}"
+    );
 }

@@ -667,3 +667,275 @@ fn searches_keep_the_describing_words_and_drop_the_framing() {
         Intent::Conversation
     );
 }
+
+#[test]
+fn action_requests_in_many_phrasings() {
+    use super::action::Recipient;
+    let addr = |s: &str| Recipient::Address(s.into());
+    // (question, kind, recipient, period start, title, due, workflow, cadence)
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        Option<Recipient>,
+        Option<&'a str>,
+        Option<&'a str>,
+        Option<&'a str>,
+        Option<&'a str>,
+        Option<&'a str>,
+    );
+    let ava = || {
+        Some(Recipient::Customer(CustomerRef {
+            name: "Ava Smith".into(),
+            key: "ava.smith@example.com".into(),
+        }))
+    };
+    let cases: Vec<Case> = vec![
+        (
+            "Email ava.smith@example.com a summary of last month's revenue",
+            "send_email",
+            Some(addr("ava.smith@example.com")),
+            Some("2025-05-01"),
+            None,
+            None,
+            None,
+            None,
+        ),
+        (
+            "emial ava.smith@example.com the revenue report for last month",
+            "send_email",
+            Some(addr("ava.smith@example.com")),
+            Some("2025-05-01"),
+            None,
+            None,
+            None,
+            None,
+        ),
+        (
+            "Send Ava Smith last week's numbers",
+            "send_email",
+            ava(),
+            Some("2025-06-02"),
+            None,
+            None,
+            None,
+            None,
+        ),
+        (
+            "please send a summary of Q1 to Bookkeeper@Acme.io",
+            "send_email",
+            Some(addr("bookkeeper@acme.io")),
+            Some("2025-01-01"),
+            None,
+            None,
+            None,
+            None,
+        ),
+        (
+            "can you email me yesterday's sales",
+            "send_email",
+            Some(Recipient::Me),
+            Some("2025-06-14"),
+            None,
+            None,
+            None,
+            None,
+        ),
+        (
+            "Shoot an email to ava.smith@example.com with May's revenue",
+            "send_email",
+            Some(addr("ava.smith@example.com")),
+            Some("2025-05-01"),
+            None,
+            None,
+            None,
+            None,
+        ),
+        (
+            "send my accountant last month's numbers",
+            "send_email",
+            Some(Recipient::Unknown("my accountant".into())),
+            Some("2025-05-01"),
+            None,
+            None,
+            None,
+            None,
+        ),
+        (
+            "Create a task to reorder Ethiopia Yirgacheffe beans",
+            "create_task",
+            None,
+            None,
+            Some("Reorder Ethiopia Yirgacheffe beans"),
+            None,
+            None,
+            None,
+        ),
+        (
+            "creat a task to check grinder inventory",
+            "create_task",
+            None,
+            None,
+            Some("Check grinder inventory"),
+            None,
+            None,
+            None,
+        ),
+        (
+            "remind me to call the roaster tomorrow",
+            "create_task",
+            None,
+            None,
+            Some("Call the roaster"),
+            Some("2025-06-16"),
+            None,
+            None,
+        ),
+        (
+            "add a task: restock paper filters by Friday",
+            "create_task",
+            None,
+            None,
+            Some("Restock paper filters"),
+            Some("2025-06-20"),
+            None,
+            None,
+        ),
+        (
+            "put \"update the website photos\" on my to-do list",
+            "create_task",
+            None,
+            None,
+            Some("Update the website photos"),
+            None,
+            None,
+            None,
+        ),
+        (
+            "add a reminder to pay the rent on the 1st",
+            "create_task",
+            None,
+            None,
+            Some("Pay the rent"),
+            Some("2025-07-01"),
+            None,
+            None,
+        ),
+        (
+            "sync all my connectors",
+            "run_workflow",
+            None,
+            None,
+            None,
+            None,
+            Some("sync_all"),
+            None,
+        ),
+        (
+            "refresh my data now",
+            "run_workflow",
+            None,
+            None,
+            None,
+            None,
+            Some("sync_all"),
+            None,
+        ),
+        (
+            "please sync everything",
+            "run_workflow",
+            None,
+            None,
+            None,
+            None,
+            Some("sync_all"),
+            None,
+        ),
+        (
+            "run the weekly summary",
+            "run_workflow",
+            None,
+            Some("2025-06-02"),
+            None,
+            None,
+            Some("weekly_summary"),
+            None,
+        ),
+        (
+            "send me the weekly summary every Monday",
+            "run_workflow",
+            Some(Recipient::Me),
+            None,
+            None,
+            None,
+            Some("weekly_summary"),
+            Some("weekly"),
+        ),
+        (
+            "email me a summary every week",
+            "run_workflow",
+            Some(Recipient::Me),
+            None,
+            None,
+            None,
+            Some("weekly_summary"),
+            Some("weekly"),
+        ),
+        (
+            "set up a daily report to my inbox",
+            "run_workflow",
+            Some(Recipient::Me),
+            None,
+            None,
+            None,
+            Some("weekly_summary"),
+            Some("daily"),
+        ),
+        (
+            "schedule a monthly summary for me",
+            "run_workflow",
+            Some(Recipient::Me),
+            None,
+            None,
+            None,
+            Some("weekly_summary"),
+            Some("monthly"),
+        ),
+        (
+            "refund order #1001",
+            "update_record",
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+        ),
+    ];
+    for (q, kind, to, start, title, due, workflow, cadence) in cases {
+        let p = plan(q, "2025-06-15");
+        assert_eq!(p.intent, Intent::Action, "{q}");
+        let a = p.act.as_ref().unwrap_or_else(|| panic!("{q}: no request"));
+        assert_eq!(a.kind, kind, "{q}");
+        if let Some(to) = to {
+            assert_eq!(a.to, to, "{q}");
+        }
+        assert_eq!(
+            a.period.map(|p| p.start.to_string()).as_deref(),
+            start,
+            "{q}"
+        );
+        assert_eq!(a.title.as_deref(), title, "{q}");
+        assert_eq!(a.due.map(|d| d.to_string()).as_deref(), due, "{q}");
+        assert_eq!(a.workflow, workflow, "{q}");
+        assert_eq!(a.cadence, cadence, "{q}");
+    }
+    // Questions about e-mail or syncing ask; they do not act.
+    for q in [
+        "when was the last sync",
+        "how many emails did customers send",
+        "what was my revenue last month",
+        "how much did ava smith spend",
+    ] {
+        assert_ne!(plan(q, "2025-06-15").intent, Intent::Action, "{q}");
+    }
+}

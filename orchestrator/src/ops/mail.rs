@@ -18,6 +18,8 @@ pub enum SendError {
 pub struct Mailer {
     transport: AsyncSmtpTransport<Tokio1Executor>,
     from: Mailbox,
+    /// lettre's own timeout covers connecting only; every exchange is bounded by this too.
+    timeout: Duration,
 }
 
 impl Mailer {
@@ -33,7 +35,11 @@ impl Mailer {
         let from: Mailbox = from
             .parse()
             .map_err(|e| anyhow::anyhow!("email.from is not a valid address ({from:?}): {e}"))?;
-        Ok(Self { transport, from })
+        Ok(Self {
+            transport,
+            from,
+            timeout,
+        })
     }
 
     /// Sends one plain-text message.
@@ -56,21 +62,25 @@ impl Mailer {
             .body(body)
             .map_err(|e| SendError::NotSent(format!("the message could not be built: {e}")))?;
         // A server that cannot be reached has certainly not received anything.
-        match self.transport.test_connection().await {
-            Ok(true) => {}
-            Ok(false) | Err(_) => {
+        match tokio::time::timeout(self.timeout, self.transport.test_connection()).await {
+            Ok(Ok(true)) => {}
+            _ => {
                 return Err(SendError::NotSent(
                     "the mail server could not be reached".into(),
                 ));
             }
         }
-        match self.transport.send(msg).await {
-            Ok(_) => Ok(()),
-            Err(e) if e.is_permanent() || e.is_transient() => Err(SendError::NotSent(format!(
+        match tokio::time::timeout(self.timeout, self.transport.send(msg)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) if e.is_permanent() || e.is_transient() => Err(SendError::NotSent(format!(
                 "the mail server refused the message: {e}"
             ))),
-            Err(e) => Err(SendError::Unknown(format!(
+            Ok(Err(e)) => Err(SendError::Unknown(format!(
                 "the connection to the mail server failed mid-send: {e}"
+            ))),
+            Err(_) => Err(SendError::Unknown(format!(
+                "the mail server did not answer within {} ms",
+                self.timeout.as_millis()
             ))),
         }
     }
