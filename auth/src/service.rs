@@ -190,6 +190,49 @@ impl AuthServiceImpl {
         })
     }
 
+    /// An owner adds a user to their own tenant.
+    pub async fn add_user(
+        &self,
+        caller: &smb_core::tenant::Caller,
+        req: pb::AddUserRequest,
+    ) -> Result<pb::AddUserResponse, Error> {
+        if caller.role != "owner" {
+            return Err(Error::new(
+                smb_core::ErrorCode::PermissionDenied,
+                "only an owner can add users; ask an owner of this business",
+            ));
+        }
+        let role = match pb::Role::try_from(req.role) {
+            Ok(pb::Role::Owner) => "owner",
+            Ok(pb::Role::Member) => "member",
+            _ => return Err(Error::invalid("role must be \"owner\" or \"member\"")),
+        };
+        password::check_policy(&req.password)?;
+        let email = Email::parse(&req.email)?;
+        let hash = Self::hash_password(req.password).await?;
+        let user = UserId::generate();
+        if !store::add_user(
+            &self.db,
+            &caller.tenant,
+            &user,
+            email.as_str(),
+            &hash,
+            role,
+            now_ms(),
+        )
+        .await?
+        {
+            return Err(Error::new(
+                smb_core::ErrorCode::AlreadyExists,
+                "an account with this email already exists",
+            ));
+        }
+        tracing::info!(tenant_id = %caller.tenant, role, "user added");
+        Ok(pb::AddUserResponse {
+            user_id: user.to_string(),
+        })
+    }
+
     async fn login(&self, req: pb::LoginRequest) -> Result<pb::TokenPair, Error> {
         let pb::LoginRequest {
             email,
@@ -313,6 +356,16 @@ impl AuthService for AuthServiceImpl {
     ) -> Result<Response<pb::SignupResponse>, Status> {
         Ok(Response::new(
             AuthServiceImpl::signup(self, request.into_inner()).await?,
+        ))
+    }
+
+    async fn add_user(
+        &self,
+        request: Request<pb::AddUserRequest>,
+    ) -> Result<Response<pb::AddUserResponse>, Status> {
+        let caller = smb_core::tenant::Caller::from_metadata(request.metadata())?;
+        Ok(Response::new(
+            AuthServiceImpl::add_user(self, &caller, request.into_inner()).await?,
         ))
     }
 

@@ -91,6 +91,34 @@ pub async fn create_tenant(db: &Db, t: NewTenant<'_>) -> Result<bool, Error> {
     Ok(created)
 }
 
+/// Adds a user to an existing tenant; `false` when the e-mail is taken (by anyone: e-mails are global).
+pub async fn add_user(
+    db: &Db,
+    tenant: &TenantId,
+    user: &UserId,
+    email: &str,
+    password_hash: &str,
+    role: &str,
+    now: i64,
+) -> Result<bool, Error> {
+    let n = with_global!(db, write, |tx| {
+        sqlx::query(
+            "INSERT INTO users (id, tenant_id, email, password_hash, role, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (email) DO NOTHING",
+        )
+        .bind(user.as_str())
+        .bind(tenant.as_str())
+        .bind(email)
+        .bind(password_hash)
+        .bind(role)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+    });
+    Ok(n == 1)
+}
+
 pub async fn user_by_email(db: &Db, email: &str) -> Result<Option<UserRow>, Error> {
     Ok(with_global!(db, read, |tx| {
         sqlx::query_as::<_, UserRow>(

@@ -232,6 +232,18 @@ impl ConnectorsServiceImpl {
     }
 }
 
+/// Connecting, disconnecting and changing secrets are owner-only.
+fn owner_only(caller: &Caller, what: &str) -> Result<(), Error> {
+    if caller.role == "owner" {
+        Ok(())
+    } else {
+        Err(Error::new(
+            smb_core::ErrorCode::PermissionDenied,
+            format!("only an owner can {what}; ask an owner of this business"),
+        ))
+    }
+}
+
 #[tonic::async_trait]
 impl ConnectorsService for ConnectorsServiceImpl {
     async fn create_connector(
@@ -239,6 +251,7 @@ impl ConnectorsService for ConnectorsServiceImpl {
         req: Request<pb::CreateConnectorRequest>,
     ) -> Result<Response<pb::Connector>, Status> {
         let caller = Caller::from_metadata(req.metadata())?;
+        owner_only(&caller, "connect a source")?;
         Ok(Response::new(self.create(&caller, req.into_inner()).await?))
     }
 
@@ -268,6 +281,7 @@ impl ConnectorsService for ConnectorsServiceImpl {
         req: Request<pb::DeleteConnectorRequest>,
     ) -> Result<Response<pb::DeleteConnectorResponse>, Status> {
         let caller = Caller::from_metadata(req.metadata())?;
+        owner_only(&caller, "disconnect a source")?;
         let row = self.get(&caller.tenant, &req.get_ref().id).await?;
         if !store::delete_connector(&self.db, &caller.tenant, &row.id).await? {
             return Err(not_found().into());
@@ -280,6 +294,7 @@ impl ConnectorsService for ConnectorsServiceImpl {
         req: Request<pb::UpdateConnectorRequest>,
     ) -> Result<Response<pb::Connector>, Status> {
         let caller = Caller::from_metadata(req.metadata())?;
+        owner_only(&caller, "change a source's secrets")?;
         let pb::UpdateConnectorRequest { id, mut config } = req.into_inner();
         let mut row = self.get(&caller.tenant, &id).await?;
         let hook = webhook_secret(&mut config)?;

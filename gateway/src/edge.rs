@@ -104,6 +104,14 @@ impl AuthService for Edge {
         self.0.services.auth.logout(Request::new(msg)).await
     }
 
+    async fn add_user(
+        &self,
+        req: Request<auth_pb::AddUserRequest>,
+    ) -> Result<Response<auth_pb::AddUserResponse>, Status> {
+        let a = self.authenticate(&req, "users.create").await?;
+        self.0.services.auth.add_user(Self::rewrap(&a, req)).await
+    }
+
     async fn get_jwks(
         &self,
         req: Request<auth_pb::GetJwksRequest>,

@@ -40,6 +40,7 @@ forward!(RemoteAuth, AuthServiceClient, smb_proto::auth::v1::auth_service_server
     refresh(auth_pb::RefreshRequest) -> auth_pb::TokenPair;
     logout(auth_pb::LogoutRequest) -> auth_pb::LogoutResponse;
     get_jwks(auth_pb::GetJwksRequest) -> auth_pb::GetJwksResponse;
+    add_user(auth_pb::AddUserRequest) -> auth_pb::AddUserResponse;
     check_session(auth_pb::CheckSessionRequest) -> auth_pb::CheckSessionResponse;
     get_tenant(auth_pb::GetTenantRequest) -> auth_pb::Tenant;
 });

@@ -283,6 +283,37 @@ pub async fn query(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddUserBody {
+    email: String,
+    password: String,
+    role: String,
+}
+
+pub async fn add_user(
+    State(s): State<Arc<AppState>>,
+    Extension(a): Extension<Authenticated>,
+    JsonBody(b): JsonBody<AddUserBody>,
+) -> AppResult<impl IntoResponse> {
+    let role = match b.role.as_str() {
+        "owner" => auth_pb::Role::Owner,
+        "member" => auth_pb::Role::Member,
+        _ => return Err(Error::invalid("role must be \"owner\" or \"member\"")),
+    };
+    let r = s
+        .services
+        .auth
+        .add_user(a.caller.request(auth_pb::AddUserRequest {
+            email: b.email,
+            password: b.password,
+            role: role as i32,
+        }))
+        .await?
+        .into_inner();
+    Ok((StatusCode::CREATED, Json(json!({"user_id": r.user_id}))))
+}
+
+#[derive(Deserialize)]
 pub struct ListActionsQuery {
     #[serde(default)]
     status: Option<String>,

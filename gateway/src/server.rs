@@ -119,6 +119,7 @@ impl Gateway {
             .route("/v1/tasks", get(routes::list_tasks))
             .route("/v1/tasks/{id}", patch(routes::update_task))
             .route("/v1/audit", get(routes::list_audit))
+            .route("/v1/users", post(routes::add_user))
             .route(
                 "/v1/connectors",
                 post(routes::create_connector).get(routes::list_connectors),

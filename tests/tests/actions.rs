@@ -535,3 +535,118 @@ async fn a_scheduled_summary_runs_once_when_due() {
         "{list}"
     );
 }
+
+#[tokio::test]
+async fn members_propose_but_only_owners_confirm_connect_and_add_users() {
+    let (app, owner, fake) = synced_app(&[]).await;
+    let member_email = format!("member-{}@example.com", uuid::Uuid::new_v4().simple());
+    let (s, b, _) = app
+        .call(
+            "POST",
+            "/v1/users",
+            Some(json!({"email": member_email, "password": "another long password", "role": "member"})),
+            Some(&owner.token),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    assert!(b["user_id"].as_str().is_some());
+    let (s, e, _) = app
+        .call(
+            "POST",
+            "/v1/users",
+            Some(json!({"email": member_email, "password": "another long password", "role": "member"})),
+            Some(&owner.token),
+        )
+        .await;
+    assert_eq!(s, 409, "{e}");
+    let (s, e, _) = app
+        .call(
+            "POST",
+            "/v1/users",
+            Some(json!({"email": "x@example.com", "password": "another long password", "role": "admin"})),
+            Some(&owner.token),
+        )
+        .await;
+    assert_eq!(s, 400, "{e}");
+
+    let (s, login) = app.login(&member_email, "another long password").await;
+    assert_eq!(s, 200, "{login}");
+    assert_eq!(login["role"], "member");
+    assert_eq!(login["tenant_id"], owner.tenant_id.as_str());
+    let member = login["access_token"].as_str().unwrap().to_string();
+
+    // A member proposes…
+    let (s, b, _) = app
+        .call(
+            "POST",
+            "/v1/ai/query",
+            Some(json!({"query": "create a task to clean the espresso machine", "as_of": AS_OF})),
+            Some(&member),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let id = b["result"]["action"]["id"].as_str().unwrap().to_string();
+    assert!(
+        b["answer"]
+            .as_str()
+            .unwrap()
+            .contains("an owner confirms it"),
+        "{b}"
+    );
+    // …but cannot confirm, connect a source, or add users; each 403 says what is owner-only.
+    let (s, e, _) = app
+        .call(
+            "POST",
+            &format!("/v1/actions/{id}/confirm"),
+            None,
+            Some(&member),
+        )
+        .await;
+    assert_eq!(s, 403, "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("owner"));
+    let (s, e, _) = app
+        .call(
+            "POST",
+            "/v1/connectors",
+            Some(json!({"type": "shopify", "config": {"shop_url": fake.url(), "access_token": "shpat_x"}})),
+            Some(&member),
+        )
+        .await;
+    assert_eq!(s, 403, "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("connect a source"),
+        "{e}"
+    );
+    let (s, e, _) = app
+        .call(
+            "POST",
+            "/v1/users",
+            Some(json!({"email": "y@example.com", "password": "another long password", "role": "owner"})),
+            Some(&member),
+        )
+        .await;
+    assert_eq!(s, 403, "{e}");
+    // The member may reject their own proposal; the owner confirms another.
+    let (s, r, _) = app
+        .call(
+            "POST",
+            &format!("/v1/actions/{id}/reject"),
+            None,
+            Some(&member),
+        )
+        .await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["status"], "rejected");
+    let (_, audit, _) = app.call("GET", "/v1/audit", None, Some(&owner.token)).await;
+    assert!(
+        audit["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["event"] == "action.rejected" && e["subject"] == id.as_str()),
+        "{audit}"
+    );
+}
