@@ -112,6 +112,10 @@ pub struct ConnectorsConfig {
     pub request_timeout_secs: u64,
     /// Retries of one source request (5xx, timeouts, 429) before the run fails.
     pub max_retries: u32,
+    /// Let sources be on private or local networks (loopback, 10/8, 192.168/16, link-local, …). Off: a
+    /// source URL must resolve to public addresses only (a user could otherwise make the platform fetch
+    /// internal services or cloud metadata).
+    pub allow_private_networks: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -312,6 +316,7 @@ impl Default for ConnectorsConfig {
             scheduler_enabled: true,
             request_timeout_secs: 30,
             max_retries: 8,
+            allow_private_networks: false,
         }
     }
 }

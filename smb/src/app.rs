@@ -192,6 +192,7 @@ impl Platform {
         let client = SourceClient::new(
             Duration::from_secs(cfg.connectors.request_timeout_secs),
             cfg.connectors.max_retries,
+            cfg.connectors.allow_private_networks,
         );
         let wake = Arc::new(Notify::new());
         let search = search_engine(cfg, data_dir).await?;

@@ -162,6 +162,8 @@ impl App {
                 cmd.env_remove(k);
             }
         }
+        // Our fake sources listen on loopback; a test that checks the guard sets this to false.
+        cmd.env("SMB_CONNECTORS__ALLOW_PRIVATE_NETWORKS", "true");
         for (k, v) in env {
             cmd.env(k, v);
         }
