@@ -118,7 +118,9 @@ impl KeyRing {
     }
 }
 
-fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+/// Creates `path` (it must not exist) readable by its owner only, from the first byte: no window in which
+/// another user could read it.
+pub fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);

@@ -116,6 +116,7 @@ impl AuthServiceImpl {
             sid: session.to_string(),
             role: role.to_string(),
             iat: now,
+            nbf: Some(now),
             exp: now + self.cfg.access_ttl_secs as i64,
         };
         let access = sign(&self.keys, &claims)?;

@@ -21,6 +21,9 @@ pub struct Claims {
     pub sid: String,
     pub role: String,
     pub iat: i64,
+    /// Not valid before (seconds); tokens we sign carry it, equal to `iat`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
     pub exp: i64,
 }
 
@@ -31,6 +34,9 @@ pub fn sign(keys: &KeyRing, claims: &Claims) -> Result<String, Error> {
     jsonwebtoken::encode(&header, claims, keys.signing_key())
         .map_err(|e| Error::internal("jwt sign", e))
 }
+
+/// Seconds of clock skew tolerated on `exp`, `nbf` and `iat`.
+const LEEWAY: u64 = 5;
 
 /// Verifies access tokens against a set of public keys (the JWKS).
 #[derive(Clone)]
@@ -52,8 +58,9 @@ impl TokenVerifier {
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.set_issuer(&[issuer]);
         validation.set_audience(&[audience]);
-        validation.leeway = 5;
+        validation.leeway = LEEWAY;
         validation.validate_exp = true;
+        validation.validate_nbf = true;
         Ok(Self { keys, validation })
     }
 
@@ -82,6 +89,11 @@ impl TokenVerifier {
             tracing::debug!(error = %e, "access token rejected");
             bad()
         })?;
+        // Issued in the future: a clock or a forger we do not trust.
+        if data.claims.iat > chrono::Utc::now().timestamp() + LEEWAY as i64 {
+            tracing::debug!("access token issued in the future");
+            return Err(bad());
+        }
         Ok(data.claims)
     }
 }
@@ -107,6 +119,7 @@ mod tests {
             sid: "s".into(),
             role: "owner".into(),
             iat: now,
+            nbf: Some(now),
             exp: now + exp_in,
         }
     }
@@ -120,6 +133,14 @@ mod tests {
 
         // expired
         assert!(v.verify(&sign(&keys, &claims(-60)).unwrap()).is_err());
+        // not yet valid, or issued in the future
+        let mut c = claims(600);
+        c.nbf = Some(c.iat + 300);
+        assert!(v.verify(&sign(&keys, &c).unwrap()).is_err());
+        let mut c = claims(600);
+        c.iat += 300;
+        c.nbf = None;
+        assert!(v.verify(&sign(&keys, &c).unwrap()).is_err());
         // wrong audience / issuer
         let mut c = claims(60);
         c.aud = "other".into();

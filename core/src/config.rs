@@ -72,6 +72,9 @@ pub struct AuthConfig {
     pub max_failures_per_account: u64,
     pub max_failures_per_addr: u64,
     pub lockout_window_secs: u64,
+    /// How long the gateway uses a fetched JWKS before reading it again (a removed key stops being trusted
+    /// within this time).
+    pub jwks_refresh_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -290,6 +293,7 @@ impl Default for AuthConfig {
             max_failures_per_account: 10,
             max_failures_per_addr: 50,
             lockout_window_secs: 15 * 60,
+            jwks_refresh_secs: 300,
         }
     }
 }

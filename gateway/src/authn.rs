@@ -1,8 +1,10 @@
-//! Access-token authentication: verifies the bearer token against the auth service's JWKS (refetched when a
-//! token names an unknown `kid`, at most once a minute) and checks that its session is still live, so a
-//! logout takes effect before the token expires.
+//! Access-token authentication: verifies the bearer token against the auth service's JWKS and checks that its
+//! session is still live, so a logout takes effect before the token expires. The JWKS is re-read when it is
+//! older than `auth.jwks_refresh_secs` (so a removed key stops being trusted) and when a token names an
+//! unknown `kid` (at most once per [`UNKNOWN_KID_INTERVAL`]); refreshes are single-flighted: requests that
+//! arrive while one is in progress wait for it and use its result.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock as StdRwLock};
 use std::time::{Duration, Instant};
 
 use smb_auth::keys::PublicKey;
@@ -11,13 +13,22 @@ use smb_core::Error;
 use smb_core::tenant::Caller;
 use smb_proto::auth::v1 as pb;
 use smb_proto::auth::v1::auth_service_server::AuthService;
-use tokio::sync::RwLock;
+
+/// A burst of tokens with unknown key ids causes at most one JWKS fetch per this interval.
+pub const UNKNOWN_KID_INTERVAL: Duration = Duration::from_secs(10);
+
+struct Keys {
+    verifier: TokenVerifier,
+    fetched: Instant,
+}
 
 pub struct Authenticator {
     auth: Arc<dyn AuthService>,
     issuer: String,
     audience: String,
-    verifier: RwLock<(TokenVerifier, Instant)>,
+    keys: StdRwLock<Arc<Keys>>,
+    refreshing: tokio::sync::Mutex<()>,
+    max_age: Duration,
 }
 
 /// An authenticated request: the caller and its session.
@@ -28,18 +39,29 @@ pub struct Authenticated {
 }
 
 impl Authenticator {
+    /// `max_age`: how long a fetched JWKS is used before it is read again.
     pub async fn new(
         auth: Arc<dyn AuthService>,
         issuer: &str,
         audience: &str,
+        max_age: Duration,
     ) -> Result<Self, Error> {
         let verifier = Self::fetch(&auth, issuer, audience).await?;
         Ok(Self {
             auth,
             issuer: issuer.into(),
             audience: audience.into(),
-            verifier: RwLock::new((verifier, Instant::now())),
+            keys: StdRwLock::new(Arc::new(Keys {
+                verifier,
+                fetched: Instant::now(),
+            })),
+            refreshing: tokio::sync::Mutex::new(()),
+            max_age,
         })
+    }
+
+    fn current(&self) -> Arc<Keys> {
+        self.keys.read().expect("jwks lock").clone()
     }
 
     async fn fetch(
@@ -106,16 +128,214 @@ impl Authenticator {
     }
 
     async fn verify(&self, token: &str) -> Result<Claims, Error> {
+        let cur = self.current();
+        let unknown = !cur.verifier.knows_kid(token);
+        let stale = cur.fetched.elapsed() >= self.max_age;
+        if (unknown || stale)
+            && let Some(fresh) = self.refresh(&cur, unknown, stale).await
         {
-            let guard = self.verifier.read().await;
-            if guard.0.knows_kid(token) || guard.1.elapsed() < Duration::from_secs(60) {
-                return guard.0.verify(token);
+            return fresh.verifier.verify(token);
+        }
+        cur.verifier.verify(token)
+    }
+
+    /// Re-reads the JWKS, once for everyone waiting: a caller that waited for a refresh in progress uses
+    /// its result. `None`: keep the keys we have (an unknown kid seen too recently, or the fetch failed).
+    async fn refresh(&self, seen: &Arc<Keys>, unknown: bool, stale: bool) -> Option<Arc<Keys>> {
+        let _one = self.refreshing.lock().await;
+        let cur = self.current();
+        if cur.fetched > seen.fetched {
+            return Some(cur);
+        }
+        if !stale && unknown && cur.fetched.elapsed() < UNKNOWN_KID_INTERVAL {
+            return None;
+        }
+        match Self::fetch(&self.auth, &self.issuer, &self.audience).await {
+            Ok(verifier) => {
+                let fresh = Arc::new(Keys {
+                    verifier,
+                    fetched: Instant::now(),
+                });
+                *self.keys.write().expect("jwks lock") = fresh.clone();
+                Some(fresh)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "JWKS not refreshed; keeping the keys we have");
+                None
             }
         }
-        // Unknown key id and the JWKS is over a minute old: the auth service may have rotated keys.
-        let fresh = Self::fetch(&self.auth, &self.issuer, &self.audience).await?;
-        let mut guard = self.verifier.write().await;
-        *guard = (fresh, Instant::now());
-        guard.0.verify(token)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use smb_auth::{AuthServiceImpl, KeyRing};
+    use smb_core::cache::MemoryCache;
+    use smb_core::config::AuthConfig;
+    use smb_core::store::Db;
+    use smb_proto::auth::v1::auth_service_server::AuthService;
+    use tonic::{Request, Response, Status};
+
+    use super::*;
+
+    /// The real auth service behind a counter of JWKS reads; the service can be swapped (a key rotation
+    /// that removes a key). Only the JWKS is read by verification.
+    struct Counting {
+        inner: Mutex<Arc<AuthServiceImpl>>,
+        jwks: AtomicUsize,
+    }
+
+    #[tonic::async_trait]
+    impl AuthService for Counting {
+        async fn get_jwks(
+            &self,
+            r: Request<pb::GetJwksRequest>,
+        ) -> Result<Response<pb::GetJwksResponse>, Status> {
+            self.jwks.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let inner = self.inner.lock().unwrap().clone();
+            inner.get_jwks(r).await
+        }
+        async fn signup(
+            &self,
+            _: Request<pb::SignupRequest>,
+        ) -> Result<Response<pb::SignupResponse>, Status> {
+            Err(Status::unimplemented("not used"))
+        }
+        async fn login(
+            &self,
+            _: Request<pb::LoginRequest>,
+        ) -> Result<Response<pb::TokenPair>, Status> {
+            Err(Status::unimplemented("not used"))
+        }
+        async fn refresh(
+            &self,
+            _: Request<pb::RefreshRequest>,
+        ) -> Result<Response<pb::TokenPair>, Status> {
+            Err(Status::unimplemented("not used"))
+        }
+        async fn logout(
+            &self,
+            _: Request<pb::LogoutRequest>,
+        ) -> Result<Response<pb::LogoutResponse>, Status> {
+            Err(Status::unimplemented("not used"))
+        }
+        async fn add_user(
+            &self,
+            _: Request<pb::AddUserRequest>,
+        ) -> Result<Response<pb::AddUserResponse>, Status> {
+            Err(Status::unimplemented("not used"))
+        }
+        async fn check_session(
+            &self,
+            _: Request<pb::CheckSessionRequest>,
+        ) -> Result<Response<pb::CheckSessionResponse>, Status> {
+            Err(Status::unimplemented("not used"))
+        }
+        async fn get_tenant(
+            &self,
+            _: Request<pb::GetTenantRequest>,
+        ) -> Result<Response<pb::Tenant>, Status> {
+            Err(Status::unimplemented("not used"))
+        }
+    }
+
+    async fn service(dir: &std::path::Path, name: &str) -> (Arc<AuthServiceImpl>, Arc<KeyRing>) {
+        let db = Db::open_sqlite(&dir.join(format!("{name}.db")), 1)
+            .await
+            .unwrap();
+        let keys = Arc::new(KeyRing::load_or_create(&dir.join(name)).unwrap());
+        let svc = AuthServiceImpl::new(
+            db,
+            Arc::new(MemoryCache::new("")),
+            keys.clone(),
+            AuthConfig::default(),
+        );
+        (Arc::new(svc), keys)
+    }
+
+    fn token(keys: &KeyRing, kid: Option<&str>) -> String {
+        let now = chrono::Utc::now().timestamp();
+        let cfg = AuthConfig::default();
+        let claims = Claims {
+            iss: cfg.issuer,
+            aud: cfg.audience,
+            sub: "u".into(),
+            tid: "t".into(),
+            sid: "s".into(),
+            role: "owner".into(),
+            iat: now,
+            nbf: Some(now),
+            exp: now + 60,
+        };
+        let t = smb_auth::token::sign(keys, &claims).unwrap();
+        match kid {
+            // Same signature, another kid in the header: what a forger would try.
+            Some(k) => {
+                use base64::Engine;
+                let b = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+                let parts: Vec<&str> = t.split('.').collect();
+                let header = format!("{{\"alg\":\"EdDSA\",\"typ\":\"JWT\",\"kid\":\"{k}\"}}");
+                format!("{}.{}.{}", b.encode(header), parts[1], parts[2])
+            }
+            None => t,
+        }
+    }
+
+    #[tokio::test]
+    async fn unknown_kid_bursts_fetch_once_and_removed_keys_stop_being_trusted() {
+        let dir = std::env::temp_dir().join(format!("smb-authn-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (first, first_keys) = service(&dir, "a").await;
+        let counting = Arc::new(Counting {
+            inner: Mutex::new(first),
+            jwks: AtomicUsize::new(0),
+        });
+        let authn = Arc::new(
+            Authenticator::new(
+                counting.clone(),
+                &AuthConfig::default().issuer,
+                &AuthConfig::default().audience,
+                Duration::from_millis(300),
+            )
+            .await
+            .unwrap(),
+        );
+        assert_eq!(counting.jwks.load(Ordering::SeqCst), 1);
+        let good = token(&first_keys, None);
+        assert!(authn.verify(&good).await.is_ok());
+
+        // 200 concurrent tokens naming random unknown kids: one fetch at most.
+        let mut tasks = Vec::new();
+        for i in 0..200 {
+            let (a, t) = (
+                authn.clone(),
+                token(&first_keys, Some(&format!("forged-{i}"))),
+            );
+            tasks.push(tokio::spawn(async move { a.verify(&t).await.is_err() }));
+        }
+        for t in tasks {
+            assert!(t.await.unwrap(), "a forged kid is refused");
+        }
+        assert!(
+            counting.jwks.load(Ordering::SeqCst) <= 2,
+            "fetches: {}",
+            counting.jwks.load(Ordering::SeqCst)
+        );
+
+        // The auth service rotates to a new ring without the old key: once the JWKS is older than its
+        // max age, tokens of the removed key are refused.
+        let (second, second_keys) = service(&dir, "b").await;
+        *counting.inner.lock().unwrap() = second;
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        assert!(
+            authn.verify(&good).await.is_err(),
+            "removed key no longer trusted"
+        );
+        assert!(authn.verify(&token(&second_keys, None)).await.is_ok());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -75,8 +75,13 @@ impl Gateway {
         cfg: &Config,
         readiness: Vec<(String, ReadyCheck)>,
     ) -> Result<Self, Error> {
-        let authn =
-            Authenticator::new(services.auth.clone(), &cfg.auth.issuer, &cfg.auth.audience).await?;
+        let authn = Authenticator::new(
+            services.auth.clone(),
+            &cfg.auth.issuer,
+            &cfg.auth.audience,
+            Duration::from_secs(cfg.auth.jwks_refresh_secs.max(1)),
+        )
+        .await?;
         let g = &cfg.gateway;
         let limiter = RateLimiter::new(
             cache,

@@ -48,9 +48,7 @@ fn sealer(cfg: &Config, data_dir: &Path) -> anyhow::Result<Sealer> {
     let path = data_dir.join("secret.key");
     if !path.exists() {
         std::fs::create_dir_all(data_dir)?;
-        std::fs::write(&path, Sealer::generate_key())?;
-        #[cfg(unix)]
-        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+        smb_auth::keys::write_private(&path, Sealer::generate_key().as_bytes())?;
     }
     Sealer::from_base64(&std::fs::read_to_string(&path)?)
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))

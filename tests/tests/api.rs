@@ -310,3 +310,20 @@ async fn signing_keys_rotate_without_logging_anyone_out() {
     let new_kid = kid(b["access_token"].as_str().unwrap());
     assert_ne!(new_kid, old_kid);
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn key_files_are_readable_by_their_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let app = App::start(&[]);
+    let _ = app.owner("UTC").await;
+    let mut files = vec![app.dir.join("secret.key")];
+    for e in std::fs::read_dir(app.dir.join("keys")).unwrap() {
+        files.push(e.unwrap().path());
+    }
+    assert!(files.len() >= 2, "{files:?}");
+    for f in files {
+        let mode = std::fs::metadata(&f).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", f.display());
+    }
+}
