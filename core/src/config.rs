@@ -98,6 +98,9 @@ pub struct GatewayConfig {
     pub rate_limits: BTreeMap<String, u64>,
     /// Requests per minute per client address on the unauthenticated auth routes.
     pub public_rate_limit: u64,
+    /// Proxies (IP addresses or CIDR ranges) whose `X-Forwarded-For` names the client; from anyone else the
+    /// header is ignored and the peer address is the client.
+    pub trusted_proxies: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -307,6 +310,7 @@ impl Default for GatewayConfig {
             default_rate_limit: 600,
             rate_limits: BTreeMap::new(),
             public_rate_limit: 120,
+            trusted_proxies: Vec::new(),
         }
     }
 }

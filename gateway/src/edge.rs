@@ -38,10 +38,16 @@ impl Edge {
         Ok(a)
     }
 
+    /// The client's address: the connection's peer (or, behind a trusted proxy, the forwarded client).
+    fn client_addr<T>(&self, req: &Request<T>) -> String {
+        self.0
+            .proxies
+            .grpc_client(req)
+            .map_or_else(|| "unknown".to_string(), |a| a.to_string())
+    }
+
     async fn public<T>(&self, req: &Request<T>, endpoint: &str) -> Result<(), Status> {
-        let addr = req
-            .remote_addr()
-            .map_or_else(|| "unknown".to_string(), |a| a.ip().to_string());
+        let addr = self.client_addr(req);
         Ok(self.0.limiter.check_public(&addr, endpoint).await?)
     }
 
@@ -70,10 +76,8 @@ impl AuthService for Edge {
         req: Request<auth_pb::LoginRequest>,
     ) -> Result<Response<auth_pb::TokenPair>, Status> {
         self.public(&req, "auth.login").await?;
-        let addr = req
-            .remote_addr()
-            .map(|a| a.ip().to_string())
-            .unwrap_or_default();
+        // Whatever the client put in client_addr is replaced by the address we saw.
+        let addr = self.client_addr(&req);
         let mut inner = req.into_inner();
         inner.client_addr = addr;
         self.0.services.auth.login(Request::new(inner)).await

@@ -7,6 +7,7 @@
 
 pub mod authn;
 pub mod body;
+pub mod client;
 pub mod edge;
 pub mod json;
 pub mod ratelimit;

@@ -111,11 +111,11 @@ fn token_json(t: auth_pb::TokenPair) -> Value {
 pub async fn signup(
     State(s): State<Arc<AppState>>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: http::HeaderMap,
     JsonBody(b): JsonBody<SignupBody>,
 ) -> AppResult<impl IntoResponse> {
-    s.limiter
-        .check_public(&addr.ip().to_string(), "auth.signup")
-        .await?;
+    let ip = s.proxies.client(addr.ip(), &headers).to_string();
+    s.limiter.check_public(&ip, "auth.signup").await?;
     let r = s
         .services
         .auth
@@ -137,9 +137,10 @@ pub async fn signup(
 pub async fn login(
     State(s): State<Arc<AppState>>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: http::HeaderMap,
     JsonBody(b): JsonBody<LoginBody>,
 ) -> AppResult<Json<Value>> {
-    let ip = addr.ip().to_string();
+    let ip = s.proxies.client(addr.ip(), &headers).to_string();
     s.limiter.check_public(&ip, "auth.login").await?;
     let r = s
         .services
@@ -157,11 +158,11 @@ pub async fn login(
 pub async fn refresh(
     State(s): State<Arc<AppState>>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: http::HeaderMap,
     JsonBody(b): JsonBody<RefreshBody>,
 ) -> AppResult<Json<Value>> {
-    s.limiter
-        .check_public(&addr.ip().to_string(), "auth.refresh")
-        .await?;
+    let ip = s.proxies.client(addr.ip(), &headers).to_string();
+    s.limiter.check_public(&ip, "auth.refresh").await?;
     let r = s
         .services
         .auth

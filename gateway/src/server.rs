@@ -57,6 +57,8 @@ pub type ReadyCheck = Arc<dyn Fn() -> BoxFuture<'static, bool> + Send + Sync>;
 
 pub struct AppState {
     pub services: Services,
+    /// Whose `X-Forwarded-For` is believed.
+    pub proxies: crate::client::TrustedProxies,
     pub authn: Authenticator,
     pub limiter: RateLimiter,
     pub readiness: Vec<(String, ReadyCheck)>,
@@ -92,6 +94,7 @@ impl Gateway {
         Ok(Self {
             state: Arc::new(AppState {
                 services,
+                proxies: crate::client::TrustedProxies::parse(&g.trusted_proxies)?,
                 authn,
                 limiter,
                 readiness,

@@ -327,3 +327,83 @@ async fn key_files_are_readable_by_their_owner_only() {
         assert_eq!(mode, 0o600, "{}", f.display());
     }
 }
+
+/// Bad logins (each for a different account, so only the per-address limit applies) until refused.
+async fn bad_logins_until_refused(
+    app: &App,
+    n: usize,
+    xff: impl Fn(usize) -> Option<String>,
+) -> Option<usize> {
+    for i in 0..n {
+        let mut req = app
+            .http
+            .post(format!("{}/v1/auth/login", app.url))
+            .json(&json!({"email": format!("nobody-{i}-{}@example.com", uuid::Uuid::new_v4().simple()), "password": "wrong password here"}));
+        if let Some(x) = xff(i) {
+            req = req.header("x-forwarded-for", x);
+        }
+        let s = req.send().await.unwrap().status().as_u16();
+        if s == 429 {
+            return Some(i);
+        }
+        assert_eq!(s, 401);
+    }
+    None
+}
+
+#[tokio::test]
+async fn forwarded_for_counts_only_behind_a_trusted_proxy() {
+    // Not trusted: a client cannot spread its failures over made-up addresses.
+    let app = App::start(&[]);
+    let refused =
+        bad_logins_until_refused(&app, 60, |i| Some(format!("203.0.113.{}", i % 200))).await;
+    assert_eq!(
+        refused,
+        Some(50),
+        "the 51st bad login from one peer is refused"
+    );
+    // Behind a trusted proxy (here: loopback), each forwarded client has its own count.
+    let app = App::start(&[("SMB_GATEWAY__TRUSTED_PROXIES", "[\"127.0.0.1\"]")]);
+    let refused =
+        bad_logins_until_refused(&app, 60, |i| Some(format!("203.0.113.{}", i % 2))).await;
+    assert_eq!(refused, None, "two clients, 30 failures each");
+    let refused = bad_logins_until_refused(&app, 60, |_| Some("198.51.100.4".into())).await;
+    assert_eq!(
+        refused,
+        Some(50),
+        "one forwarded client, refused at its 51st"
+    );
+}
+
+#[tokio::test]
+async fn grpc_logins_are_limited_by_the_real_peer_address() {
+    use smb_proto::auth::v1 as pb;
+    use smb_proto::auth::v1::auth_service_client::AuthServiceClient;
+    let app = App::start(&[]);
+    let channel = tonic::transport::Channel::from_shared(app.url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut c = AuthServiceClient::new(channel);
+    let mut refused = None;
+    for i in 0..60 {
+        let r = c
+            .login(pb::LoginRequest {
+                email: format!("nobody-{i}-{}@example.com", uuid::Uuid::new_v4().simple()),
+                password: "wrong password here".into(),
+                // A client-chosen address is overwritten by the edge.
+                client_addr: format!("198.51.100.{i}"),
+            })
+            .await;
+        match r {
+            Err(e) if e.code() == tonic::Code::ResourceExhausted => {
+                refused = Some(i);
+                break;
+            }
+            Err(e) => assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}"),
+            Ok(_) => panic!("a bad login succeeded"),
+        }
+    }
+    assert_eq!(refused, Some(50), "the 51st bad login over gRPC is refused");
+}
