@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use tokio::sync::Mutex;
 
 use crate::error::{Error, Result};
 
@@ -67,17 +66,62 @@ pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<DynCache> {
     }
 }
 
-/// In-process adapter: a map with expiry times, swept as it grows.
+/// The in-process adapter's bound: entries are weighed by their bytes plus an allowance for bookkeeping,
+/// and the least useful go first (moka's TinyLFU) when the total would pass this.
+pub const MEMORY_MAX_BYTES: u64 = 12 * 1024 * 1024;
+
+/// Bookkeeping per entry counted into its weight (map slot, expiry, the key's `Arc`).
+const ENTRY_OVERHEAD: usize = 160;
+
+#[derive(Clone)]
+struct Slot {
+    value: String,
+    expires: Instant,
+}
+
+/// Each entry lives until its own deadline.
+struct ByDeadline;
+
+impl moka::Expiry<String, Slot> for ByDeadline {
+    fn expire_after_create(&self, _: &String, v: &Slot, now: Instant) -> Option<Duration> {
+        Some(v.expires.saturating_duration_since(now))
+    }
+    fn expire_after_update(
+        &self,
+        _: &String,
+        v: &Slot,
+        now: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(v.expires.saturating_duration_since(now))
+    }
+}
+
+/// In-process adapter: a bounded cache (moka) with per-entry expiry for everything that expires, and a
+/// plain map for the counters without expiry (data versions: one per tenant, never evicted, since losing
+/// one could bring back answers of older data).
 pub struct MemoryCache {
     prefix: String,
-    map: Mutex<HashMap<String, (String, Option<Instant>)>>,
+    values: moka::sync::Cache<String, Slot>,
+    counters: std::sync::Mutex<HashMap<String, u64>>,
 }
 
 impl MemoryCache {
     pub fn new(prefix: &str) -> Self {
+        Self::with_max_bytes(prefix, MEMORY_MAX_BYTES)
+    }
+
+    pub fn with_max_bytes(prefix: &str, max_bytes: u64) -> Self {
         Self {
             prefix: prefix.to_string(),
-            map: Mutex::new(HashMap::new()),
+            values: moka::sync::Cache::builder()
+                .max_capacity(max_bytes)
+                .weigher(|k: &String, v: &Slot| {
+                    u32::try_from(k.len() + v.value.len() + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
+                })
+                .expire_after(ByDeadline)
+                .build(),
+            counters: std::sync::Mutex::new(HashMap::new()),
         }
     }
     fn k(&self, key: &str) -> String {
@@ -85,59 +129,76 @@ impl MemoryCache {
     }
 }
 
-fn live(e: &(String, Option<Instant>), now: Instant) -> bool {
-    e.1.is_none_or(|t| t > now)
-}
-
 #[async_trait]
 impl Cache for MemoryCache {
     async fn get(&self, key: &str) -> Result<Option<String>> {
+        let k = self.k(key);
         let now = Instant::now();
-        let map = self.map.lock().await;
-        Ok(map
-            .get(&self.k(key))
-            .filter(|e| live(e, now))
-            .map(|e| e.0.clone()))
+        if let Some(s) = self.values.get(&k).filter(|s| s.expires > now) {
+            return Ok(Some(s.value));
+        }
+        Ok(self
+            .counters
+            .lock()
+            .expect("counters")
+            .get(&k)
+            .map(u64::to_string))
     }
 
     async fn set(&self, key: &str, value: &str, ttl: Duration) -> Result<()> {
-        let now = Instant::now();
-        let mut map = self.map.lock().await;
-        if map.len() > 100_000 {
-            map.retain(|_, e| live(e, now));
-        }
-        map.insert(self.k(key), (value.to_string(), Some(now + ttl)));
+        self.values.insert(
+            self.k(key),
+            Slot {
+                value: value.to_string(),
+                expires: Instant::now() + ttl,
+            },
+        );
         Ok(())
     }
 
     async fn del(&self, key: &str) -> Result<()> {
-        self.map.lock().await.remove(&self.k(key));
+        let k = self.k(key);
+        self.values.invalidate(&k);
+        self.counters.lock().expect("counters").remove(&k);
         Ok(())
     }
 
     async fn incr_window(&self, key: &str, window: Duration) -> Result<(u64, u64)> {
+        use moka::ops::compute::{CompResult, Op};
         let now = Instant::now();
-        let mut map = self.map.lock().await;
-        let e = map
-            .entry(self.k(key))
-            .or_insert_with(|| ("0".into(), Some(now + window)));
-        if !live(e, now) {
-            *e = ("0".into(), Some(now + window));
-        }
-        let n = e.0.parse::<u64>().unwrap_or(0) + 1;
-        e.0 = n.to_string();
-        let left = e.1.map_or(0, |t| {
-            t.saturating_duration_since(now).as_secs_f64().ceil() as u64
+        // One key's increments are serialised by moka's key-level lock.
+        let r = self.values.entry(self.k(key)).and_compute_with(|e| {
+            let (n, expires) = match e.map(|e| e.into_value()) {
+                Some(s) if s.expires > now => (s.value.parse::<u64>().unwrap_or(0) + 1, s.expires),
+                _ => (1, now + window),
+            };
+            Op::Put(Slot {
+                value: n.to_string(),
+                expires,
+            })
         });
+        let slot = match r {
+            CompResult::Inserted(e) | CompResult::ReplacedWith(e) | CompResult::Unchanged(e) => {
+                e.into_value()
+            }
+            _ => {
+                return Err(Error::internal("memory cache", "counter not stored"));
+            }
+        };
+        let n = slot.value.parse::<u64>().unwrap_or(1);
+        let left = slot
+            .expires
+            .saturating_duration_since(now)
+            .as_secs_f64()
+            .ceil() as u64;
         Ok((n, left.max(1)))
     }
 
     async fn incr(&self, key: &str) -> Result<u64> {
-        let mut map = self.map.lock().await;
-        let e = map.entry(self.k(key)).or_insert_with(|| ("0".into(), None));
-        let n = e.0.parse::<u64>().unwrap_or(0) + 1;
-        e.0 = n.to_string();
-        Ok(n)
+        let mut map = self.counters.lock().expect("counters");
+        let n = map.entry(self.k(key)).or_insert(0);
+        *n += 1;
+        Ok(*n)
     }
 
     async fn ping(&self) -> bool {
@@ -291,6 +352,28 @@ pub mod contract {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn memory_cache_is_bounded() {
+        let c = MemoryCache::with_max_bytes("", 256 * 1024);
+        for i in 0..50_000 {
+            c.incr_window(
+                &format!("ratelimit:webhook:{i}:webhooks"),
+                Duration::from_secs(60),
+            )
+            .await
+            .unwrap();
+        }
+        c.values.run_pending_tasks();
+        let weight = c.values.weighted_size();
+        assert!(weight <= 256 * 1024, "weighted size {weight}");
+        assert!(c.values.entry_count() < 2_000, "{}", c.values.entry_count());
+        // Counters without expiry (data versions) are never evicted.
+        c.incr("dataversion:t").await.unwrap();
+        assert_eq!(c.get("dataversion:t").await.unwrap().as_deref(), Some("1"));
+    }
+
     #[tokio::test]
     async fn memory_adapter_meets_the_contract() {
         super::contract::run_all(&super::MemoryCache::new("t:")).await;

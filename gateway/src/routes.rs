@@ -619,6 +619,13 @@ pub async fn webhook(
             "webhooks are received at /webhooks/shopify/{connector_id} or /webhooks/stripe/{connector_id}",
         ));
     }
+    // Limits are kept per connector: an id that is not one cannot make a bucket.
+    let id = id
+        .parse::<smb_core::ids::ConnectorId>()
+        .map_err(|_| {
+            Error::not_found("no such webhook endpoint; check the connector id in the URL")
+        })?
+        .to_string();
     s.limiter.check_webhook(&id).await?;
     let headers = headers
         .iter()

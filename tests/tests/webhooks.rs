@@ -379,3 +379,54 @@ async fn a_thousand_concurrent_deliveries_with_duplicates_apply_exactly_once() {
     let c = canonical(&h.db, &h.owner.tenant_id).await;
     assert_eq!((c.orders, c.lines), (distinct.len(), distinct.len()));
 }
+
+#[tokio::test]
+async fn random_webhook_ids_do_not_grow_memory() {
+    let app = App::start(&[]);
+    let _ = app.owner("UTC").await;
+    // Warm up the paths once, then measure.
+    for _ in 0..200 {
+        let _ = app
+            .http
+            .post(format!(
+                "{}/webhooks/shopify/{}",
+                app.url,
+                uuid::Uuid::new_v4()
+            ))
+            .body("{}")
+            .send()
+            .await;
+    }
+    let before = app.rss();
+    let n = 200_000usize;
+    let statuses = futures::stream::iter(0..n)
+        .map(|i| {
+            let http = app.http.clone();
+            // Random ids that are no connector's: refused before any per-connector state exists.
+            let id = format!("{i}-{}", uuid::Uuid::new_v4().simple());
+            let url = format!("{}/webhooks/stripe/{id}", app.url);
+            async move {
+                http.post(url)
+                    .body("{}")
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await;
+    assert!(
+        statuses.iter().all(|s| matches!(s, Ok(404) | Ok(400))),
+        "{:?}",
+        statuses.iter().find(|s| !matches!(s, Ok(404) | Ok(400)))
+    );
+    let after = app.rss();
+    let grown = after.saturating_sub(before);
+    eprintln!(
+        "RSS {} MB -> {} MB after {n} webhook requests",
+        before >> 20,
+        after >> 20
+    );
+    assert!(grown < 20 * 1024 * 1024, "RSS grew {} MB", grown >> 20);
+}
