@@ -72,54 +72,173 @@ fn write_private(path: &PathBuf, data: &[u8]) -> std::io::Result<()> {
     opts.open(path)?.write_all(data)
 }
 
+/// The saved session: the gateway URL and the tokens from `smb login`.
+struct Session {
+    path: PathBuf,
+    v: Value,
+    base: String,
+}
+
+impl Session {
+    fn load(url: Option<&str>) -> anyhow::Result<Self> {
+        let path = session_file()?;
+        let v: Value = serde_json::from_slice(
+            &std::fs::read(&path).context("not logged in; run `smb login` first")?,
+        )?;
+        let base = url
+            .map(str::to_string)
+            .or_else(|| v["url"].as_str().map(str::to_string))
+            .unwrap_or_else(|| "http://127.0.0.1:8080".into());
+        Ok(Self { path, v, base })
+    }
+
+    fn save(&self) -> anyhow::Result<()> {
+        Ok(write_private(&self.path, self.v.to_string().as_bytes())?)
+    }
+
+    async fn send(&self, method: &str, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", self.base);
+        let mut req = reqwest::Client::new()
+            .request(method.parse()?, &url)
+            .bearer_auth(self.v["access_token"].as_str().unwrap_or_default());
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {url}; is `smb up` running?"))?;
+        let status = resp.status();
+        let v: Value = resp.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            let msg = v["error"]["message"].as_str().unwrap_or("request failed");
+            bail!("{msg} (HTTP {})", status.as_u16());
+        }
+        Ok(v)
+    }
+
+    /// One authenticated call; an expired access token is refreshed once (the refresh token rotates).
+    async fn call(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Value> {
+        match self.send(method, path, body).await {
+            Err(e) if e.to_string().contains("HTTP 401") => {
+                let refreshed = post(
+                    &format!("{}/v1/auth/refresh", self.base),
+                    &json!({"refresh_token": self.v["refresh_token"]}),
+                    None,
+                )
+                .await?;
+                self.v["access_token"] = refreshed["access_token"].clone();
+                self.v["refresh_token"] = refreshed["refresh_token"].clone();
+                self.save()?;
+                self.send(method, path, body).await
+            }
+            other => other,
+        }
+    }
+}
+
 pub async fn ask(
     url: Option<&str>,
     query: &str,
     raw: bool,
     as_of: Option<&str>,
+    new_conversation: bool,
 ) -> anyhow::Result<()> {
-    let path = session_file()?;
-    let mut session: Value = serde_json::from_slice(
-        &std::fs::read(&path).context("not logged in; run `smb login` first")?,
-    )?;
-    let base = url
-        .map(str::to_string)
-        .or_else(|| session["url"].as_str().map(str::to_string))
-        .unwrap_or_else(|| "http://127.0.0.1:8080".into());
+    let mut session = Session::load(url)?;
     let mut body = json!({"query": query});
     if let Some(a) = as_of {
         body["as_of"] = json!(a);
     }
-    let token = session["access_token"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let v = match post(&format!("{base}/v1/ai/query"), &body, Some(&token)).await {
-        Ok(v) => v,
-        Err(e) if e.to_string().contains("HTTP 401") => {
-            // The access token expired: rotate the refresh token once and retry.
-            let refreshed = post(
-                &format!("{base}/v1/auth/refresh"),
-                &json!({"refresh_token": session["refresh_token"]}),
-                None,
-            )
-            .await?;
-            session["access_token"] = refreshed["access_token"].clone();
-            session["refresh_token"] = refreshed["refresh_token"].clone();
-            write_private(&path, session.to_string().as_bytes())?;
-            post(
-                &format!("{base}/v1/ai/query"),
-                &body,
-                session["access_token"].as_str(),
-            )
-            .await?
-        }
-        Err(e) => return Err(e),
-    };
+    // Questions continue the last conversation (follow-ups like "and the month before?") unless asked not to.
+    if !new_conversation && let Some(c) = session.v["conversation_id"].as_str() {
+        body["conversation_id"] = json!(c);
+    }
+    let v = session.call("POST", "/v1/ai/query", Some(&body)).await?;
+    if let Some(c) = v["conversation_id"].as_str() {
+        session.v["conversation_id"] = json!(c);
+        session.save()?;
+    }
     if raw {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!("{}", v["answer"].as_str().unwrap_or_default());
+        if let Some(id) = v["result"]["action"]["id"].as_str() {
+            println!("\nconfirm: smb confirm {id}    reject: smb reject {id}");
+        }
+    }
+    Ok(())
+}
+
+fn print_action(a: &Value) {
+    println!(
+        "{}  {:<13} {:<21} {}",
+        a["id"].as_str().unwrap_or("?"),
+        a["type"].as_str().unwrap_or("?"),
+        a["status"].as_str().unwrap_or("?"),
+        a["preview"].as_str().unwrap_or("")
+    );
+    if let Some(o) = a["outcome"].as_str() {
+        println!("    {o}");
+    }
+}
+
+/// `smb actions`: proposals and what became of them, newest first.
+pub async fn actions(url: Option<&str>, status: Option<&str>) -> anyhow::Result<()> {
+    let mut session = Session::load(url)?;
+    let path = match status {
+        Some(s) => format!("/v1/actions?status={s}"),
+        None => "/v1/actions".into(),
+    };
+    let v = session.call("GET", &path, None).await?;
+    let list = v["actions"].as_array().cloned().unwrap_or_default();
+    if list.is_empty() {
+        println!("no actions");
+    }
+    for a in &list {
+        print_action(a);
+    }
+    Ok(())
+}
+
+/// `smb confirm ID` / `smb reject ID`.
+pub async fn decide(url: Option<&str>, id: &str, confirm: bool) -> anyhow::Result<()> {
+    let mut session = Session::load(url)?;
+    let verb = if confirm { "confirm" } else { "reject" };
+    let v = session
+        .call("POST", &format!("/v1/actions/{id}/{verb}"), None)
+        .await?;
+    print_action(&v);
+    Ok(())
+}
+
+/// `smb tasks`: open and done tasks.
+pub async fn tasks(url: Option<&str>, status: Option<&str>) -> anyhow::Result<()> {
+    let mut session = Session::load(url)?;
+    let path = match status {
+        Some(s) => format!("/v1/tasks?status={s}"),
+        None => "/v1/tasks".into(),
+    };
+    let v = session.call("GET", &path, None).await?;
+    let list = v["tasks"].as_array().cloned().unwrap_or_default();
+    if list.is_empty() {
+        println!("no tasks");
+    }
+    for t in &list {
+        println!(
+            "{}  [{}] {}{}",
+            t["id"].as_str().unwrap_or("?"),
+            if t["status"] == "done" { "x" } else { " " },
+            t["title"].as_str().unwrap_or(""),
+            t["due_date"]
+                .as_str()
+                .map(|d| format!(" (due {d})"))
+                .unwrap_or_default()
+        );
     }
     Ok(())
 }

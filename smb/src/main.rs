@@ -96,6 +96,37 @@ enum Command {
         /// The instant that counts as now (RFC 3339).
         #[arg(long)]
         as_of: Option<String>,
+        /// Start a new conversation instead of continuing the last one.
+        #[arg(long)]
+        new: bool,
+        #[arg(long, env = "SMB_URL")]
+        url: Option<String>,
+    },
+    /// List proposed actions and what became of them (newest first).
+    Actions {
+        /// Only this status (pending_confirmation, executed, failed, outcome_unknown, rejected, expired).
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, env = "SMB_URL")]
+        url: Option<String>,
+    },
+    /// Confirm a proposed action: it is executed now (owners only).
+    Confirm {
+        id: String,
+        #[arg(long, env = "SMB_URL")]
+        url: Option<String>,
+    },
+    /// Reject a proposed action.
+    Reject {
+        id: String,
+        #[arg(long, env = "SMB_URL")]
+        url: Option<String>,
+    },
+    /// List tasks.
+    Tasks {
+        /// open or done.
+        #[arg(long)]
+        status: Option<String>,
         #[arg(long, env = "SMB_URL")]
         url: Option<String>,
     },
@@ -158,8 +189,17 @@ fn main() -> std::process::ExitCode {
                 query,
                 json,
                 as_of,
+                new,
                 url,
-            } => client::ask(url.as_deref(), &query, json, as_of.as_deref()).await,
+            } => client::ask(url.as_deref(), &query, json, as_of.as_deref(), new).await,
+            Command::Actions { status, url } => {
+                client::actions(url.as_deref(), status.as_deref()).await
+            }
+            Command::Confirm { id, url } => client::decide(url.as_deref(), &id, true).await,
+            Command::Reject { id, url } => client::decide(url.as_deref(), &id, false).await,
+            Command::Tasks { status, url } => {
+                client::tasks(url.as_deref(), status.as_deref()).await
+            }
         }
     });
     match result {

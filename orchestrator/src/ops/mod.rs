@@ -383,7 +383,7 @@ impl Ops {
         let action = self.get(caller, &id).await?;
         let hours = self.ttl.as_secs() / 3600;
         let who = if caller.role == "owner" {
-            "confirm it"
+            "you confirm it"
         } else {
             "an owner confirms it"
         };
