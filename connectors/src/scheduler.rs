@@ -22,21 +22,33 @@ impl Scheduler {
         Self { engine, wake, tick }
     }
 
-    /// Runs until `shutdown` is notified.
-    pub async fn run(self, shutdown: Arc<Notify>) {
+    /// Runs until `shutdown` is cancelled, then waits for the sync runs it started (the caller bounds the
+    /// wait; a run cut short resumes from its checkpoint when its lease lapses).
+    pub async fn run(self, shutdown: tokio_util::sync::CancellationToken) {
+        let runs = tokio_util::task::TaskTracker::new();
+        self.serve(&shutdown, &runs).await;
+        runs.close();
+        runs.wait().await;
+    }
+
+    async fn serve(
+        &self,
+        shutdown: &tokio_util::sync::CancellationToken,
+        runs: &tokio_util::task::TaskTracker,
+    ) {
         loop {
-            if let Err(e) = self.once().await {
+            if let Err(e) = self.once(runs).await {
                 tracing::warn!(error = %e, "scheduler tick failed");
             }
             tokio::select! {
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(self.tick) => {}
-                _ = shutdown.notified() => return,
+                _ = shutdown.cancelled() => return,
             }
         }
     }
 
-    async fn once(&self) -> Result<(), smb_core::Error> {
+    async fn once(&self, runs: &tokio_util::task::TaskTracker) -> Result<(), smb_core::Error> {
         for due in store::due(&self.engine.db, now_ms()).await? {
             let Ok(tenant) = due.tenant_id.parse::<TenantId>() else {
                 continue;
@@ -68,7 +80,7 @@ impl Scheduler {
                 continue;
             }
             let engine = self.engine.clone();
-            tokio::spawn(async move {
+            runs.spawn(async move {
                 if let Err(e) = engine.run(tenant, due.connector_id.clone(), sync_id).await {
                     tracing::error!(connector_id = %due.connector_id, error = %e, "sync run aborted");
                 }

@@ -32,6 +32,8 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
+    /// After SIGTERM or Ctrl-C, how long in-flight work (sync runs, a bus batch) may take to finish.
+    pub shutdown_grace_secs: u64,
     /// Address the service listens on.
     pub addr: String,
     /// Directory for embedded state (SQLite file, signing keys, encryption key).
@@ -260,6 +262,7 @@ pub struct ServicesConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
+            shutdown_grace_secs: 10,
             addr: "127.0.0.1:8080".into(),
             data_dir: PathBuf::from(".smb"),
         }

@@ -144,8 +144,8 @@ impl Relay {
         Ok(ids.len())
     }
 
-    /// Runs until `shutdown` is notified, backing off (up to 10 s) while the bus refuses.
-    pub async fn run(self, shutdown: Arc<Notify>) {
+    /// Runs until `shutdown` is cancelled, backing off (up to 10 s) while the bus refuses.
+    pub async fn run(self, shutdown: tokio_util::sync::CancellationToken) {
         let mut backoff = Duration::from_millis(100);
         loop {
             let woken = self.wake.notified();
@@ -159,7 +159,7 @@ impl Relay {
                     tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "outbox relay: bus unavailable; events stay in the outbox");
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
-                        _ = shutdown.notified() => return,
+                        _ = shutdown.cancelled() => return,
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(10));
                     continue;
@@ -168,7 +168,7 @@ impl Relay {
             tokio::select! {
                 _ = woken => {}
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                _ = shutdown.notified() => return,
+                _ = shutdown.cancelled() => return,
             }
         }
     }

@@ -31,6 +31,7 @@ use smb_proto::orchestrator::v1::actions_service_server::ActionsServiceServer;
 use smb_proto::orchestrator::v1::orchestrator_service_server::OrchestratorServiceServer;
 use smb_workers::Worker;
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 fn load_config() -> anyhow::Result<Config> {
     let env = Config::process_env();
@@ -306,10 +307,10 @@ impl Platform {
         ]
     }
 
-    /// Starts the background loops (workers, scheduler); they stop when `shutdown` is notified.
+    /// Starts the background loops (workers, scheduler); they stop when `shutdown` is cancelled.
     pub fn spawn_background(
         &self,
-        shutdown: &Arc<Notify>,
+        shutdown: &CancellationToken,
         scheduler: bool,
     ) -> Vec<tokio::task::JoinHandle<()>> {
         let mut tasks = vec![tokio::spawn(self.worker.clone().run(shutdown.clone()))];
@@ -325,7 +326,7 @@ impl Platform {
             tasks.push(tokio::spawn(async move {
                 tokio::select! {
                     _ = ops.run_scheduler(interval) => {},
-                    _ = stop.notified() => {},
+                    _ = stop.cancelled() => {},
                 }
             }));
             let s = Scheduler::new(
@@ -354,7 +355,7 @@ fn uuid_like() -> String {
     smb_core::crypto::random_token(6)
 }
 
-async fn shutdown_signal(notify: Arc<Notify>) {
+async fn shutdown_signal(token: CancellationToken) {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -372,7 +373,22 @@ async fn shutdown_signal(notify: Arc<Notify>) {
         _ = term => {},
     }
     tracing::info!("shutting down");
-    notify.notify_waiters();
+    token.cancel();
+}
+
+/// Waits for the background tasks to finish after shutdown was signalled, at most `grace`; whatever is
+/// still running then is dropped with the process (a sync cut short resumes from its checkpoint, a bus
+/// message not committed is redelivered).
+async fn drain(tasks: Vec<tokio::task::JoinHandle<()>>, grace: Duration) {
+    if tokio::time::timeout(grace, futures::future::join_all(tasks))
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            grace_secs = grace.as_secs(),
+            "background work did not finish within the grace period; stopping anyway"
+        );
+    }
 }
 
 /// `smb up`: every service in one process.
@@ -386,22 +402,19 @@ pub async fn up(addr: String, data_dir: PathBuf) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", cfg.server.addr))?;
     let local = listener.local_addr()?;
-    let shutdown = Arc::new(Notify::new());
+    let shutdown = CancellationToken::new();
     let tasks = platform.spawn_background(&shutdown, cfg.connectors.scheduler_enabled);
     let gateway = platform.gateway(&cfg).await?;
     // Printed for humans and for tests that start on port 0.
     println!("smb listening on http://{local}");
     tracing::info!(addr = %local, data_dir = %cfg.server.data_dir.display(), "smb up");
-    let stop = shutdown.clone();
     let signal = tokio::spawn(shutdown_signal(shutdown.clone()));
     gateway
-        .serve(listener, async move { stop.notified().await })
+        .serve(listener, shutdown.clone().cancelled_owned())
         .await?;
     signal.abort();
-    shutdown.notify_waiters();
-    for t in tasks {
-        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
-    }
+    shutdown.cancel();
+    drain(tasks, Duration::from_secs(cfg.server.shutdown_grace_secs)).await;
     platform.db.close().await;
     Ok(())
 }
@@ -410,7 +423,7 @@ pub async fn up(addr: String, data_dir: PathBuf) -> anyhow::Result<()> {
 pub async fn serve(service: &str) -> anyhow::Result<()> {
     smb_core::telemetry::init();
     let cfg = load_config()?;
-    let shutdown = Arc::new(Notify::new());
+    let shutdown = CancellationToken::new();
     tokio::spawn(shutdown_signal(shutdown.clone()));
     let addr: std::net::SocketAddr = cfg.server.addr.parse().context("server.addr")?;
     if service == "gateway" {
@@ -431,18 +444,17 @@ pub async fn serve(service: &str) -> anyhow::Result<()> {
         let cache = cache::connect(cfg.cache.url.expose_secret(), &cfg.cache.key_prefix).await?;
         let gateway = Gateway::new(services, cache, &cfg, Vec::new()).await?;
         let listener = tokio::net::TcpListener::bind(addr).await?;
-        let stop = shutdown.clone();
         gateway
-            .serve(listener, async move { stop.notified().await })
+            .serve(listener, shutdown.clone().cancelled_owned())
             .await?;
         return Ok(());
     }
     let platform = Platform::build(&cfg).await?;
     if service == "workers" {
         let tasks = platform.spawn_background(&shutdown, cfg.connectors.scheduler_enabled);
-        for t in tasks {
-            let _ = t.await;
-        }
+        shutdown.cancelled().await;
+        drain(tasks, Duration::from_secs(cfg.server.shutdown_grace_secs)).await;
+        platform.db.close().await;
         return Ok(());
     }
     let (reporter, health) = tonic_health::server::health_reporter();
@@ -488,7 +500,7 @@ pub async fn serve(service: &str) -> anyhow::Result<()> {
     };
     tracing::info!(%addr, service, "serving");
     router
-        .serve_with_shutdown(addr, async move { shutdown.notified().await })
+        .serve_with_shutdown(addr, shutdown.cancelled_owned())
         .await?;
     Ok(())
 }

@@ -115,6 +115,23 @@ pub struct Owner {
     pub password: String,
 }
 
+/// Sends SIGTERM to `child` and waits (up to 60 s) for it to exit; returns how long it took.
+pub fn terminate(child: &mut Child) -> std::time::Duration {
+    let started = std::time::Instant::now();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    while started.elapsed() < std::time::Duration::from_secs(60) {
+        if let Ok(Some(_)) = child.try_wait() {
+            return started.elapsed();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    started.elapsed()
+}
+
 /// The `smb` binary under test (`SMB_BIN` overrides).
 pub fn binary() -> PathBuf {
     if let Ok(p) = std::env::var("SMB_BIN") {
@@ -212,6 +229,11 @@ impl App {
                     .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
             })
             .map_or(0, |kb| kb * 1024)
+    }
+
+    /// SIGTERM, then waits (up to 60 s) for the process to exit; returns how long it took.
+    pub fn terminate(&mut self) -> std::time::Duration {
+        terminate(&mut self.child)
     }
 
     /// SIGKILL: the process gets no chance to clean up.

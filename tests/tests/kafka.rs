@@ -272,7 +272,7 @@ async fn poison_message_is_dead_lettered_and_the_partition_moves_on() {
         smb_core::outbox::Outbox::relayed(Arc::new(Notify::new())),
     )
     .with_retries(3, Duration::from_millis(50));
-    let shutdown = Arc::new(Notify::new());
+    let shutdown = tokio_util::sync::CancellationToken::new();
     let task = tokio::spawn(worker.run(shutdown.clone()));
     let start = Instant::now();
     while canonical(&db, t.as_str()).await.orders < 10 {
@@ -282,7 +282,7 @@ async fn poison_message_is_dead_lettered_and_the_partition_moves_on() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    shutdown.notify_waiters();
+    shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
 
     // Both bad messages are on the dead-letter topic, with their error.

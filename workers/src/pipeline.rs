@@ -16,7 +16,8 @@ use smb_core::ids::TenantId;
 use smb_core::store::{Db, now_ms};
 use smb_core::{Error, outbox_insert, with_global, with_tenant};
 use smb_search::{Doc, Kind, SearchEngine};
-use tokio::sync::{Mutex, Notify};
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
 
 use crate::index;
 use crate::load::{RunProgress, apply_page, apply_refund, load_batch};
@@ -110,8 +111,9 @@ impl Worker {
         self
     }
 
-    /// Consumes sync pages and webhook events until `shutdown` is notified.
-    pub async fn run(self, shutdown: Arc<Notify>) {
+    /// Consumes sync pages and webhook events until `shutdown` is cancelled; a batch in hand is finished
+    /// (or left uncommitted, to be redelivered) first.
+    pub async fn run(self, shutdown: CancellationToken) {
         // A search generation that is not complete (new model or mapping, first start) is built from the
         // store in the background; searches read the previous one meanwhile.
         if let Some(engine) = self.search.clone() {
@@ -135,12 +137,12 @@ impl Worker {
     /// failing one is retried (`max_attempts`, with backoff) and then moved to the dead-letter topic with
     /// its error, so the partition keeps moving. A message that can never succeed (undecodable) goes there
     /// at once.
-    async fn consume(self, group: &'static str, topic: &'static str, shutdown: Arc<Notify>) {
+    async fn consume(self, group: &'static str, topic: &'static str, shutdown: CancellationToken) {
         let mut failures: HashMap<(i32, i64), u32> = HashMap::new();
         loop {
             let polled = tokio::select! {
                 r = self.bus.poll(group, topic, 16, Duration::from_secs(1)) => r,
-                _ = shutdown.notified() => return,
+                _ = shutdown.cancelled() => return,
             };
             let batch = match polled {
                 Ok(b) => b,
