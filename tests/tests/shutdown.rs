@@ -44,7 +44,14 @@ async fn smb_up_stops_promptly_when_idle_and_within_the_grace_when_busy() {
 async fn smb_serve_workers_stops_within_seconds_when_idle() {
     let pg = PgTestDb::create().await.unwrap();
     let dir = std::env::temp_dir().join(format!("smb-workers-{}", uuid::Uuid::new_v4().simple()));
-    let mut child = Command::new(binary())
+    let mut cmd = Command::new(binary());
+    // The harness's own variables are not the program's configuration (unknown keys are refused).
+    for (k, _) in std::env::vars() {
+        if k.starts_with("SMB_") {
+            cmd.env_remove(k);
+        }
+    }
+    let mut child = cmd
         .args(["serve", "workers"])
         .env("SMB_DATABASE__URL", &pg.app_url)
         .env("SMB_DATABASE__MIGRATE_URL", &pg.owner_url)
