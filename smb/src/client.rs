@@ -13,8 +13,17 @@ fn session_file() -> anyhow::Result<PathBuf> {
     Ok(dir.join("session.json"))
 }
 
-async fn post(url: &str, body: &Value, token: Option<&str>) -> anyhow::Result<Value> {
-    let mut req = reqwest::Client::new().post(url).json(body);
+/// One JSON request; a non-2xx answer becomes the error message the gateway gave.
+async fn request(
+    method: &str,
+    url: &str,
+    body: Option<&Value>,
+    token: Option<&str>,
+) -> anyhow::Result<Value> {
+    let mut req = reqwest::Client::new().request(method.parse()?, url);
+    if let Some(b) = body {
+        req = req.json(b);
+    }
     if let Some(t) = token {
         req = req.bearer_auth(t);
     }
@@ -29,6 +38,10 @@ async fn post(url: &str, body: &Value, token: Option<&str>) -> anyhow::Result<Va
         bail!("{msg} (HTTP {})", status.as_u16());
     }
     Ok(v)
+}
+
+async fn post(url: &str, body: &Value, token: Option<&str>) -> anyhow::Result<Value> {
+    request("POST", url, Some(body), token).await
 }
 
 pub async fn signup(
@@ -97,24 +110,13 @@ impl Session {
     }
 
     async fn send(&self, method: &str, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
-        let url = format!("{}{path}", self.base);
-        let mut req = reqwest::Client::new()
-            .request(method.parse()?, &url)
-            .bearer_auth(self.v["access_token"].as_str().unwrap_or_default());
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        let resp = req
-            .send()
-            .await
-            .with_context(|| format!("cannot reach {url}; is `smb up` running?"))?;
-        let status = resp.status();
-        let v: Value = resp.json().await.unwrap_or(Value::Null);
-        if !status.is_success() {
-            let msg = v["error"]["message"].as_str().unwrap_or("request failed");
-            bail!("{msg} (HTTP {})", status.as_u16());
-        }
-        Ok(v)
+        request(
+            method,
+            &format!("{}{path}", self.base),
+            body,
+            self.v["access_token"].as_str(),
+        )
+        .await
     }
 
     /// One authenticated call; an expired access token is refreshed once (the refresh token rotates).
