@@ -30,6 +30,23 @@ use crate::nlu::action::{ActionRequest, Recipient, is_address};
 use crate::period::{Kind, Period, add_months, month_start, week_start};
 use mail::{Mailer, SendError};
 
+/// Appends one audit row inside the transaction `$tx` (both store dialects compile the same body).
+macro_rules! audit_row {
+    ($tx:ident, $tenant:expr, $at:expr, $actor:expr, $event:expr, $subject:expr, $detail:expr) => {
+        sqlx::query(
+            "INSERT INTO audit_log (tenant_id, at, actor, event, subject, detail) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind($tenant)
+        .bind($at)
+        .bind($actor)
+        .bind($event)
+        .bind($subject)
+        .bind($detail)
+        .execute(&mut *$tx)
+        .await?
+    };
+}
+
 /// What the orchestrator knows about the tenant a proposal is for.
 pub struct TenantInfo {
     pub name: String,
@@ -172,17 +189,7 @@ impl Ops {
         detail: &str,
     ) -> Result<(), Error> {
         with_tenant!(&self.db, tenant, write, |tx| {
-            sqlx::query(
-                "INSERT INTO audit_log (tenant_id, at, actor, event, subject, detail) VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(tenant.as_str())
-            .bind(now_ms())
-            .bind(actor)
-            .bind(event)
-            .bind(subject)
-            .bind(detail)
-            .execute(&mut *tx)
-            .await?;
+            audit_row!(tx, tenant.as_str(), now_ms(), actor, event, subject, detail);
         });
         Ok(())
     }
@@ -369,16 +376,15 @@ impl Ops {
             .bind(expires)
             .execute(&mut *tx)
             .await?;
-            sqlx::query(
-                "INSERT INTO audit_log (tenant_id, at, actor, event, subject, detail) VALUES ($1, $2, $3, 'action.proposed', $4, $5)",
-            )
-            .bind(caller.tenant.as_str())
-            .bind(now)
-            .bind(caller.user.as_str())
-            .bind(&id)
-            .bind(format!("{}: {preview}", req.kind))
-            .execute(&mut *tx)
-            .await?;
+            audit_row!(
+                tx,
+                caller.tenant.as_str(),
+                now,
+                caller.user.as_str(),
+                "action.proposed",
+                &id,
+                format!("{}: {preview}", req.kind)
+            );
         });
         let action = self.get(caller, &id).await?;
         let hours = self.ttl.as_secs() / 3600;
@@ -542,15 +548,15 @@ impl Ops {
             .await?
             .rows_affected();
             if n == 1 {
-                sqlx::query(
-                    "INSERT INTO audit_log (tenant_id, at, actor, event, subject, detail) VALUES ($1, $2, $3, 'action.rejected', $4, '')",
-                )
-                .bind(caller.tenant.as_str())
-                .bind(now)
-                .bind(caller.user.as_str())
-                .bind(&row.id)
-                .execute(&mut *tx)
-                .await?;
+                audit_row!(
+                    tx,
+                    caller.tenant.as_str(),
+                    now,
+                    caller.user.as_str(),
+                    "action.rejected",
+                    &row.id,
+                    ""
+                );
             }
             n
         });
@@ -635,16 +641,15 @@ impl Ops {
             .await?
             .rows_affected();
             if n == 1 {
-                sqlx::query(
-                    "INSERT INTO audit_log (tenant_id, at, actor, event, subject, detail) VALUES ($1, $2, $3, 'action.confirmed', $4, $5)",
-                )
-                .bind(caller.tenant.as_str())
-                .bind(now)
-                .bind(caller.user.as_str())
-                .bind(&row.id)
-                .bind(format!("attempt {}", row.attempts + 1))
-                .execute(&mut *tx)
-                .await?;
+                audit_row!(
+                    tx,
+                    caller.tenant.as_str(),
+                    now,
+                    caller.user.as_str(),
+                    "action.confirmed",
+                    &row.id,
+                    format!("attempt {}", row.attempts + 1)
+                );
             }
             n
         });
@@ -689,17 +694,7 @@ impl Ops {
             .bind(&text)
             .execute(&mut *tx)
             .await?;
-            sqlx::query(
-                "INSERT INTO audit_log (tenant_id, at, actor, event, subject, detail) VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(tenant.as_str())
-            .bind(now)
-            .bind(actor)
-            .bind(event)
-            .bind(id)
-            .bind(&text)
-            .execute(&mut *tx)
-            .await?;
+            audit_row!(tx, tenant.as_str(), now, actor, event, id, &text);
         });
         Ok(())
     }
