@@ -92,6 +92,9 @@ pub struct Relay {
     batch: i64,
 }
 
+/// The advisory lock key of the outbox relay on PostgreSQL (any constant unique to this use).
+const RELAY_LOCK: i64 = 0x736d_625f_7265_6c61; // "smb_rela"
+
 impl Relay {
     pub fn new(db: Db, bus: DynBus, wake: Arc<Notify>) -> Self {
         Self {
@@ -103,29 +106,41 @@ impl Relay {
     }
 
     /// Publishes one batch; returns how many rows left the outbox.
+    ///
+    /// On PostgreSQL several replicas run a relay: the batch is read, published and deleted inside one
+    /// transaction that holds a transaction-scoped advisory lock, so one relay drains at a time (another
+    /// finds the lock taken and waits for its next turn) and no row is published by two of them. Order is
+    /// kept: rows go out in id order, batch after batch. SQLite is one process's database (its relay runs in
+    /// that process only).
     pub async fn drain_once(&self) -> Result<usize> {
-        let rows: Vec<(i64, String, String, String)> = with_global!(&self.db, read, |tx| {
-            sqlx::query_as("SELECT id, topic, msg_key, payload FROM outbox ORDER BY id LIMIT $1")
-                .bind(self.batch)
-                .fetch_all(&mut *tx)
-                .await?
-        });
-        if rows.is_empty() {
-            return Ok(0);
-        }
-        let ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
-        let msgs: Vec<Message> = rows
-            .into_iter()
-            .map(|(_, topic, key, payload)| Message {
-                topic,
-                key,
-                payload,
-            })
-            .collect();
-        self.bus.publish(&msgs).await?;
-        // Deleted by id, never by range: a transaction that commits late with a lower id is picked up next time.
+        const SELECT: &str = "SELECT id, topic, msg_key, payload FROM outbox ORDER BY id LIMIT $1";
+        let to_messages = |rows: Vec<(i64, String, String, String)>| -> (Vec<i64>, Vec<Message>) {
+            rows.into_iter()
+                .map(|(id, topic, key, payload)| {
+                    (
+                        id,
+                        Message {
+                            topic,
+                            key,
+                            payload,
+                        },
+                    )
+                })
+                .unzip()
+        };
         match &self.db {
             Db::Sqlite(pool) => {
+                let rows: Vec<(i64, String, String, String)> = sqlx::query_as(SELECT)
+                    .bind(self.batch)
+                    .fetch_all(pool)
+                    .await?;
+                if rows.is_empty() {
+                    return Ok(0);
+                }
+                let (ids, msgs) = to_messages(rows);
+                self.bus.publish(&msgs).await?;
+                // Deleted by id, never by range: a transaction that commits late with a lower id is picked
+                // up next time.
                 let list = serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into());
                 let (_write, mut tx) = crate::store::sqlite_begin_write(pool).await?;
                 sqlx::query("DELETE FROM outbox WHERE id IN (SELECT value FROM json_each($1))")
@@ -133,15 +148,34 @@ impl Relay {
                     .execute(&mut *tx)
                     .await?;
                 tx.commit().await?;
+                Ok(ids.len())
             }
             Db::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                let (ours,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_xact_lock($1)")
+                    .bind(RELAY_LOCK)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                if !ours {
+                    return Ok(0);
+                }
+                let rows: Vec<(i64, String, String, String)> = sqlx::query_as(SELECT)
+                    .bind(self.batch)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                if rows.is_empty() {
+                    return Ok(0);
+                }
+                let (ids, msgs) = to_messages(rows);
+                self.bus.publish(&msgs).await?;
                 sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
                     .bind(&ids)
-                    .execute(pool)
+                    .execute(&mut *tx)
                     .await?;
+                tx.commit().await?;
+                Ok(ids.len())
             }
         }
-        Ok(ids.len())
     }
 
     /// Runs until `shutdown` is cancelled, backing off (up to 10 s) while the bus refuses.

@@ -171,3 +171,87 @@ async fn store_bus_on_postgres_loses_nothing_under_concurrent_publishers() {
     assert_eq!(seen.len(), 600);
     pg.drop_db().await;
 }
+
+/// A bus that keeps what it is given, and takes its time about it (as a remote broker does).
+#[derive(Default)]
+struct Tally(std::sync::Mutex<Vec<String>>);
+
+#[tonic::async_trait]
+impl smb_core::bus::Bus for Tally {
+    async fn publish(&self, messages: &[smb_core::bus::Message]) -> smb_core::error::Result<()> {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let mut seen = self.0.lock().unwrap();
+        seen.extend(messages.iter().map(|m| m.payload.clone()));
+        Ok(())
+    }
+    async fn poll(
+        &self,
+        _: &str,
+        _: &str,
+        _: usize,
+        _: std::time::Duration,
+    ) -> smb_core::error::Result<Vec<smb_core::bus::Delivery>> {
+        Ok(Vec::new())
+    }
+    async fn commit(
+        &self,
+        _: &str,
+        _: &str,
+        _: &smb_core::bus::Delivery,
+    ) -> smb_core::error::Result<()> {
+        Ok(())
+    }
+    async fn rewind(&self, _: &str, _: &str) -> smb_core::error::Result<()> {
+        Ok(())
+    }
+}
+
+/// Helm runs two workers replicas, each with an outbox relay: on PostgreSQL every row still goes to the bus
+/// once, and in id order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_relays_on_postgres_publish_every_outbox_row_once_and_in_order() {
+    use smb_core::outbox::Relay;
+    let pg = PgTestDb::create().await.unwrap();
+    const ROWS: usize = 1_000;
+    async {
+        smb_core::with_global!(&pg.db, write, |tx| {
+            for i in 0..ROWS {
+                sqlx::query("INSERT INTO outbox (topic, msg_key, payload, created_at) VALUES ('t', 'k', $1, 0)")
+                    .bind(format!("{i:05}"))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        });
+        Ok::<_, smb_core::Error>(())
+    }
+    .await
+    .unwrap();
+    let bus = Arc::new(Tally::default());
+    let relay = |db: Db, bus: Arc<Tally>| async move {
+        let r = Relay::new(db.clone(), bus, Arc::new(tokio::sync::Notify::new()));
+        loop {
+            if r.drain_once().await.unwrap() == 0 {
+                let (left,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM outbox")
+                    .fetch_one(match &db {
+                        Db::Postgres(p) => p,
+                        Db::Sqlite(_) => unreachable!(),
+                    })
+                    .await
+                    .unwrap();
+                if left == 0 {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        }
+    };
+    let a = tokio::spawn(relay(pg.db.clone(), bus.clone()));
+    let b = tokio::spawn(relay(pg.db.clone(), bus.clone()));
+    a.await.unwrap();
+    b.await.unwrap();
+    let seen = bus.0.lock().unwrap().clone();
+    let expected: Vec<String> = (0..ROWS).map(|i| format!("{i:05}")).collect();
+    assert_eq!(seen.len(), ROWS, "every row published once");
+    assert_eq!(seen, expected, "in id order");
+    pg.drop_db().await;
+}
