@@ -103,6 +103,12 @@ pub struct GatewayConfig {
     /// Proxies (IP addresses or CIDR ranges) whose `X-Forwarded-For` names the client; from anyone else the
     /// header is ignored and the peer address is the client.
     pub trusted_proxies: Vec<String>,
+    /// A request that has no response after this long gets `504` (gRPC: `DEADLINE_EXCEEDED`); a streamed
+    /// answer counts until its first byte.
+    pub request_timeout_ms: u64,
+    /// Requests handled at once; past this, new requests are shed at once with `503` and `Retry-After`
+    /// instead of queueing without bound.
+    pub max_in_flight: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -257,6 +263,8 @@ pub struct ServicesConfig {
     pub auth_url: String,
     pub orchestrator_url: String,
     pub connectors_url: String,
+    /// The deadline of every call from the gateway to a service (sent as `grpc-timeout`).
+    pub timeout_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -314,6 +322,8 @@ impl Default for GatewayConfig {
             rate_limits: BTreeMap::new(),
             public_rate_limit: 120,
             trusted_proxies: Vec::new(),
+            request_timeout_ms: 30_000,
+            max_in_flight: 1024,
         }
     }
 }
@@ -399,6 +409,7 @@ impl Default for ServicesConfig {
             auth_url: "http://127.0.0.1:50051".into(),
             orchestrator_url: "http://127.0.0.1:50052".into(),
             connectors_url: "http://127.0.0.1:50053".into(),
+            timeout_ms: 30_000,
         }
     }
 }

@@ -15,6 +15,8 @@ pub enum ErrorCode {
     RateLimited,
     PayloadTooLarge,
     Unavailable,
+    /// The work did not finish within its deadline.
+    Timeout,
     Internal,
 }
 
@@ -30,6 +32,7 @@ impl ErrorCode {
             Self::RateLimited => tonic::Code::ResourceExhausted,
             Self::PayloadTooLarge => tonic::Code::OutOfRange,
             Self::Unavailable => tonic::Code::Unavailable,
+            Self::Timeout => tonic::Code::DeadlineExceeded,
             Self::Internal => tonic::Code::Internal,
         }
     }
@@ -46,6 +49,7 @@ impl ErrorCode {
             Self::RateLimited => S::TOO_MANY_REQUESTS,
             Self::PayloadTooLarge => S::PAYLOAD_TOO_LARGE,
             Self::Unavailable => S::SERVICE_UNAVAILABLE,
+            Self::Timeout => S::GATEWAY_TIMEOUT,
             Self::Internal => S::INTERNAL_SERVER_ERROR,
         }
     }
@@ -62,6 +66,7 @@ impl ErrorCode {
             Self::RateLimited => "rate_limited",
             Self::PayloadTooLarge => "payload_too_large",
             Self::Unavailable => "unavailable",
+            Self::Timeout => "timeout",
             Self::Internal => "internal",
         }
     }
@@ -77,7 +82,8 @@ impl ErrorCode {
             C::FailedPrecondition => Self::FailedPrecondition,
             C::ResourceExhausted => Self::RateLimited,
             C::OutOfRange => Self::PayloadTooLarge,
-            C::Unavailable | C::DeadlineExceeded => Self::Unavailable,
+            C::Unavailable => Self::Unavailable,
+            C::DeadlineExceeded => Self::Timeout,
             _ => Self::Internal,
         }
     }

@@ -12,6 +12,15 @@ use smb_proto::orchestrator::v1::orchestrator_service_client::OrchestratorServic
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
+/// A lazily connecting channel to `url` whose calls carry `deadline` (as `grpc-timeout`, and enforced
+/// here too), so that no call from the gateway waits on a service for ever.
+fn channel(url: &str, deadline: std::time::Duration) -> anyhow::Result<Channel> {
+    Ok(Channel::from_shared(url.to_string())?
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .timeout(deadline)
+        .connect_lazy())
+}
+
 macro_rules! forward {
     ($name:ident, $client:ident, $trait:path, { $($method:ident($req:ty) -> $resp:ty;)* }) => {
         /// Forwards to the service over a gRPC channel.
@@ -19,9 +28,9 @@ macro_rules! forward {
         pub struct $name(pub $client<Channel>);
 
         impl $name {
-            /// A lazily connecting client of the service at `url`.
-            pub fn connect_lazy(url: &str) -> anyhow::Result<Self> {
-                Ok(Self($client::new(Channel::from_shared(url.to_string())?.connect_lazy())))
+            /// A lazily connecting client of the service at `url`; every call gets `deadline`.
+            pub fn connect_lazy(url: &str, deadline: std::time::Duration) -> anyhow::Result<Self> {
+                Ok(Self($client::new(channel(url, deadline)?)))
             }
         }
 
@@ -50,11 +59,10 @@ forward!(RemoteAuth, AuthServiceClient, smb_proto::auth::v1::auth_service_server
 pub struct RemoteOrchestrator(pub OrchestratorServiceClient<Channel>);
 
 impl RemoteOrchestrator {
-    /// A lazily connecting client of the service at `url`.
-    pub fn connect_lazy(url: &str) -> anyhow::Result<Self> {
-        Ok(Self(OrchestratorServiceClient::new(
-            Channel::from_shared(url.to_string())?.connect_lazy(),
-        )))
+    /// A lazily connecting client of the service at `url`; every call gets `deadline` (a streamed answer,
+    /// until its first message).
+    pub fn connect_lazy(url: &str, deadline: std::time::Duration) -> anyhow::Result<Self> {
+        Ok(Self(OrchestratorServiceClient::new(channel(url, deadline)?)))
     }
 }
 

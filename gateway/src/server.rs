@@ -66,6 +66,8 @@ pub struct AppState {
 
 pub struct Gateway {
     state: Arc<AppState>,
+    request_timeout: Duration,
+    max_in_flight: usize,
     body_limit: usize,
     body_limits: Arc<BodyLimits>,
 }
@@ -99,6 +101,8 @@ impl Gateway {
                 limiter,
                 readiness,
             }),
+            request_timeout: Duration::from_millis(g.request_timeout_ms.max(1)),
+            max_in_flight: g.max_in_flight.max(1),
             body_limit: g.body_limit_bytes,
             body_limits: Arc::new(BodyLimits {
                 api: BodyPolicy {
@@ -148,8 +152,6 @@ impl Gateway {
             .route("/v1/auth/signup", post(routes::signup))
             .route("/v1/auth/login", post(routes::login))
             .route("/v1/auth/refresh", post(routes::refresh))
-            .route("/healthz", get(routes::healthz))
-            .route("/readyz", get(routes::readyz))
             .merge(protected)
             .with_state(state.clone())
             .layer(DefaultBodyLimit::max(self.body_limit));
@@ -189,8 +191,21 @@ impl Gateway {
             .into_axum_router()
             .layer(tonic_web::GrpcWebLayer::new());
 
+        // Health stays outside the limits: an overloaded gateway is alive, and says so.
+        let health = Router::new()
+            .route("/healthz", get(routes::healthz))
+            .route("/readyz", get(routes::readyz))
+            .with_state(self.state.clone());
         json.merge(webhooks)
             .merge(grpc)
+            .layer(
+                tower::ServiceBuilder::new()
+                    .layer(axum::error_handling::HandleErrorLayer::new(overloaded))
+                    .load_shed()
+                    .concurrency_limit(self.max_in_flight)
+                    .timeout(self.request_timeout),
+            )
+            .merge(health)
             .fallback(|| async {
                 Error::not_found("no such route; see the API section of the README")
             })
@@ -216,4 +231,33 @@ impl Gateway {
             .with_graceful_shutdown(shutdown)
             .await
     }
+}
+
+/// The answer to a request that was shed (every slot busy) or ran past `gateway.request_timeout_ms`: the
+/// JSON error, or a gRPC status for gRPC and grpc-web clients.
+async fn overloaded(headers: http::HeaderMap, err: tower::BoxError) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let error = if err.is::<tower::timeout::error::Elapsed>() {
+        Error::new(
+            smb_core::ErrorCode::Timeout,
+            "the request took too long and was stopped; retry, or ask about a shorter period",
+        )
+    } else if err.is::<tower::load_shed::error::Overloaded>() {
+        let mut e = Error::new(
+            smb_core::ErrorCode::Unavailable,
+            "the server is busy; retry in a few seconds",
+        );
+        e.retry_after = Some(1);
+        e
+    } else {
+        Error::internal("gateway limits", err)
+    };
+    let grpc = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("application/grpc"));
+    if grpc {
+        return tonic::Status::from(error).into_http::<axum::body::Body>();
+    }
+    error.into_response()
 }

@@ -156,7 +156,8 @@ fn scalar_sql(metric: Metric, f: &Filter) -> String {
     }
 }
 
-fn wrap(metric: Metric, a: i64, b: i64) -> Value {
+/// A metric's value from its two sums (the second is the denominator of a ratio such as AOV).
+pub fn wrap(metric: Metric, a: i64, b: i64) -> Value {
     match metric {
         Metric::Aov => Value::Ratio(a, b),
         m if m.is_money() => Value::Money(a),
@@ -194,7 +195,9 @@ pub async fn scalar(
     Ok(wrap(metric, a, b))
 }
 
-/// Per-day sums of an additive metric (`None` for metrics that do not add up across days).
+/// Per-day sums of a metric whose buckets add up from days — (day, sum, second sum), the second being the
+/// denominator of a ratio (AOV: revenue and orders) — in one grouped query; `None` for metrics that do not
+/// add up across days (distinct customers, first orders).
 pub async fn by_day(
     db: &Db,
     tenant: &TenantId,
@@ -202,35 +205,44 @@ pub async fn by_day(
     f: &Filter,
     start: NaiveDate,
     end: NaiveDate,
-) -> Result<Option<Vec<(NaiveDate, i64)>>, Error> {
+) -> Result<Option<Vec<(NaiveDate, i64, i64)>>, Error> {
     let (expr, from, lines) = match metric {
-        Metric::Revenue => ("SUM(o.total_minor - o.refunded_minor)", "orders", false),
-        Metric::Orders => ("COUNT(*)", "orders", false),
-        Metric::Discounts => ("SUM(o.discounts_minor)", "orders", false),
-        Metric::Units => ("SUM(l.quantity)", "lines", true),
-        Metric::ProductSales => ("SUM(l.price_minor * l.quantity)", "lines", true),
+        Metric::Revenue => ("SUM(o.total_minor - o.refunded_minor), 0", "orders", false),
+        Metric::Orders => ("COUNT(*), 0", "orders", false),
+        Metric::Aov => (
+            "SUM(o.total_minor - o.refunded_minor), COUNT(*)",
+            "orders",
+            false,
+        ),
+        Metric::Discounts => ("SUM(o.discounts_minor), 0", "orders", false),
+        Metric::Units => ("SUM(l.quantity), 0", "lines", true),
+        Metric::ProductSales => ("SUM(l.price_minor * l.quantity), 0", "lines", true),
         Metric::Refunds if f.source.is_none() && f.customer_key.is_none() => {
-            ("SUM(r.amount_minor)", "refunds", false)
+            ("SUM(r.amount_minor), 0", "refunds", false)
         }
         _ => return Ok(None),
     };
+    let (a, b) = expr.split_once(", ").unwrap_or((expr, "0"));
+    let cols = format!("CAST({a} AS BIGINT), CAST({b} AS BIGINT)");
     let (fs, binds) = filters(f, 4, lines);
     let sql = match from {
         "orders" => format!(
-            "SELECT o.local_date, CAST({expr} AS BIGINT) FROM orders o WHERE o.tenant_id = $1 AND o.local_date BETWEEN $2 AND $3 \
+            "SELECT o.local_date, {cols} FROM orders o WHERE o.tenant_id = $1 AND o.local_date BETWEEN $2 AND $3 \
              AND o.counted{fs} GROUP BY o.local_date"
         ),
         "lines" => format!(
-            "SELECT l.local_date, CAST({expr} AS BIGINT) FROM order_lines l{} WHERE l.tenant_id = $1 \
+            "SELECT l.local_date, {cols} FROM order_lines l{} WHERE l.tenant_id = $1 \
              AND l.local_date BETWEEN $2 AND $3 AND l.counted{fs} GROUP BY l.local_date",
             lines_join(f)
         ),
-        _ => "SELECT r.local_date, CAST(SUM(r.amount_minor) AS BIGINT) FROM refunds r WHERE r.tenant_id = $1 \
-              AND r.local_date BETWEEN $2 AND $3 AND NOT r.test GROUP BY r.local_date"
-            .to_string(),
+        _ => format!(
+            "SELECT r.local_date, {cols} FROM refunds r WHERE r.tenant_id = $1 \
+             AND r.local_date BETWEEN $2 AND $3 AND NOT r.test GROUP BY r.local_date"
+        ),
     };
     let binds = if from == "refunds" { Vec::new() } else { binds };
-    let rows: Vec<(NaiveDate, i64)> = ranged!(db, tenant, &sql, start, end, &binds, fetch_all);
+    let rows: Vec<(NaiveDate, i64, i64)> =
+        ranged!(db, tenant, &sql, start, end, &binds, fetch_all);
     Ok(Some(rows))
 }
 

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::{Value as Json, json};
 use sha2::{Digest, Sha256};
 use smb_core::bus::{DynBus, Envelope, Message, topics};
@@ -777,7 +777,7 @@ impl OrchestratorServiceImpl {
             };
         } else if let Some(grain) = u.grain {
             plan.push(json!({"step": "fetch", "query": "breakdown", "grain": grain}));
-            let buckets = buckets(&period, grain);
+            let (buckets, all_buckets) = buckets(&period, grain);
             let mut rows = Vec::new();
             let daily = metrics::by_day(
                 &self.db,
@@ -791,16 +791,11 @@ impl OrchestratorServiceImpl {
             for (label_day, s, e) in &buckets {
                 let v = match &daily {
                     Some(days) => {
-                        let sum: i64 = days
+                        let (a, b) = days
                             .iter()
-                            .filter(|(d, _)| d >= s && d <= e)
-                            .map(|(_, v)| v)
-                            .sum();
-                        if metric.is_money() {
-                            Value::Money(sum)
-                        } else {
-                            Value::Count(sum)
-                        }
+                            .filter(|(d, _, _)| d >= s && d <= e)
+                            .fold((0, 0), |(a, b), (_, x, y)| (a + x, b + y));
+                        metrics::wrap(metric, a, b)
                     }
                     None => metrics::scalar(&self.db, tenant_id, metric, &filter, *s, *e).await?,
                 };
@@ -808,6 +803,14 @@ impl OrchestratorServiceImpl {
             }
             plan.push(json!({"step": "aggregate", "buckets": rows.len()}));
             result["grain"] = json!(grain);
+            let capped = (all_buckets > buckets.len()).then(|| {
+                result["capped"] = json!({"shown": buckets.len(), "total": all_buckets});
+                format!(
+                    " Only the last {} of the {all_buckets} {}s are shown; ask for a shorter period or a coarser breakdown (by week or month) to see them all.",
+                    buckets.len(),
+                    grain_word(grain)
+                )
+            });
             result["rows"] = Json::Array(
                 rows.iter()
                     .map(|(l, v)| json!({"label": l, "value": round2(v.to_f64(exp))}))
@@ -819,10 +822,11 @@ impl OrchestratorServiceImpl {
                 .collect::<Vec<_>>()
                 .join(", ");
             answer = format!(
-                "{} by {} for {words} ({tzname}) — {}: {list}.",
+                "{} by {} for {words} ({tzname}) — {}: {list}.{}",
                 subject(metric, u),
                 grain_word(grain),
-                def
+                def,
+                capped.unwrap_or_default()
             );
         } else {
             plan.push(json!({"step": "fetch", "query": "scalar"}));
@@ -935,9 +939,14 @@ fn grain_word(g: Grain) -> &'static str {
     }
 }
 
-/// Buckets over the period: (label = bucket's first date, clipped start, clipped end), empty ones included.
-pub fn buckets(p: &Period, g: Grain) -> Vec<(NaiveDate, NaiveDate, NaiveDate)> {
-    let mut out = Vec::new();
+/// The most buckets a breakdown shows (the latest ones; the answer says when there were more).
+pub const MAX_BUCKETS: usize = 400;
+
+/// Buckets over the period: (label = bucket's first date, clipped start, clipped end), empty ones included;
+/// the last [`MAX_BUCKETS`] of them, and how many there were in all.
+pub fn buckets(p: &Period, g: Grain) -> (Vec<(NaiveDate, NaiveDate, NaiveDate)>, usize) {
+    let mut out = std::collections::VecDeque::new();
+    let mut total = 0;
     let first = match g {
         Grain::Day => p.start,
         Grain::Week => week_start(p.start),
@@ -945,22 +954,25 @@ pub fn buckets(p: &Period, g: Grain) -> Vec<(NaiveDate, NaiveDate, NaiveDate)> {
         Grain::Quarter => quarter_start(p.start),
     };
     let mut s = first;
-    while s <= p.end && out.len() < 1000 {
+    while s <= p.end {
         let next = match g {
             Grain::Day => s + chrono::Duration::days(1),
             Grain::Week => s + chrono::Duration::days(7),
             Grain::Month => add_months(s, 1),
             Grain::Quarter => add_months(s, 3),
         };
-        out.push((
+        out.push_back((
             s,
             s.max(p.start),
             (next - chrono::Duration::days(1)).min(p.end),
         ));
+        total += 1;
+        if out.len() > MAX_BUCKETS {
+            out.pop_front();
+        }
         s = next;
     }
-    let _ = p.start.year();
-    out
+    (out.into(), total)
 }
 
 /// Which sources a number covers, their last successful sync (RFC 3339), and a note for the answer text
@@ -1147,7 +1159,7 @@ impl OrchestratorService for OrchestratorGrpc {
         &self,
         req: Request<pb::ProcessRequest>,
     ) -> Result<Response<pb::ProcessResponse>, Status> {
-        let caller = Caller::from_metadata(req.metadata())?;
+        let caller = Caller::from_request(&req)?;
         Ok(Response::new(
             self.0.process(&caller, req.into_inner()).await?,
         ))
@@ -1159,7 +1171,7 @@ impl OrchestratorService for OrchestratorGrpc {
         &self,
         req: Request<pb::ProcessRequest>,
     ) -> Result<Response<ChunkStream>, Status> {
-        let caller = Caller::from_metadata(req.metadata())?;
+        let caller = Caller::from_request(&req)?;
         Ok(Response::new(self.0.stream(caller, req.into_inner())))
     }
 }
@@ -1175,9 +1187,21 @@ mod tests {
             "2025-05-31".parse().unwrap(),
             Kind::Month,
         );
-        let b = buckets(&p, Grain::Week);
-        assert_eq!(b.len(), 5);
+        let (b, total) = buckets(&p, Grain::Week);
+        assert_eq!((b.len(), total), (5, 5));
         assert_eq!(b[0].0.to_string(), "2025-04-28");
         assert_eq!(b[0].1.to_string(), "2025-05-01");
+    }
+
+    #[test]
+    fn a_long_day_breakdown_keeps_the_latest_buckets_and_counts_them_all() {
+        let p = Period::new(
+            "2022-01-01".parse().unwrap(),
+            "2024-12-31".parse().unwrap(),
+            Kind::Custom,
+        );
+        let (b, total) = buckets(&p, Grain::Day);
+        assert_eq!((b.len(), total), (MAX_BUCKETS, 1096));
+        assert_eq!(b.last().unwrap().2.to_string(), "2024-12-31");
     }
 }

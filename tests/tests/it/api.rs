@@ -407,3 +407,67 @@ async fn grpc_logins_are_limited_by_the_real_peer_address() {
     }
     assert_eq!(refused, Some(50), "the 51st bad login over gRPC is refused");
 }
+
+/// More requests than `gateway.max_in_flight` are shed at once with `503`, `Retry-After` and the JSON
+/// error (never queued without bound, never a reset); health answers throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_beyond_the_in_flight_limit_are_shed_with_503() {
+    let app = App::start(&[
+        ("SMB_GATEWAY__MAX_IN_FLIGHT", "2"),
+        ("SMB_GATEWAY__DEFAULT_RATE_LIMIT", "100000"),
+    ]);
+    let owner = app.owner("UTC").await;
+    let mut tasks = Vec::new();
+    for i in 0..60 {
+        let (http, url, token) = (app.http.clone(), app.url.clone(), owner.token.clone());
+        tasks.push(tokio::spawn(async move {
+            // Uncached: every question is new.
+            let r = http
+                .post(format!("{url}/v1/ai/query"))
+                .bearer_auth(token)
+                .json(&json!({"query": format!("how many orders in the last {} days", i + 2)}))
+                .send()
+                .await
+                .unwrap();
+            let retry = r.headers().get("retry-after").cloned();
+            (r.status().as_u16(), retry, r.json::<serde_json::Value>().await.unwrap())
+        }));
+    }
+    let (s, _, _) = app.call("GET", "/healthz", None, None).await;
+    assert_eq!(s, 200);
+    let (mut ok, mut shed) = (0, 0);
+    for t in tasks {
+        let (s, retry, b) = t.await.unwrap();
+        match s {
+            200 => ok += 1,
+            503 => {
+                shed += 1;
+                assert_eq!(b["error"]["code"], "unavailable", "{b}");
+                assert!(b["error"]["message"].as_str().unwrap().contains("busy"), "{b}");
+                assert!(retry.is_some(), "Retry-After");
+            }
+            other => panic!("unexpected {other}: {b}"),
+        }
+    }
+    assert!(ok > 0 && shed > 0, "ok {ok}, shed {shed}");
+}
+
+/// A request with no answer within `gateway.request_timeout_ms` gets `504` and the JSON error.
+#[tokio::test]
+async fn a_request_past_the_gateway_timeout_gets_504() {
+    let app = App::start(&[("SMB_GATEWAY__REQUEST_TIMEOUT_MS", "1")]);
+    // Hashing a password alone takes longer than a millisecond.
+    let (s, b, _) = app
+        .call(
+            "POST",
+            "/v1/auth/signup",
+            Some(json!({"tenant_name": "Slow Co", "email": "slow@example.com",
+                "password": "correct horse battery staple", "timezone": "UTC", "currency": "USD"})),
+            None,
+        )
+        .await;
+    assert_eq!(s, 504, "{b}");
+    assert_eq!(b["error"]["code"], "timeout", "{b}");
+    let (s, _, _) = app.call("GET", "/healthz", None, None).await;
+    assert_eq!(s, 200, "health is outside the limits");
+}
