@@ -35,8 +35,11 @@ const PRODUCT_UPDATE: &str =
 /// The run bookkeeping that goes into the same transaction as the rows.
 pub struct RunProgress<'a> {
     pub sync_id: &'a str,
-    /// The bus offset of the page; a page at or below the run's last applied offset is a redelivery.
+    /// The bus offset of the page (kept on the run as its last applied offset).
     pub offset: i64,
+    /// The page's content digest: a page whose digest the run has already counted is not counted again
+    /// (a redelivery, a republished outbox row, or a page fetched again after the lease moved).
+    pub digest: &'a str,
     pub rejections: &'a [String],
     /// Written to the outbox with the page when records were rejected (to the dead-letter topic).
     pub dead_letters: &'a [smb_core::bus::Message],
@@ -54,14 +57,24 @@ pub async fn apply_page(
     // The same bookkeeping around each dialect's loader.
     macro_rules! apply {
         ($tx:ident, $loader:ident) => {{
-            let row: Option<(Option<i64>, String)> =
-                sqlx::query_as("SELECT last_offset, rejections FROM sync_runs WHERE tenant_id = $1 AND id = $2")
+            let first = sqlx::query(
+                "INSERT INTO sync_pages (tenant_id, sync_id, digest) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            )
+            .bind(t)
+            .bind(run.sync_id)
+            .bind(run.digest)
+            .execute(&mut *$tx)
+            .await?
+            .rows_affected()
+                == 1;
+            let row: Option<(String,)> =
+                sqlx::query_as("SELECT rejections FROM sync_runs WHERE tenant_id = $1 AND id = $2")
                     .bind(t)
                     .bind(run.sync_id)
                     .fetch_optional(&mut *$tx)
                     .await?;
-            let (last, rejections) = row.unwrap_or((None, "[]".into()));
-            if last.is_some_and(|l| l >= run.offset) {
+            let rejections = row.map_or_else(|| "[]".to_string(), |(r,)| r);
+            if !first {
                 false
             } else {
                 $loader(&mut $tx, t, batch).await?;

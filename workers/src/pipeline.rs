@@ -245,6 +245,13 @@ impl Worker {
             } => {
                 let tenant: TenantId = tenant_id.parse()?;
                 let tz = self.zone(&tenant).await?;
+                let digest = smb_core::crypto::sha256_hex(
+                    format!(
+                        "{stream}\n{}",
+                        serde_json::to_string(&records).unwrap_or_default()
+                    )
+                    .as_bytes(),
+                );
                 let mut batch = Batch::default();
                 transform_page(&source, &stream, &records, tz, &mut batch);
                 batch.dedupe();
@@ -269,6 +276,7 @@ impl Worker {
                 let progress = RunProgress {
                     sync_id: &sync_id,
                     offset: d.offset,
+                    digest: &digest,
                     rejections: &rejections,
                     dead_letters: &dead_letters,
                     outbox: &self.outbox,
@@ -532,6 +540,11 @@ impl Worker {
             .bind(next)
             .execute(&mut *tx)
             .await?;
+            sqlx::query("DELETE FROM sync_pages WHERE tenant_id = $1 AND sync_id = $2")
+                .bind(tenant.as_str())
+                .bind(sync_id)
+                .execute(&mut *tx)
+                .await?;
             let row: Option<(i64, i64)> = sqlx::query_as("SELECT records_synced, COALESCE(duration_ms, 0) FROM sync_runs WHERE tenant_id = $1 AND id = $2")
                 .bind(tenant.as_str())
                 .bind(sync_id)

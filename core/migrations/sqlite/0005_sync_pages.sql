@@ -1,0 +1,9 @@
+-- The pages a sync run has counted, by content digest: a page that reaches the workers twice — published by
+-- two relays, or fetched again after the run's lease moved to another replica — is counted once. Rows are
+-- removed when the run finishes.
+CREATE TABLE sync_pages (
+    tenant_id TEXT NOT NULL,
+    sync_id TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    PRIMARY KEY (sync_id, digest)
+);
