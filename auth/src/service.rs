@@ -364,7 +364,7 @@ impl AuthService for AuthServiceImpl {
         &self,
         request: Request<pb::AddUserRequest>,
     ) -> Result<Response<pb::AddUserResponse>, Status> {
-        let caller = smb_core::tenant::Caller::from_metadata(request.metadata())?;
+        let caller = smb_core::tenant::Caller::from_request(&request)?;
         Ok(Response::new(
             AuthServiceImpl::add_user(self, &caller, request.into_inner()).await?,
         ))
@@ -392,7 +392,15 @@ impl AuthService for AuthServiceImpl {
         &self,
         request: Request<pb::LogoutRequest>,
     ) -> Result<Response<pb::LogoutResponse>, Status> {
-        AuthServiceImpl::logout(self, request.into_inner()).await?;
+        let own = smb_core::tenant::session_of(&request).map(str::to_string);
+        let req = request.into_inner();
+        if own.as_deref() != Some(req.session_id.as_str()) {
+            return Err(Error::unauthenticated(
+                "logout needs the access token of the session it ends",
+            )
+            .into());
+        }
+        AuthServiceImpl::logout(self, req).await?;
         Ok(Response::new(pb::LogoutResponse {}))
     }
 
@@ -420,7 +428,16 @@ impl AuthService for AuthServiceImpl {
         &self,
         request: Request<pb::CheckSessionRequest>,
     ) -> Result<Response<pb::CheckSessionResponse>, Status> {
-        let active = AuthServiceImpl::check_session(self, &request.into_inner().session_id).await?;
+        // Only the holder of a session's valid access token may ask about it.
+        let own = smb_core::tenant::session_of(&request).map(str::to_string);
+        let session = request.into_inner().session_id;
+        if own.as_deref() != Some(session.as_str()) {
+            return Err(Error::unauthenticated(
+                "CheckSession needs the access token of the session it asks about",
+            )
+            .into());
+        }
+        let active = AuthServiceImpl::check_session(self, &session).await?;
         Ok(Response::new(pb::CheckSessionResponse { active }))
     }
 
@@ -428,7 +445,11 @@ impl AuthService for AuthServiceImpl {
         &self,
         request: Request<pb::GetTenantRequest>,
     ) -> Result<Response<pb::Tenant>, Status> {
+        let caller = smb_core::tenant::Caller::from_request(&request)?;
         let tenant: TenantId = request.into_inner().tenant_id.parse()?;
+        if tenant != caller.tenant {
+            return Err(Error::not_found("tenant not found").into());
+        }
         let t = store::tenant(&self.db, &tenant)
             .await?
             .ok_or_else(|| Error::not_found("tenant not found"))?;

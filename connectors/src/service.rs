@@ -250,7 +250,7 @@ impl ConnectorsService for ConnectorsServiceImpl {
         &self,
         req: Request<pb::CreateConnectorRequest>,
     ) -> Result<Response<pb::Connector>, Status> {
-        let caller = Caller::from_metadata(req.metadata())?;
+        let caller = Caller::from_request(&req)?;
         owner_only(&caller, "connect a source")?;
         Ok(Response::new(self.create(&caller, req.into_inner()).await?))
     }
@@ -259,7 +259,7 @@ impl ConnectorsService for ConnectorsServiceImpl {
         &self,
         req: Request<pb::ListConnectorsRequest>,
     ) -> Result<Response<pb::ListConnectorsResponse>, Status> {
-        let caller = Caller::from_metadata(req.metadata())?;
+        let caller = Caller::from_request(&req)?;
         let rows = store::list_connectors(&self.db, &caller.tenant).await?;
         Ok(Response::new(pb::ListConnectorsResponse {
             connectors: rows.into_iter().map(to_pb).collect(),
@@ -270,7 +270,7 @@ impl ConnectorsService for ConnectorsServiceImpl {
         &self,
         req: Request<pb::GetConnectorRequest>,
     ) -> Result<Response<pb::Connector>, Status> {
-        let caller = Caller::from_metadata(req.metadata())?;
+        let caller = Caller::from_request(&req)?;
         Ok(Response::new(to_pb(
             self.get(&caller.tenant, &req.get_ref().id).await?,
         )))
@@ -280,7 +280,7 @@ impl ConnectorsService for ConnectorsServiceImpl {
         &self,
         req: Request<pb::DeleteConnectorRequest>,
     ) -> Result<Response<pb::DeleteConnectorResponse>, Status> {
-        let caller = Caller::from_metadata(req.metadata())?;
+        let caller = Caller::from_request(&req)?;
         owner_only(&caller, "disconnect a source")?;
         let row = self.get(&caller.tenant, &req.get_ref().id).await?;
         if !store::delete_connector(&self.db, &caller.tenant, &row.id).await? {
@@ -293,7 +293,7 @@ impl ConnectorsService for ConnectorsServiceImpl {
         &self,
         req: Request<pb::UpdateConnectorRequest>,
     ) -> Result<Response<pb::Connector>, Status> {
-        let caller = Caller::from_metadata(req.metadata())?;
+        let caller = Caller::from_request(&req)?;
         owner_only(&caller, "change a source's secrets")?;
         let pb::UpdateConnectorRequest { id, mut config } = req.into_inner();
         let mut row = self.get(&caller.tenant, &id).await?;
@@ -318,7 +318,7 @@ impl ConnectorsService for ConnectorsServiceImpl {
         &self,
         req: Request<pb::TriggerSyncRequest>,
     ) -> Result<Response<pb::TriggerSyncResponse>, Status> {
-        let caller = Caller::from_metadata(req.metadata())?;
+        let caller = Caller::from_request(&req)?;
         let row = self
             .get(&caller.tenant, &req.get_ref().connector_id)
             .await?;
@@ -333,7 +333,7 @@ impl ConnectorsService for ConnectorsServiceImpl {
         &self,
         req: Request<pb::GetSyncRunRequest>,
     ) -> Result<Response<pb::SyncRun>, Status> {
-        let caller = Caller::from_metadata(req.metadata())?;
+        let caller = Caller::from_request(&req)?;
         let r = req.get_ref();
         let row = self.get(&caller.tenant, &r.connector_id).await?;
         let sync: SyncId = r

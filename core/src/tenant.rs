@@ -1,13 +1,13 @@
-//! The authenticated caller, as the gateway established it. It travels to services in gRPC metadata and
-//! reaches handlers as a typed value, never re-parsed from a token.
+//! The authenticated caller. It reaches handlers as a typed value in the request's extensions, which only
+//! code in the same process can set: the gateway after it verified the access token, a service's own
+//! verifying layer (`smb serve`: the bearer token forwarded in the `authorization` metadata, verified
+//! against the auth service's keys), or the platform itself for work it does on a tenant's behalf.
+//! Nothing a client or another pod writes into headers becomes a caller.
 
 use crate::error::Error;
 use crate::ids::{TenantId, UserId};
 
-pub const TENANT_HEADER: &str = "x-smb-tenant-id";
-pub const USER_HEADER: &str = "x-smb-user-id";
-
-/// Who is calling: set by the gateway after it validated the access token.
+/// Who is calling, as established from a verified access token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     pub tenant: TenantId,
@@ -15,41 +15,29 @@ pub struct Caller {
     pub role: String,
 }
 
+/// The session of a verified access token, beside its [`Caller`] in the request's extensions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session(pub String);
+
 impl Caller {
-    /// Reads the caller from a request's metadata; a request without one is unauthenticated.
-    pub fn from_metadata(md: &tonic::metadata::MetadataMap) -> Result<Self, Error> {
-        let get = |k: &str| md.get(k).and_then(|v| v.to_str().ok()).map(str::to_string);
-        let missing =
-            || Error::unauthenticated("this call needs an authenticated tenant; log in and retry");
-        let tenant = get(TENANT_HEADER)
-            .ok_or_else(missing)?
-            .parse()
-            .map_err(|_| missing())?;
-        let user = get(USER_HEADER)
-            .ok_or_else(missing)?
-            .parse()
-            .map_err(|_| missing())?;
-        let role = get("x-smb-role").unwrap_or_else(|| "member".into());
-        Ok(Self { tenant, user, role })
+    /// The verified caller of a request; a request without one is unauthenticated.
+    pub fn from_request<T>(req: &tonic::Request<T>) -> Result<Self, Error> {
+        req.extensions().get::<Caller>().cloned().ok_or_else(|| {
+            Error::unauthenticated(
+                "this call needs a valid access token: send Authorization: Bearer <access_token>",
+            )
+        })
     }
 
-    /// Puts the caller into outgoing metadata.
-    pub fn to_metadata(&self, md: &mut tonic::metadata::MetadataMap) {
-        for (k, v) in [
-            (TENANT_HEADER, self.tenant.as_str()),
-            (USER_HEADER, self.user.as_str()),
-            ("x-smb-role", &self.role),
-        ] {
-            if let Ok(v) = v.parse() {
-                md.insert(k, v);
-            }
-        }
-    }
-
-    /// A request carrying this caller.
+    /// A request carrying this caller, for a service in the same process.
     pub fn request<T>(&self, msg: T) -> tonic::Request<T> {
         let mut r = tonic::Request::new(msg);
-        self.to_metadata(r.metadata_mut());
+        r.extensions_mut().insert(self.clone());
         r
     }
+}
+
+/// The verified session of a request, if any.
+pub fn session_of<T>(req: &tonic::Request<T>) -> Option<&str> {
+    req.extensions().get::<Session>().map(|s| s.0.as_str())
 }

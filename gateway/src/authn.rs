@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use smb_auth::keys::PublicKey;
 use smb_auth::{Claims, TokenVerifier};
 use smb_core::Error;
-use smb_core::tenant::Caller;
+use smb_core::tenant::{Caller, Session};
 use smb_proto::auth::v1 as pb;
 use smb_proto::auth::v1::auth_service_server::AuthService;
 
@@ -31,11 +31,27 @@ pub struct Authenticator {
     max_age: Duration,
 }
 
-/// An authenticated request: the caller and its session.
+/// An authenticated request: the caller, its session and the verified token.
 #[derive(Debug, Clone)]
 pub struct Authenticated {
     pub caller: Caller,
     pub session_id: String,
+    /// The access token as the client sent it, forwarded to the service that handles the call so that
+    /// the service verifies it again (over the wire, a service trusts no header).
+    pub token: String,
+}
+
+impl Authenticated {
+    /// A request on this caller's behalf: the caller and session as extensions (read by a service in
+    /// this process), the token as `authorization` metadata (verified by a service in another process).
+    pub fn request<T>(&self, msg: T) -> tonic::Request<T> {
+        let mut r = self.caller.request(msg);
+        r.extensions_mut().insert(Session(self.session_id.clone()));
+        if let Ok(v) = format!("Bearer {}", self.token).parse() {
+            r.metadata_mut().insert("authorization", v);
+        }
+        r
+    }
 }
 
 impl Authenticator {
@@ -82,8 +98,28 @@ impl Authenticator {
         TokenVerifier::new(&keys, issuer, audience)
     }
 
-    /// The caller behind an `Authorization` header value.
+    /// The caller behind an `Authorization` header value: a valid token of a live session.
     pub async fn authenticate(&self, authorization: Option<&str>) -> Result<Authenticated, Error> {
+        let a = self.verify_header(authorization).await?;
+        let live = self
+            .auth
+            .check_session(a.request(pb::CheckSessionRequest {
+                session_id: a.session_id.clone(),
+            }))
+            .await?
+            .into_inner()
+            .active;
+        if !live {
+            return Err(Error::unauthenticated(
+                "this session has ended (logged out or revoked); log in again",
+            ));
+        }
+        Ok(a)
+    }
+
+    /// The caller behind an `Authorization` header value, from the token alone (signature, issuer,
+    /// audience and times), without asking whether its session is still live.
+    pub async fn verify_header(&self, authorization: Option<&str>) -> Result<Authenticated, Error> {
         let token = authorization
             .and_then(|h| {
                 h.strip_prefix("Bearer ")
@@ -97,33 +133,15 @@ impl Authenticator {
                 )
             })?;
         let claims = self.verify(token).await?;
-        let caller = Caller {
-            tenant: claims
-                .tid
-                .parse()
-                .map_err(|_| Error::unauthenticated("access token is invalid"))?,
-            user: claims
-                .sub
-                .parse()
-                .map_err(|_| Error::unauthenticated("access token is invalid"))?,
-            role: claims.role.clone(),
-        };
-        let live = self
-            .auth
-            .check_session(tonic::Request::new(pb::CheckSessionRequest {
-                session_id: claims.sid.clone(),
-            }))
-            .await?
-            .into_inner()
-            .active;
-        if !live {
-            return Err(Error::unauthenticated(
-                "this session has ended (logged out or revoked); log in again",
-            ));
-        }
+        let invalid = || Error::unauthenticated("access token is invalid");
         Ok(Authenticated {
-            caller,
+            caller: Caller {
+                tenant: claims.tid.parse().map_err(|_| invalid())?,
+                user: claims.sub.parse().map_err(|_| invalid())?,
+                role: claims.role.clone(),
+            },
             session_id: claims.sid,
+            token: token.to_string(),
         })
     }
 
@@ -164,6 +182,63 @@ impl Authenticator {
                 None
             }
         }
+    }
+}
+
+/// The verifying layer of a service in the split deployment (`smb serve`): the bearer token in a request's
+/// `authorization` metadata, checked by an [`Authenticator`], becomes the request's [`Caller`] and
+/// [`Session`] extensions. A request without a valid token reaches the service without a caller, and every
+/// handler that needs one refuses it as unauthenticated; headers such as `x-smb-tenant-id` mean nothing.
+#[derive(Clone)]
+pub struct VerifyCallers {
+    authn: Arc<Authenticator>,
+    /// Also require the session to be live (every service but auth, which answers that question itself).
+    live_session: bool,
+}
+
+impl VerifyCallers {
+    pub fn layer(
+        authn: Arc<Authenticator>,
+        live_session: bool,
+    ) -> tower::filter::AsyncFilterLayer<Self> {
+        tower::filter::AsyncFilterLayer::new(Self {
+            authn,
+            live_session,
+        })
+    }
+}
+
+impl<B: Send + 'static> tower::filter::AsyncPredicate<http::Request<B>> for VerifyCallers {
+    type Future = futures::future::BoxFuture<'static, Result<http::Request<B>, tower::BoxError>>;
+    type Request = http::Request<B>;
+
+    fn check(&mut self, mut req: http::Request<B>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let ext = req.extensions_mut();
+            ext.remove::<Caller>();
+            ext.remove::<Session>();
+            let header = req
+                .headers()
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            if let Some(h) = header {
+                let verified = if this.live_session {
+                    this.authn.authenticate(Some(&h)).await
+                } else {
+                    this.authn.verify_header(Some(&h)).await
+                };
+                match verified {
+                    Ok(a) => {
+                        req.extensions_mut().insert(a.caller);
+                        req.extensions_mut().insert(Session(a.session_id));
+                    }
+                    Err(e) => tracing::debug!(error = %e, "call with an invalid token"),
+                }
+            }
+            Ok(req)
+        })
     }
 }
 

@@ -53,7 +53,7 @@ impl Edge {
 
     /// The inner message under the validated caller's metadata only.
     fn rewrap<T>(a: &Authenticated, req: Request<T>) -> Request<T> {
-        a.caller.request(req.into_inner())
+        a.request(req.into_inner())
     }
 }
 
@@ -105,7 +105,7 @@ impl AuthService for Edge {
             session_id: a.session_id.clone(),
             tenant_id: a.caller.tenant.to_string(),
         };
-        self.0.services.auth.logout(Request::new(msg)).await
+        self.0.services.auth.logout(a.request(msg)).await
     }
 
     async fn add_user(

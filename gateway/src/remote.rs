@@ -62,7 +62,9 @@ impl RemoteOrchestrator {
     /// A lazily connecting client of the service at `url`; every call gets `deadline` (a streamed answer,
     /// until its first message).
     pub fn connect_lazy(url: &str, deadline: std::time::Duration) -> anyhow::Result<Self> {
-        Ok(Self(OrchestratorServiceClient::new(channel(url, deadline)?)))
+        Ok(Self(OrchestratorServiceClient::new(channel(
+            url, deadline,
+        )?)))
     }
 }
 

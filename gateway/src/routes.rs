@@ -180,7 +180,7 @@ pub async fn logout(
 ) -> AppResult<StatusCode> {
     s.services
         .auth
-        .logout(tonic::Request::new(auth_pb::LogoutRequest {
+        .logout(a.request(auth_pb::LogoutRequest {
             session_id: a.session_id.clone(),
             tenant_id: a.caller.tenant.to_string(),
         }))
@@ -243,7 +243,7 @@ pub async fn query(
         let r = s
             .services
             .orchestrator
-            .process(a.caller.request(req))
+            .process(a.request(req))
             .await?
             .into_inner();
         return Ok(Json(answer_json(r)).into_response());
@@ -253,7 +253,7 @@ pub async fn query(
     let chunks = s
         .services
         .orchestrator
-        .process_stream(a.caller.request(req))
+        .process_stream(a.request(req))
         .await?
         .into_inner();
     let events = chunks.map(|c| {
@@ -304,7 +304,7 @@ pub async fn add_user(
     let r = s
         .services
         .auth
-        .add_user(a.caller.request(auth_pb::AddUserRequest {
+        .add_user(a.request(auth_pb::AddUserRequest {
             email: b.email,
             password: b.password,
             role: role as i32,
@@ -376,7 +376,7 @@ pub async fn list_actions(
     let r = s
         .services
         .actions
-        .list_actions(a.caller.request(orch_pb::ListActionsRequest {
+        .list_actions(a.request(orch_pb::ListActionsRequest {
             status: q.status.unwrap_or_default(),
             limit: q.limit.unwrap_or(0),
         }))
@@ -395,7 +395,7 @@ pub async fn get_action(
     let r = s
         .services
         .actions
-        .get_action(a.caller.request(orch_pb::GetActionRequest { id }))
+        .get_action(a.request(orch_pb::GetActionRequest { id }))
         .await?
         .into_inner();
     Ok(Json(action_json(r)))
@@ -409,7 +409,7 @@ pub async fn confirm_action(
     let r = s
         .services
         .actions
-        .confirm_action(a.caller.request(orch_pb::ConfirmActionRequest { id }))
+        .confirm_action(a.request(orch_pb::ConfirmActionRequest { id }))
         .await?
         .into_inner();
     Ok(Json(action_json(r)))
@@ -423,7 +423,7 @@ pub async fn reject_action(
     let r = s
         .services
         .actions
-        .reject_action(a.caller.request(orch_pb::RejectActionRequest { id }))
+        .reject_action(a.request(orch_pb::RejectActionRequest { id }))
         .await?
         .into_inner();
     Ok(Json(action_json(r)))
@@ -443,7 +443,7 @@ pub async fn list_tasks(
     let r = s
         .services
         .actions
-        .list_tasks(a.caller.request(orch_pb::ListTasksRequest {
+        .list_tasks(a.request(orch_pb::ListTasksRequest {
             status: q.status.unwrap_or_default(),
         }))
         .await?
@@ -468,7 +468,7 @@ pub async fn update_task(
     let r = s
         .services
         .actions
-        .update_task(a.caller.request(orch_pb::UpdateTaskRequest {
+        .update_task(a.request(orch_pb::UpdateTaskRequest {
             id,
             status: b.status,
         }))
@@ -491,7 +491,7 @@ pub async fn list_audit(
     let r = s
         .services
         .actions
-        .list_audit_events(a.caller.request(orch_pb::ListAuditEventsRequest {
+        .list_audit_events(a.request(orch_pb::ListAuditEventsRequest {
             limit: q.limit.unwrap_or(0),
         }))
         .await?
@@ -550,7 +550,7 @@ pub async fn create_connector(
     let c = s
         .services
         .connectors
-        .create_connector(a.caller.request(conn_pb::CreateConnectorRequest {
+        .create_connector(a.request(conn_pb::CreateConnectorRequest {
             r#type: connector_type(&b.kind)?,
             config,
         }))
@@ -566,7 +566,7 @@ pub async fn list_connectors(
     let r = s
         .services
         .connectors
-        .list_connectors(a.caller.request(conn_pb::ListConnectorsRequest {}))
+        .list_connectors(a.request(conn_pb::ListConnectorsRequest {}))
         .await?
         .into_inner();
     Ok(Json(
@@ -582,7 +582,7 @@ pub async fn get_connector(
     let c = s
         .services
         .connectors
-        .get_connector(a.caller.request(conn_pb::GetConnectorRequest { id }))
+        .get_connector(a.request(conn_pb::GetConnectorRequest { id }))
         .await?
         .into_inner();
     Ok(Json(connector_json(c)))
@@ -597,7 +597,7 @@ pub async fn update_connector(
     let c = s
         .services
         .connectors
-        .update_connector(a.caller.request(conn_pb::UpdateConnectorRequest {
+        .update_connector(a.request(conn_pb::UpdateConnectorRequest {
             id,
             config: string_config(b.config)?,
         }))
@@ -663,7 +663,7 @@ pub async fn delete_connector(
 ) -> AppResult<StatusCode> {
     s.services
         .connectors
-        .delete_connector(a.caller.request(conn_pb::DeleteConnectorRequest { id }))
+        .delete_connector(a.request(conn_pb::DeleteConnectorRequest { id }))
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -676,10 +676,7 @@ pub async fn trigger_sync(
     let r = s
         .services
         .connectors
-        .trigger_sync(
-            a.caller
-                .request(conn_pb::TriggerSyncRequest { connector_id: id }),
-        )
+        .trigger_sync(a.request(conn_pb::TriggerSyncRequest { connector_id: id }))
         .await?
         .into_inner();
     Ok((
@@ -696,7 +693,7 @@ pub async fn get_sync(
     let r = s
         .services
         .connectors
-        .get_sync_run(a.caller.request(conn_pb::GetSyncRunRequest {
+        .get_sync_run(a.request(conn_pb::GetSyncRunRequest {
             connector_id: id,
             sync_id,
         }))

@@ -241,8 +241,7 @@ pub async fn by_day(
         ),
     };
     let binds = if from == "refunds" { Vec::new() } else { binds };
-    let rows: Vec<(NaiveDate, i64, i64)> =
-        ranged!(db, tenant, &sql, start, end, &binds, fetch_all);
+    let rows: Vec<(NaiveDate, i64, i64)> = ranged!(db, tenant, &sql, start, end, &binds, fetch_all);
     Ok(Some(rows))
 }
 

@@ -430,16 +430,25 @@ pub async fn serve(service: &str) -> anyhow::Result<()> {
         use smb_gateway::remote::{
             RemoteActions, RemoteAuth, RemoteConnectors, RemoteOrchestrator, RemoteWebhooks,
         };
+        let deadline = Duration::from_millis(cfg.services.timeout_ms.max(1));
         let services = Services {
-            auth: Arc::new(RemoteAuth::connect_lazy(&cfg.services.auth_url)?),
+            auth: Arc::new(RemoteAuth::connect_lazy(&cfg.services.auth_url, deadline)?),
             orchestrator: Arc::new(RemoteOrchestrator::connect_lazy(
                 &cfg.services.orchestrator_url,
+                deadline,
             )?),
-            actions: Arc::new(RemoteActions::connect_lazy(&cfg.services.orchestrator_url)?),
+            actions: Arc::new(RemoteActions::connect_lazy(
+                &cfg.services.orchestrator_url,
+                deadline,
+            )?),
             connectors: Arc::new(RemoteConnectors::connect_lazy(
                 &cfg.services.connectors_url,
+                deadline,
             )?),
-            webhooks: Arc::new(RemoteWebhooks::connect_lazy(&cfg.services.connectors_url)?),
+            webhooks: Arc::new(RemoteWebhooks::connect_lazy(
+                &cfg.services.connectors_url,
+                deadline,
+            )?),
         };
         let cache = cache::connect(cfg.cache.url.expose_secret(), &cfg.cache.key_prefix).await?;
         let gateway = Gateway::new(services, cache, &cfg, Vec::new()).await?;
@@ -462,7 +471,22 @@ pub async fn serve(service: &str) -> anyhow::Result<()> {
         .register_encoded_file_descriptor_set(smb_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
+    // Every call is verified here: the bearer token forwarded by the gateway becomes the caller; no
+    // header is taken at its word. The auth service checks sessions itself, so it only verifies tokens.
+    let authn = Arc::new(
+        smb_gateway::authn::Authenticator::new(
+            platform.auth.clone(),
+            &cfg.auth.issuer,
+            &cfg.auth.audience,
+            Duration::from_secs(cfg.auth.jwks_refresh_secs.max(1)),
+        )
+        .await?,
+    );
     let router = tonic::transport::Server::builder()
+        .layer(smb_gateway::authn::VerifyCallers::layer(
+            authn,
+            service != "auth",
+        ))
         .add_service(health)
         .add_service(reflection);
     let router = match service {

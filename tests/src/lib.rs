@@ -154,6 +154,29 @@ pub fn binary() -> PathBuf {
         })
 }
 
+/// A command running the `smb` binary with `env` set: without the harness's own variables (they are not
+/// the program's configuration), with private networks allowed (our fake sources listen on loopback; a
+/// test that checks the guard sets it to false), and with the program's logs shown when SMB_TEST_STDERR=1
+/// (nextest prints them for failing tests).
+pub fn command(env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(binary());
+    cmd.stderr(if std::env::var_os("SMB_TEST_STDERR").is_some() {
+        Stdio::inherit()
+    } else {
+        Stdio::null()
+    });
+    for (k, _) in std::env::vars() {
+        if k.starts_with("SMB_TEST_") || k == "SMB_BIN" {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("SMB_CONNECTORS__ALLOW_PRIVATE_NETWORKS", "true");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
 impl App {
     /// Starts `smb up` on 127.0.0.1:0 with `env` set, and waits for its address.
     pub fn start(env: &[(&str, &str)]) -> Self {
@@ -163,27 +186,10 @@ impl App {
 
     /// Starts `smb up` on `dir`; with `keep_dir` the directory outlives this process (for restarts).
     pub fn start_in(dir: PathBuf, keep_dir: bool, env: &[(&str, &str)]) -> Self {
-        let mut cmd = Command::new(binary());
+        let mut cmd = command(env);
         cmd.args(["up", "--addr", "127.0.0.1:0", "--data-dir"])
             .arg(&dir)
-            .stdout(Stdio::piped())
-            // SMB_TEST_STDERR=1 shows the program's logs (nextest prints them for failing tests).
-            .stderr(if std::env::var_os("SMB_TEST_STDERR").is_some() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            });
-        // The harness's own variables are not the program's configuration.
-        for (k, _) in std::env::vars() {
-            if k.starts_with("SMB_TEST_") || k == "SMB_BIN" {
-                cmd.env_remove(k);
-            }
-        }
-        // Our fake sources listen on loopback; a test that checks the guard sets this to false.
-        cmd.env("SMB_CONNECTORS__ALLOW_PRIVATE_NETWORKS", "true");
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
+            .stdout(Stdio::piped());
         let mut child = cmd
             .spawn()
             .expect("smb binary runs (build it with `cargo build -p smb`)");
@@ -210,6 +216,18 @@ impl App {
             child,
             dir,
             keep_dir,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// An `App` over a program already started (the split deployment's gateway) at `url`; `dir` is
+    /// removed when it is dropped.
+    pub fn attach(url: String, child: Child, dir: PathBuf) -> Self {
+        Self {
+            url,
+            child,
+            dir,
+            keep_dir: false,
             http: reqwest::Client::new(),
         }
     }
@@ -467,6 +485,188 @@ pub mod sync {
             customer_keys: keys.len(),
             products: tables[4].len(),
             digest: smb_core::crypto::sha256_hex(all.as_bytes()),
+        }
+    }
+}
+
+/// The split deployment: every service its own `smb serve` process (auth, orchestrator, connectors, N
+/// workers replicas, gateway) over PostgreSQL, Redis and a Kafka-compatible broker, each with its own
+/// database, key prefix and topic prefix. Tests reach it through the gateway's public port (`gateway`), and
+/// may call the services' ports directly to check that they trust nothing but a verified token.
+pub mod split {
+    use std::time::{Duration, Instant};
+
+    use smb_core::store::testing::PgTestDb;
+
+    use super::*;
+
+    pub const ENCRYPTION_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+
+    pub struct Split {
+        /// The gateway, spoken to like `smb up`.
+        pub gateway: App,
+        pub auth_url: String,
+        pub orchestrator_url: String,
+        pub connectors_url: String,
+        pub pg: Option<PgTestDb>,
+        /// The workers replicas; `None` once killed.
+        pub workers: Vec<Option<Child>>,
+        services: Vec<Child>,
+        cache_prefix: String,
+        /// Every process's environment (a restarted replica gets the same).
+        env: Vec<(String, String)>,
+    }
+
+    fn spawn(env: &[(String, String)], service: &str, port: u16) -> Child {
+        let addr = format!("127.0.0.1:{port}");
+        let mut e: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        e.push(("SMB_SERVER__ADDR", &addr));
+        command(&e)
+            .args(["serve", service])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("smb binary runs (build it with `cargo build -p smb`)")
+    }
+
+    fn wait_port(port: u16, what: &str, child: &mut Child) {
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("smb serve {what} exited: {status} (SMB_TEST_STDERR=1 shows its logs)");
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "smb serve {what} did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    impl Split {
+        /// Starts the deployment on the broker at `kafka` with `workers` replicas; `extra` is added to
+        /// every process's environment.
+        pub async fn start(kafka: &str, workers: usize, extra: &[(&str, &str)]) -> Self {
+            let pg = PgTestDb::create()
+                .await
+                .expect("PostgreSQL on 127.0.0.1:5432");
+            let id = uuid::Uuid::new_v4().simple().to_string();
+            let dir = std::env::temp_dir().join(format!("smb-split-{id}"));
+            let cache_prefix = format!("smbsplit:{id}:");
+            let topic_prefix = format!("s{id}.");
+            let [auth, orch, conn, gw] = [free_port(), free_port(), free_port(), free_port()];
+            let url = |p: u16| format!("http://127.0.0.1:{p}");
+            let dir_s = dir.display().to_string();
+            let (auth_url, orchestrator_url, connectors_url) = (url(auth), url(orch), url(conn));
+            let mut env: Vec<(&str, &str)> = vec![
+                ("SMB_DATABASE__URL", &pg.app_url),
+                ("SMB_DATABASE__MIGRATE_URL", &pg.owner_url),
+                ("SMB_CACHE__URL", "redis://127.0.0.1:6379"),
+                ("SMB_CACHE__KEY_PREFIX", &cache_prefix),
+                ("SMB_BUS__KIND", "kafka"),
+                ("SMB_BUS__BROKERS", kafka),
+                ("SMB_BUS__TOPIC_PREFIX", &topic_prefix),
+                ("SMB_BUS__RETRY_BACKOFF_MS", "100"),
+                ("SMB_SERVER__DATA_DIR", &dir_s),
+                ("SMB_SEARCH__INDEX", "off"),
+                ("SMB_CONNECTORS__ENCRYPTION_KEY", ENCRYPTION_KEY),
+                ("SMB_CONNECTORS__LEASE_SECS", "5"),
+                ("SMB_SERVICES__AUTH_URL", &auth_url),
+                ("SMB_SERVICES__ORCHESTRATOR_URL", &orchestrator_url),
+                ("SMB_SERVICES__CONNECTORS_URL", &connectors_url),
+                ("SMB_GATEWAY__DEFAULT_RATE_LIMIT", "100000"),
+            ];
+            env.extend_from_slice(extra);
+            let env: Vec<(String, String)> = env
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let spawn = |service: &str, port: u16| spawn(&env, service, port);
+            // Auth first: it migrates the database and the gateway reads its keys at start.
+            let mut services = vec![spawn("auth", auth)];
+            wait_port(auth, "auth", &mut services[0]);
+            for (s, p) in [("orchestrator", orch), ("connectors", conn)] {
+                let mut c = spawn(s, p);
+                wait_port(p, s, &mut c);
+                services.push(c);
+            }
+            let workers = (0..workers)
+                .map(|_| Some(spawn("workers", free_port())))
+                .collect();
+            let mut gateway = spawn("gateway", gw);
+            wait_port(gw, "gateway", &mut gateway);
+            Self {
+                gateway: App::attach(url(gw), gateway, dir),
+                auth_url,
+                orchestrator_url,
+                connectors_url,
+                pg: Some(pg),
+                workers,
+                services,
+                cache_prefix,
+                env,
+            }
+        }
+
+        /// Starts workers replica `i` again (as a Deployment replaces a pod that died).
+        pub fn restart_worker(&mut self, i: usize) {
+            self.kill_worker(i);
+            self.workers[i] = Some(spawn(&self.env, "workers", free_port()));
+        }
+
+        /// The deployment's database.
+        pub fn db(&self) -> &smb_core::store::Db {
+            &self.pg.as_ref().expect("running").db
+        }
+
+        /// The index of the live workers replica with process id `pid`.
+        pub fn worker_with_pid(&self, pid: u32) -> Option<usize> {
+            self.workers
+                .iter()
+                .position(|w| w.as_ref().is_some_and(|c| c.id() == pid))
+        }
+
+        /// SIGKILL to workers replica `i`: it gets no chance to finish or release anything.
+        pub fn kill_worker(&mut self, i: usize) {
+            if let Some(mut c) = self.workers[i].take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+
+        fn kill_all(&mut self) {
+            for c in self
+                .services
+                .iter_mut()
+                .chain(self.workers.iter_mut().flatten())
+            {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+
+        /// Stops every process and removes the database, the cache keys and the data directory.
+        pub async fn stop(mut self) {
+            self.kill_all();
+            let _ = Command::new("sh")
+                .arg("-c")
+                .arg(format!(
+                    "redis-cli -h 127.0.0.1 --scan --pattern '{}*' | xargs -r redis-cli -h 127.0.0.1 del",
+                    self.cache_prefix
+                ))
+                .stdout(Stdio::null())
+                .status();
+            let pg = self.pg.take();
+            drop(self);
+            if let Some(pg) = pg {
+                pg.drop_db().await;
+            }
+        }
+    }
+
+    /// A test that fails stops the processes too (its database is left for a look).
+    impl Drop for Split {
+        fn drop(&mut self) {
+            self.kill_all();
         }
     }
 }

@@ -18,7 +18,7 @@ impl ActionsService for ActionsServiceImpl {
         &self,
         req: Request<pb::ListActionsRequest>,
     ) -> Result<Response<pb::ListActionsResponse>, Status> {
-        let caller = Caller::from_metadata(req.metadata())?;
+        let caller = Caller::from_request(&req)?;
         let r = req.into_inner();
         let actions = self.0.list(&caller, r.status.trim(), r.limit).await?;
         Ok(Response::new(pb::ListActionsResponse { actions }))
@@ -28,7 +28,7 @@ impl ActionsService for ActionsServiceImpl {
         &self,
         req: Request<pb::GetActionRequest>,
     ) -> Result<Response<pb::Action>, Status> {
-        let caller = Caller::from_metadata(req.metadata())?;
+        let caller = Caller::from_request(&req)?;
         Ok(Response::new(
             self.0.get(&caller, &req.into_inner().id).await?,
         ))
@@ -38,7 +38,7 @@ impl ActionsService for ActionsServiceImpl {
         &self,
         req: Request<pb::ConfirmActionRequest>,
     ) -> Result<Response<pb::Action>, Status> {
-        let caller = Caller::from_metadata(req.metadata())?;
+        let caller = Caller::from_request(&req)?;
         Ok(Response::new(
             self.0.confirm(&caller, &req.into_inner().id).await?,
         ))
@@ -48,7 +48,7 @@ impl ActionsService for ActionsServiceImpl {
         &self,
         req: Request<pb::RejectActionRequest>,
     ) -> Result<Response<pb::Action>, Status> {
-        let caller = Caller::from_metadata(req.metadata())?;
+        let caller = Caller::from_request(&req)?;
         Ok(Response::new(
             self.0.reject(&caller, &req.into_inner().id).await?,
         ))
@@ -58,7 +58,7 @@ impl ActionsService for ActionsServiceImpl {
         &self,
         req: Request<pb::ListTasksRequest>,
     ) -> Result<Response<pb::ListTasksResponse>, Status> {
-        let caller = Caller::from_metadata(req.metadata())?;
+        let caller = Caller::from_request(&req)?;
         let tasks = self
             .0
             .list_tasks(&caller, req.into_inner().status.trim())
@@ -70,7 +70,7 @@ impl ActionsService for ActionsServiceImpl {
         &self,
         req: Request<pb::UpdateTaskRequest>,
     ) -> Result<Response<pb::Task>, Status> {
-        let caller = Caller::from_metadata(req.metadata())?;
+        let caller = Caller::from_request(&req)?;
         let r = req.into_inner();
         Ok(Response::new(
             self.0.update_task(&caller, &r.id, r.status.trim()).await?,
@@ -81,7 +81,7 @@ impl ActionsService for ActionsServiceImpl {
         &self,
         req: Request<pb::ListAuditEventsRequest>,
     ) -> Result<Response<pb::ListAuditEventsResponse>, Status> {
-        let caller = Caller::from_metadata(req.metadata())?;
+        let caller = Caller::from_request(&req)?;
         let events = self.0.audit_events(&caller, req.into_inner().limit).await?;
         Ok(Response::new(pb::ListAuditEventsResponse { events }))
     }

@@ -430,7 +430,11 @@ async fn requests_beyond_the_in_flight_limit_are_shed_with_503() {
                 .await
                 .unwrap();
             let retry = r.headers().get("retry-after").cloned();
-            (r.status().as_u16(), retry, r.json::<serde_json::Value>().await.unwrap())
+            (
+                r.status().as_u16(),
+                retry,
+                r.json::<serde_json::Value>().await.unwrap(),
+            )
         }));
     }
     let (s, _, _) = app.call("GET", "/healthz", None, None).await;
@@ -443,7 +447,10 @@ async fn requests_beyond_the_in_flight_limit_are_shed_with_503() {
             503 => {
                 shed += 1;
                 assert_eq!(b["error"]["code"], "unavailable", "{b}");
-                assert!(b["error"]["message"].as_str().unwrap().contains("busy"), "{b}");
+                assert!(
+                    b["error"]["message"].as_str().unwrap().contains("busy"),
+                    "{b}"
+                );
                 assert!(retry.is_some(), "Retry-After");
             }
             other => panic!("unexpected {other}: {b}"),
@@ -461,8 +468,10 @@ async fn a_request_past_the_gateway_timeout_gets_504() {
         .call(
             "POST",
             "/v1/auth/signup",
-            Some(json!({"tenant_name": "Slow Co", "email": "slow@example.com",
-                "password": "correct horse battery staple", "timezone": "UTC", "currency": "USD"})),
+            Some(
+                json!({"tenant_name": "Slow Co", "email": "slow@example.com",
+                "password": "correct horse battery staple", "timezone": "UTC", "currency": "USD"}),
+            ),
             None,
         )
         .await;

@@ -14,5 +14,6 @@ mod paraphrase;
 mod search;
 mod search_index;
 mod shutdown;
+mod split;
 mod sync;
 mod webhooks;

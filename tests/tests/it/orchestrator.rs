@@ -8,9 +8,9 @@ use smb_tests::fake::{Dataset, FakeSaas, Sizes};
 use smb_tests::sync::{connect_shopify, connect_stripe, sync};
 use smb_tests::{App, Owner};
 
-const AS_OF: &str = "2025-01-31T12:00:00-05:00";
+pub(crate) const AS_OF: &str = "2025-01-31T12:00:00-05:00";
 
-const QUESTIONS: &[&str] = &[
+pub(crate) const QUESTIONS: &[&str] = &[
     "revenue in January 2025 from shopify",
     "how many orders this month",
     "top 5 customers this month",
@@ -38,7 +38,7 @@ fn sizes() -> Sizes {
     }
 }
 
-async fn ask(app: &App, owner: &Owner, q: &str) -> Value {
+pub(crate) async fn ask(app: &App, owner: &Owner, q: &str) -> Value {
     let (s, b, _) = app
         .call(
             "POST",

@@ -1,0 +1,361 @@
+//! The split deployment as separate processes (`smb serve` auth, orchestrator, connectors, two workers
+//! replicas, gateway) over PostgreSQL, Redis and the Kafka-compatible broker, driven through the gateway's
+//! public port as a client would: signup, connecting the fake sources, syncs with a workers replica killed
+//! mid-sync, questions (the same answers as `smb up`), and webhooks. The services' own ports trust nothing
+//! but a verified access token: a forged tenant header gets `Unauthenticated`.
+
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use serde_json::{Value, json};
+use smb_connectors::webhooks::sign;
+use smb_proto::auth::v1 as auth_pb;
+use smb_proto::auth::v1::auth_service_client::AuthServiceClient;
+use smb_proto::connectors::v1 as conn_pb;
+use smb_proto::connectors::v1::connectors_service_client::ConnectorsServiceClient;
+use smb_proto::orchestrator::v1 as orch_pb;
+use smb_proto::orchestrator::v1::actions_service_client::ActionsServiceClient;
+use smb_proto::orchestrator::v1::orchestrator_service_client::OrchestratorServiceClient;
+use smb_tests::fake::{Dataset, FakeSaas, Sizes};
+use smb_tests::split::Split;
+use smb_tests::sync::{canonical, connect, connect_shopify, connect_stripe, sync, trigger, wait};
+use smb_tests::{App, Owner};
+use tonic::Code;
+
+use crate::orchestrator::{QUESTIONS, ask};
+
+fn kafka() -> String {
+    std::env::var("SMB_TEST_KAFKA")
+        .expect("SMB_TEST_KAFKA is set by scripts/test.sh (the Kafka-compatible test broker)")
+}
+
+/// A request carrying `headers` as metadata.
+fn with<T>(msg: T, headers: &[(&'static str, &str)]) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    for (k, v) in headers {
+        r.metadata_mut().insert(*k, v.parse().unwrap());
+    }
+    r
+}
+
+/// The claims of an access token (read, not verified).
+fn claims(token: &str) -> Value {
+    let payload = token.split('.').nth(1).unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_trust_a_verified_token_and_no_header() {
+    let split = Split::start(&kafka(), 0, &[]).await;
+    let owner = split.gateway.owner("UTC").await;
+    let other = split.gateway.owner("UTC").await;
+    let c = claims(&owner.token);
+    let user = c["sub"].as_str().unwrap().to_string();
+    let sid = c["sid"].as_str().unwrap().to_string();
+    let bearer = format!("Bearer {}", owner.token);
+    // What the gateway used to send, and what any pod in the cluster could: the caller as headers.
+    let forged: Vec<(&'static str, &str)> = vec![
+        ("x-smb-tenant-id", &owner.tenant_id),
+        ("x-smb-user-id", &user),
+        ("x-smb-role", "owner"),
+    ];
+
+    let mut orch = OrchestratorServiceClient::connect(split.orchestrator_url.clone())
+        .await
+        .unwrap();
+    let q = || orch_pb::ProcessRequest {
+        query: "how many orders this month".into(),
+        ..Default::default()
+    };
+    let e = orch.process(with(q(), &forged)).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+    // A token whose signature was tampered with is no better.
+    let mut bad = owner.token.clone();
+    let last = bad.pop().unwrap();
+    bad.push(if last == 'A' { 'B' } else { 'A' });
+    let e = orch
+        .process(with(q(), &[("authorization", &format!("Bearer {bad}"))]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+    // The owner's own token works against the service directly.
+    let r = orch
+        .process(with(q(), &[("authorization", &bearer)]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!r.answer.is_empty(), "{r:?}");
+
+    let mut actions = ActionsServiceClient::connect(split.orchestrator_url.clone())
+        .await
+        .unwrap();
+    let e = actions
+        .list_actions(with(orch_pb::ListActionsRequest::default(), &forged))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+
+    let mut conns = ConnectorsServiceClient::connect(split.connectors_url.clone())
+        .await
+        .unwrap();
+    let e = conns
+        .list_connectors(with(conn_pb::ListConnectorsRequest {}, &forged))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+    let e = conns
+        .create_connector(with(
+            conn_pb::CreateConnectorRequest {
+                r#type: conn_pb::ConnectorType::Shopify as i32,
+                config: [
+                    (
+                        "shop_url".to_string(),
+                        "https://x.myshopify.com".to_string(),
+                    ),
+                    ("access_token".to_string(), "t".to_string()),
+                ]
+                .into(),
+            },
+            &forged,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+
+    // The auth service's internal questions are answered only to the holder of the token concerned.
+    let mut auth = AuthServiceClient::connect(split.auth_url.clone())
+        .await
+        .unwrap();
+    let check = |h: &[(&'static str, &str)]| {
+        with(
+            auth_pb::CheckSessionRequest {
+                session_id: sid.clone(),
+            },
+            h,
+        )
+    };
+    let e = auth.check_session(check(&forged)).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+    let other_bearer = format!("Bearer {}", other.token);
+    let e = auth
+        .check_session(check(&[("authorization", &other_bearer)]))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.code(),
+        Code::Unauthenticated,
+        "another session's token: {e:?}"
+    );
+    assert!(
+        auth.check_session(check(&[("authorization", &bearer)]))
+            .await
+            .unwrap()
+            .into_inner()
+            .active
+    );
+    let tenant = |id: &str, h: &[(&'static str, &str)]| {
+        with(
+            auth_pb::GetTenantRequest {
+                tenant_id: id.to_string(),
+            },
+            h,
+        )
+    };
+    let e = auth
+        .get_tenant(tenant(&owner.tenant_id, &forged))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+    let e = auth
+        .get_tenant(tenant(
+            &owner.tenant_id,
+            &[("authorization", &other_bearer)],
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "another tenant: {e:?}");
+    let e = auth
+        .logout(with(
+            auth_pb::LogoutRequest {
+                session_id: sid.clone(),
+                tenant_id: owner.tenant_id.clone(),
+            },
+            &forged,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+    let (s, _, _) = split
+        .gateway
+        .call("GET", "/v1/connectors", None, Some(&owner.token))
+        .await;
+    assert_eq!(s, 200, "the session outlived the forged logout");
+
+    // A logged-out session's token stops working at the services too, not only at the gateway.
+    let (s, _, _) = split
+        .gateway
+        .call("POST", "/v1/auth/logout", None, Some(&owner.token))
+        .await;
+    assert_eq!(s, 204);
+    let e = orch
+        .process(with(q(), &[("authorization", &bearer)]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+    split.stop().await;
+}
+
+const SIZES: Sizes = Sizes {
+    orders: 900,
+    customers: 60,
+    products: 8,
+    charges: 400,
+    stripe_customers: 30,
+};
+
+async fn answers(app: &App, owner: &Owner) -> Vec<Value> {
+    let mut out = Vec::new();
+    for q in QUESTIONS {
+        let mut b = ask(app, owner, q).await;
+        // Synced moments apart: freshness differs, everything else must not.
+        b["result"].as_object_mut().map(|o| o.remove("freshness"));
+        out.push(json!({"answer": b["answer"], "result": b["result"], "intent": b["intent"]}));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_deployment_syncs_answers_and_loses_nothing_when_a_worker_dies() {
+    let fake = FakeSaas::start(Dataset::generate(SIZES)).await;
+
+    // The reference: the same sources on `smb up`.
+    let (reference, expected, runs) = {
+        let app = App::start(&[]);
+        let owner = app.owner("America/New_York").await;
+        let mut runs = Vec::new();
+        for c in [
+            connect_shopify(&app, &owner, &fake).await,
+            connect_stripe(&app, &owner, &fake).await,
+        ] {
+            let run = sync(&app, &owner, &c).await;
+            assert_eq!(run["status"], "succeeded", "{run}");
+            runs.push(run["records_synced"].clone());
+        }
+        let db = smb_core::store::Db::open_sqlite(&app.dir.join("smb.db"), 2)
+            .await
+            .unwrap();
+        (
+            canonical(&db, &owner.tenant_id).await,
+            answers(&app, &owner).await,
+            runs,
+        )
+    };
+    let _ = fake.take_log().await;
+
+    let mut split = Split::start(&kafka(), 2, &[]).await;
+    let app = &split.gateway;
+    let owner = app.owner("America/New_York").await;
+    const SECRET: &str = "whsec_split_0123456789";
+    let shop = connect(
+        app,
+        &owner,
+        json!({"type": "shopify", "config": {"shop_url": fake.url(), "access_token": smb_tests::fake::SHOP_TOKEN, "webhook_secret": SECRET}}),
+    )
+    .await;
+    let stripe = connect_stripe(app, &owner, &fake).await;
+
+    // Hold the sources after a few pages, kill one workers replica, let the syncs run on.
+    fake.hold_after(4).await;
+    let ids = [
+        trigger(app, &owner, &shop).await,
+        trigger(app, &owner, &stripe).await,
+    ];
+    let start = Instant::now();
+    while fake.held() == 0 {
+        assert!(start.elapsed() < Duration::from_secs(60), "no sync started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Kill the replica running the sync: the lease owner is "<pid>-<random>".
+    let owner_pid = {
+        let (lease_owner,): (String,) = async {
+            Ok::<_, smb_core::Error>(smb_core::with_global!(split.db(), read, |tx| {
+                sqlx::query_as(
+                    "SELECT lease_owner FROM connector_schedule WHERE lease_owner IS NOT NULL LIMIT 1",
+                )
+                .fetch_one(&mut *tx)
+                .await?
+            }))
+        }
+        .await
+        .unwrap();
+        lease_owner
+            .split('-')
+            .next()
+            .unwrap()
+            .parse::<u32>()
+            .unwrap()
+    };
+    let victim = split
+        .worker_with_pid(owner_pid)
+        .expect("a workers replica holds the sync's lease");
+    split.kill_worker(victim);
+    fake.release().await;
+    // The other replica takes the run over once its lease (5 s here) has lapsed. The broker hands the dead
+    // replica's partitions to the living only when the group rebalances; tansu starts that when a member
+    // joins (a SIGKILLed member was never replaced within 240 s here), so the replica comes back as a
+    // Deployment would bring it back.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    split.restart_worker(victim);
+    let app = &split.gateway;
+    for ((c, id), expected) in [(&shop, &ids[0]), (&stripe, &ids[1])]
+        .into_iter()
+        .zip(&runs)
+    {
+        let run = wait(app, &owner, c, id, Duration::from_secs(240)).await;
+        assert_eq!(run["status"], "succeeded", "{run}");
+        assert_eq!(&run["records_synced"], expected, "counted once: {run}");
+    }
+    let got = canonical(split.db(), &owner.tenant_id).await;
+    assert_eq!(got, reference, "nothing lost, nothing twice");
+    assert_eq!(answers(app, &owner).await, expected);
+
+    // A signed webhook through the gateway reaches the canonical tables through the surviving replica.
+    let order = json!({"id": 990_001u64, "name": "#990001", "email": "hook@example.com",
+        "created_at": "2025-01-20T10:00:00-05:00", "updated_at": "2025-01-20T10:00:00-05:00",
+        "cancelled_at": null, "test": false, "currency": "USD", "financial_status": "paid",
+        "total_price": "12.00", "total_discounts": "0.00", "customer": {"id": 990_002u64, "email": "hook@example.com"},
+        "line_items": [{"id": 990_003u64, "product_id": 9, "title": "Amber Roast", "quantity": 1, "price": "12.00"}],
+        "refunds": []});
+    let raw = serde_json::to_vec(&order).unwrap();
+    let r = app
+        .http
+        .post(format!("{}/webhooks/shopify/{shop}", app.url))
+        .header(
+            "x-shopify-hmac-sha256",
+            sign::shopify(SECRET.as_bytes(), &raw),
+        )
+        .header("x-shopify-webhook-id", "split-hook-1")
+        .header("x-shopify-topic", "orders/create")
+        .header("content-type", "application/json")
+        .body(raw)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    let start = Instant::now();
+    loop {
+        let now = canonical(split.db(), &owner.tenant_id).await;
+        if now.orders == reference.orders + 1 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the webhook's order never arrived: {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    split.stop().await;
+}
