@@ -68,7 +68,7 @@ impl Scheduler {
                     .await?
                 }
             };
-            if !store::acquire_lease(
+            if store::acquire_lease(
                 &self.engine.db,
                 &due.connector_id,
                 &self.engine.owner,
@@ -76,6 +76,7 @@ impl Scheduler {
                 now_ms() + 5_000,
             )
             .await?
+            .is_none()
             {
                 continue;
             }

@@ -6,6 +6,25 @@ use smb_core::outbox::Outbox;
 use smb_core::store::Db;
 use smb_core::{Error, outbox_insert, with_global, with_tenant};
 
+/// The fence, inside the caller's transaction: extends the lease to `until` if it is still `lease` (same
+/// owner and epoch); false when it moved on.
+macro_rules! renew_in {
+    ($tx:ident, $lease:expr, $until:expr) => {
+        sqlx::query(
+            "UPDATE connector_schedule SET lease_until = $4 \
+             WHERE connector_id = $1 AND lease_owner = $2 AND lease_epoch = $3",
+        )
+        .bind(&$lease.connector)
+        .bind(&$lease.owner)
+        .bind($lease.epoch)
+        .bind($until)
+        .execute(&mut *$tx)
+        .await?
+        .rows_affected()
+            == 1
+    };
+}
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ConnectorRow {
     pub id: String,
@@ -128,7 +147,20 @@ pub async fn queue_run(
     trigger: &str,
     now: i64,
 ) -> Result<String, Error> {
+    // Concurrent triggers of one connector queue one run: on PostgreSQL the schedule row is locked first, so
+    // under READ COMMITTED the second trigger waits and then sees the first one's run (SQLite serialises
+    // writers anyway).
+    let lock = match db {
+        Db::Postgres(_) => {
+            "SELECT connector_id FROM connector_schedule WHERE connector_id = $1 FOR UPDATE"
+        }
+        Db::Sqlite(_) => "SELECT connector_id FROM connector_schedule WHERE connector_id = $1",
+    };
     Ok(with_tenant!(db, tenant, write, |tx| {
+        sqlx::query(lock)
+            .bind(connector)
+            .fetch_optional(&mut *tx)
+            .await?;
         let active: Option<(String,)> = sqlx::query_as(
             "SELECT id FROM sync_runs WHERE tenant_id = $1 AND connector_id = $2 AND status IN ('queued', 'running') \
              ORDER BY created_at DESC LIMIT 1",
@@ -225,14 +257,20 @@ pub async fn get_cursor(
 pub async fn checkpoint(
     db: &Db,
     tenant: &TenantId,
-    connector: &str,
+    lease: &Lease,
+    lease_until: i64,
     stream: &str,
     cursor: &str,
     outbox: &Outbox,
     msgs: &[Message],
     now: i64,
 ) -> Result<(), Error> {
+    let connector = lease.connector.as_str();
     with_tenant!(db, tenant, write, |tx| {
+        // Fenced: a replica whose lease moved on writes neither the page nor the cursor.
+        if !renew_in!(tx, lease, lease_until) {
+            return Err(lease_lost(lease));
+        }
         outbox_insert!(tx, outbox, msgs, now);
         sqlx::query(
             "INSERT INTO sync_cursors (connector_id, stream, tenant_id, cursor, updated_at) VALUES ($1, $2, $3, $4, $5) \
@@ -271,28 +309,78 @@ pub async fn due(db: &Db, now: i64) -> Result<Vec<DueRow>, Error> {
     }))
 }
 
-/// Takes or renews the connector's sync lease. False when another owner holds a live lease.
+/// A connector's sync lease as one replica acquired it: the epoch fences every write of the run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub connector: String,
+    pub owner: String,
+    pub epoch: i64,
+}
+
+/// Takes the connector's sync lease (or takes it again, as its owner) and returns it with a new epoch;
+/// `None` when another owner holds a live lease.
 pub async fn acquire_lease(
     db: &Db,
     connector: &str,
     owner: &str,
     now: i64,
     until: i64,
-) -> Result<bool, Error> {
-    Ok(with_global!(db, write, |tx| {
-        sqlx::query(
-            "UPDATE connector_schedule SET lease_owner = $2, lease_until = $4 \
-             WHERE connector_id = $1 AND (lease_until IS NULL OR lease_until < $3 OR lease_owner = $2)",
+) -> Result<Option<Lease>, Error> {
+    let epoch: Option<(i64,)> = with_global!(db, write, |tx| {
+        sqlx::query_as(
+            "UPDATE connector_schedule SET lease_owner = $2, lease_until = $4, lease_epoch = lease_epoch + 1 \
+             WHERE connector_id = $1 AND (lease_until IS NULL OR lease_until < $3 OR lease_owner = $2) \
+             RETURNING lease_epoch",
         )
         .bind(connector)
         .bind(owner)
         .bind(now)
         .bind(until)
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?
-        .rows_affected()
-            == 1
+    });
+    Ok(epoch.map(|(epoch,)| Lease {
+        connector: connector.to_string(),
+        owner: owner.to_string(),
+        epoch,
     }))
+}
+
+/// The error of a write fenced off because the lease moved on.
+pub fn lease_lost(lease: &Lease) -> Error {
+    Error::new(
+        smb_core::ErrorCode::FailedPrecondition,
+        format!(
+            "the sync lease of connector {} moved to another replica; this replica stops the run",
+            lease.connector
+        ),
+    )
+}
+
+/// Extends the lease to `until` if it is still this one; false when it moved on.
+pub async fn renew_lease(db: &Db, lease: &Lease, until: i64) -> Result<bool, Error> {
+    Ok(with_global!(db, write, |tx| {
+        renew_in!(tx, lease, until)
+    }))
+}
+
+/// Writes the run's end marker if the lease is still this one, in the same transaction as the check.
+pub async fn enqueue_end(
+    db: &Db,
+    lease: &Lease,
+    until: i64,
+    outbox: &Outbox,
+    msgs: &[Message],
+    now: i64,
+) -> Result<(), Error> {
+    with_global!(db, write, |tx| {
+        if !renew_in!(tx, lease, until) {
+            return Err(lease_lost(lease));
+        }
+        outbox_insert!(tx, outbox, msgs, now);
+    });
+    outbox.poke();
+    Ok(())
 }
 
 /// Where a connector's webhooks go: its tenant, kind and sealed secret.

@@ -50,6 +50,14 @@ pub fn build_source(
     }
 }
 
+/// Why a run ended before its end marker was due.
+enum Ended {
+    /// Another replica holds the lease now: this one writes nothing more.
+    LeaseLost,
+    /// The run failed: (the connector's source kind, the owner-readable reason).
+    Failed(String, String),
+}
+
 fn message(connector: &str, msg: &RawMessage) -> Result<Message, Error> {
     Ok(Message {
         topic: topics::RAW_RECORDS.into(),
@@ -64,13 +72,18 @@ impl SyncEngine {
     }
 
     /// Runs `sync_id` of `connector`, holding its lease. Returns without work if another replica holds it.
+    ///
+    /// The lease is fenced by its epoch: every checkpoint and the end marker commit only while the lease is
+    /// still this one, and a heartbeat renews it every third of its length — when a renewal finds it moved
+    /// on, the run stops at once and writes nothing more (the new holder resumes from the checkpoints).
+    /// Every other way out ends the run with an end marker carrying the reason.
     pub async fn run(
         &self,
         tenant: TenantId,
         connector: String,
         sync_id: String,
     ) -> Result<(), Error> {
-        if !store::acquire_lease(
+        let Some(lease) = store::acquire_lease(
             &self.db,
             &connector,
             &self.owner,
@@ -78,37 +91,97 @@ impl SyncEngine {
             self.lease_until(),
         )
         .await?
-        {
+        else {
             tracing::info!(connector_id = %connector, "sync skipped: lease held elsewhere");
             return Ok(());
-        }
-        let Some(row) = store::get_connector(&self.db, &tenant, &connector).await? else {
-            return Ok(());
         };
-        store::mark_running(&self.db, &tenant, &sync_id, now_ms()).await?;
-        let source = build_source(&row, &self.sealer, self.client.clone())?;
-        let outcome = self
-            .fetch_all(&tenant, &row, &sync_id, source.as_ref())
-            .await;
-        let error = match outcome {
-            Ok(()) => None,
-            Err(e) => {
+        let lost = tokio_util::sync::CancellationToken::new();
+        let heartbeat = tokio::spawn(self.clone().heartbeat(lease.clone(), lost.clone()));
+        let outcome = tokio::select! {
+            r = self.fetch_run(&tenant, &lease, &sync_id) => r,
+            _ = lost.cancelled() => Err(Ended::LeaseLost),
+        };
+        heartbeat.abort();
+        let (kind, error) = match outcome {
+            Ok(kind) => (kind, None),
+            Err(Ended::LeaseLost) => {
+                tracing::warn!(tenant_id = %tenant, connector_id = %connector, "sync stopped: its lease moved to another replica");
+                return Ok(());
+            }
+            Err(Ended::Failed(kind, e)) => {
                 tracing::warn!(tenant_id = %tenant, connector_id = %connector, error = %e, "sync failed");
-                Some(e)
+                (kind, Some(e))
             }
         };
         let end = RawMessage::End {
             tenant_id: tenant.to_string(),
             connector_id: connector.clone(),
             sync_id,
-            source: row.kind.clone(),
+            source: kind,
             error,
         };
-        self.publish(&connector, &end).await
+        match store::enqueue_end(
+            &self.db,
+            &lease,
+            self.lease_until(),
+            &self.outbox,
+            &[message(&connector, &end)?],
+            now_ms(),
+        )
+        .await
+        {
+            Err(e) if e.code == smb_core::ErrorCode::FailedPrecondition => {
+                tracing::warn!(connector_id = %connector, "sync end not written: its lease moved to another replica");
+                Ok(())
+            }
+            other => other,
+        }
     }
 
-    async fn publish(&self, connector: &str, msg: &RawMessage) -> Result<(), Error> {
-        smb_core::outbox::enqueue(&self.db, &self.outbox, &[message(connector, msg)?]).await
+    /// Renews `lease` every third of its length until it is found taken over (then cancels `lost`). A
+    /// renewal that fails on the database is retried at the next beat; the fenced writes still hold.
+    async fn heartbeat(self, lease: store::Lease, lost: tokio_util::sync::CancellationToken) {
+        let beat = (self.lease / 3).max(Duration::from_millis(100));
+        loop {
+            tokio::time::sleep(beat).await;
+            match store::renew_lease(&self.db, &lease, self.lease_until()).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    lost.cancel();
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(connector_id = %lease.connector, error = %e, "lease renewal failed; retrying")
+                }
+            }
+        }
+    }
+
+    /// The run under `lease`: the connector's source kind, or why it ended early.
+    async fn fetch_run(
+        &self,
+        tenant: &TenantId,
+        lease: &store::Lease,
+        sync_id: &str,
+    ) -> Result<String, Ended> {
+        let fail = |kind: &str, e: String| Ended::Failed(kind.to_string(), e);
+        let row = match store::get_connector(&self.db, tenant, &lease.connector).await {
+            Ok(Some(row)) => row,
+            Ok(None) => return Err(fail("", "the connector was deleted".into())),
+            Err(e) => return Err(fail("", e.message)),
+        };
+        store::mark_running(&self.db, tenant, sync_id, now_ms())
+            .await
+            .map_err(|e| fail(&row.kind, e.message))?;
+        let source = build_source(&row, &self.sealer, self.client.clone())
+            .map_err(|e| fail(&row.kind, e.message))?;
+        self.fetch_all(tenant, &row, lease, sync_id, source.as_ref())
+            .await
+            .map_err(|e| match e {
+                Ended::Failed(_, e) => fail(&row.kind, e),
+                lost => lost,
+            })?;
+        Ok(row.kind)
     }
 
     /// Fetches every stream; a source failure comes back as the owner-readable reason.
@@ -116,21 +189,23 @@ impl SyncEngine {
         &self,
         tenant: &TenantId,
         row: &ConnectorRow,
+        lease: &store::Lease,
         sync_id: &str,
         source: &dyn Source,
-    ) -> Result<(), String> {
+    ) -> Result<(), Ended> {
+        let fail = |e: String| Ended::Failed(String::new(), e);
         for stream in source.streams() {
             let mut cursor: StreamCursor =
                 match store::get_cursor(&self.db, tenant, &row.id, stream).await {
                     Ok(Some(c)) => serde_json::from_str(&c).unwrap_or_default(),
                     Ok(None) => StreamCursor::default(),
-                    Err(e) => return Err(e.message),
+                    Err(e) => return Err(fail(e.message)),
                 };
             loop {
                 let page = source
                     .next_page(stream, &cursor)
                     .await
-                    .map_err(|e| format!("{stream}: {e}"))?;
+                    .map_err(|e| fail(format!("{stream}: {e}")))?;
                 let mut msgs = Vec::new();
                 if !page.records.is_empty() {
                     let msg = RawMessage::Page {
@@ -141,14 +216,15 @@ impl SyncEngine {
                         stream: (*stream).to_string(),
                         records: page.records,
                     };
-                    msgs.push(message(&row.id, &msg).map_err(|e| e.message)?);
+                    msgs.push(message(&row.id, &msg).map_err(|e| fail(e.message))?);
                 }
                 cursor = page.cursor;
                 let encoded = serde_json::to_string(&cursor).unwrap_or_default();
                 store::checkpoint(
                     &self.db,
                     tenant,
-                    &row.id,
+                    lease,
+                    self.lease_until(),
                     stream,
                     &encoded,
                     &self.outbox,
@@ -156,11 +232,14 @@ impl SyncEngine {
                     now_ms(),
                 )
                 .await
-                .map_err(|e| e.message)?;
+                .map_err(|e| {
+                    if e.code == smb_core::ErrorCode::FailedPrecondition {
+                        Ended::LeaseLost
+                    } else {
+                        fail(e.message)
+                    }
+                })?;
                 self.outbox.poke();
-                store::acquire_lease(&self.db, &row.id, &self.owner, now_ms(), self.lease_until())
-                    .await
-                    .map_err(|e| e.message)?;
                 if page.done {
                     break;
                 }

@@ -532,12 +532,15 @@ impl Worker {
                 .bind(status)
                 .execute(&mut *tx)
                 .await?;
+            // Only this run's lease is released: a redelivered end marker of an older run must not free
+            // the lease of the run pending now.
             sqlx::query(
                 "UPDATE connector_schedule SET pending_sync_id = NULL, lease_owner = NULL, lease_until = NULL, next_run_at = $2 \
-                 WHERE connector_id = $1",
+                 WHERE connector_id = $1 AND pending_sync_id = $3",
             )
             .bind(connector)
             .bind(next)
+            .bind(sync_id)
             .execute(&mut *tx)
             .await?;
             sqlx::query("DELETE FROM sync_pages WHERE tenant_id = $1 AND sync_id = $2")

@@ -10,3 +10,8 @@ CREATE TABLE sync_pages (
 ALTER TABLE sync_pages ENABLE ROW LEVEL SECURITY;
 ALTER TABLE sync_pages FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON sync_pages USING (tenant_id = current_setting('app.tenant_id', true)) WITH CHECK (tenant_id = current_setting('app.tenant_id', true));
+
+-- Lease fencing: every acquisition of a connector's sync lease increments its epoch; checkpoints, the run's
+-- end marker and renewals require the epoch they started with, so a replica that lost its lease (a pause,
+-- a partition, retries that outlasted it) can no longer write for the run.
+ALTER TABLE connector_schedule ADD COLUMN lease_epoch BIGINT NOT NULL DEFAULT 0;

@@ -7,3 +7,8 @@ CREATE TABLE sync_pages (
     digest TEXT NOT NULL,
     PRIMARY KEY (sync_id, digest)
 );
+
+-- Lease fencing: every acquisition of a connector's sync lease increments its epoch; checkpoints, the run's
+-- end marker and renewals require the epoch they started with, so a replica that lost its lease (a pause,
+-- a partition, retries that outlasted it) can no longer write for the run.
+ALTER TABLE connector_schedule ADD COLUMN lease_epoch BIGINT NOT NULL DEFAULT 0;

@@ -8,6 +8,7 @@ mod contracts;
 mod egress;
 mod embedders;
 mod kafka;
+mod leases;
 mod llm;
 mod orchestrator;
 mod paraphrase;
