@@ -116,36 +116,11 @@ impl TimeZone {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Currency(String);
 
-/// Currencies we know the minor-unit exponent of. Amounts are kept in minor units.
-const CURRENCIES: &[(&str, u32)] = &[
-    ("USD", 2),
-    ("EUR", 2),
-    ("GBP", 2),
-    ("CAD", 2),
-    ("AUD", 2),
-    ("NZD", 2),
-    ("CHF", 2),
-    ("SEK", 2),
-    ("NOK", 2),
-    ("DKK", 2),
-    ("PLN", 2),
-    ("CZK", 2),
-    ("MXN", 2),
-    ("BRL", 2),
-    ("INR", 2),
-    ("SGD", 2),
-    ("HKD", 2),
-    ("ZAR", 2),
-    ("ILS", 2),
-    ("AED", 2),
-    ("JPY", 0),
-    ("KRW", 0),
-];
-
 impl Currency {
     pub fn parse(s: &str) -> Result<Self, Error> {
         let up = s.trim().to_uppercase();
-        if CURRENCIES.iter().any(|(c, _)| *c == up) {
+        // Money a shop is paid in: not funds (BOV) nor special units (XAU gold, XDR, XXX "no currency").
+        if iso_currency::Currency::from_code(&up).is_some_and(|c| !c.is_fund() && !c.is_special()) {
             Ok(Self(up))
         } else {
             Err(Error::invalid(format!(
@@ -157,11 +132,12 @@ impl Currency {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+    /// The ISO 4217 minor-unit exponent: amounts are kept in minor units (2 for USD, 0 for JPY, 3 for KWD;
+    /// 0 for units without a minor unit, such as gold).
     pub fn exponent(&self) -> u32 {
-        CURRENCIES
-            .iter()
-            .find(|(c, _)| *c == self.0)
-            .map_or(2, |(_, e)| *e)
+        iso_currency::Currency::from_code(&self.0)
+            .and_then(|c| c.exponent())
+            .map_or(0, u32::from)
     }
     /// The symbol used in answers ("$" for USD); the code followed by a space otherwise.
     pub fn symbol(&self) -> String {
@@ -220,5 +196,9 @@ mod tests {
         assert_eq!(Currency::parse("usd").unwrap().as_str(), "USD");
         assert!(Currency::parse("XXX").is_err());
         assert_eq!(Currency::parse("JPY").unwrap().exponent(), 0);
+        assert_eq!(Currency::parse("krw").unwrap().exponent(), 0);
+        assert_eq!(Currency::parse("KWD").unwrap().exponent(), 3);
+        assert_eq!(Currency::parse("EUR").unwrap().exponent(), 2);
+        assert!(Currency::parse("XAU").is_err());
     }
 }

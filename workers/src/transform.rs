@@ -231,9 +231,18 @@ pub fn parse_money(s: &str, exp: u32) -> Result<i64, String> {
     Ok(if neg { -v } else { v })
 }
 
-fn money_field(r: &Value, k: &str, required: bool) -> Result<i64, String> {
+/// The minor-unit exponent (ISO 4217) of the currency named in `r[k]`: 0 for JPY or KRW, 3 for KWD, 2 when
+/// the field is missing or names no currency.
+fn exponent_of(r: &Value, k: &str) -> u32 {
+    str_field(r, k)
+        .and_then(|c| smb_core::ids::Currency::parse(c).ok())
+        .map_or(2, |c| c.exponent())
+}
+
+/// A decimal money string in minor units of a currency with exponent `exp`.
+fn money_field(r: &Value, k: &str, required: bool, exp: u32) -> Result<i64, String> {
     match r.get(k) {
-        Some(Value::String(s)) => parse_money(s, 2),
+        Some(Value::String(s)) => parse_money(s, exp),
         None | Some(Value::Null) if !required => Ok(0),
         None | Some(Value::Null) => Err(format!("missing {k}")),
         Some(other) => Err(format!("{k} must be a decimal string, got {other}")),
@@ -253,7 +262,8 @@ pub fn shopify_refund(rf: &Value, order_id: &str, test: bool, tz: Tz) -> Result<
         .flatten()
     {
         if str_field(t, "kind") == Some("refund") && str_field(t, "status") == Some("success") {
-            amount += money_field(t, "amount", true).map_err(|e| format!("refund {rid}: {e}"))?;
+            amount += money_field(t, "amount", true, exponent_of(t, "currency"))
+                .map_err(|e| format!("refund {rid}: {e}"))?;
         }
     }
     Ok(RefundRow {
@@ -285,8 +295,9 @@ fn shopify_order(r: &Value, tz: Tz) -> Result<OrderBundle, String> {
     let test = r.get("test").and_then(Value::as_bool).unwrap_or(false);
     let cancelled = r.get("cancelled_at").is_some_and(|v| !v.is_null());
     let counted = !cancelled && !test;
-    let total = money_field(r, "total_price", true)?;
-    let discounts = money_field(r, "total_discounts", false)?;
+    let exp = exponent_of(r, "currency");
+    let total = money_field(r, "total_price", true, exp)?;
+    let discounts = money_field(r, "total_discounts", false, exp)?;
     let customer = r.get("customer").filter(|c| c.is_object());
     let customer_ref = customer
         .and_then(|c| c.get("id"))
@@ -340,7 +351,7 @@ fn shopify_order(r: &Value, tz: Tz) -> Result<OrderBundle, String> {
                 .unwrap_or("(untitled)")
                 .to_string(),
             quantity,
-            price_minor: money_field(li, "price", true)
+            price_minor: money_field(li, "price", true, exp)
                 .map_err(|e| format!("line item {lid}: {e}"))?,
             local_date,
             counted,
@@ -544,6 +555,55 @@ mod tests {
         assert!(parse_money("abc", 2).is_err());
         assert!(parse_money("", 2).is_err());
         assert!(parse_money("1e5", 2).is_err());
+    }
+
+    /// Amounts are kept in the minor units of the order's own currency (ISO 4217): yen and won have none,
+    /// dinars three.
+    #[test]
+    fn shopify_money_uses_the_currency_exponent() {
+        let tz: Tz = "Asia/Tokyo".parse().unwrap();
+        let order = |id: u64, currency: &str, total: &str, price: &str, refund: &str| {
+            json!({"id": id, "created_at": "2024-01-01T02:00:00Z", "updated_at": "2024-01-02T00:00:00Z",
+                "currency": currency, "total_price": total, "total_discounts": "0",
+                "line_items": [{"id": id + 100, "product_id": 7, "title": "Mug", "quantity": 1, "price": price}],
+                "refunds": [{"id": id + 200, "created_at": "2024-01-05T00:00:00Z", "transactions": [
+                    {"kind": "refund", "status": "success", "amount": refund, "currency": currency}]}]})
+        };
+        let mut b = Batch::default();
+        transform_page(
+            "shopify",
+            "orders",
+            &[
+                order(1, "JPY", "1500", "1500", "500"),
+                order(2, "KWD", "1.250", "1.250", "0.125"),
+                order(3, "JPY", "1500.50", "1500", "0"),
+            ],
+            tz,
+            &mut b,
+        );
+        let total = |id: &str| {
+            b.orders
+                .iter()
+                .find(|o| o.order.external_id == id)
+                .map(|o| o.order.total_minor)
+        };
+        assert_eq!(total("1"), Some(1500), "¥1500 is 1500 yen, not 150000");
+        assert_eq!(total("2"), Some(1250));
+        assert_eq!(total("3"), None, "yen have no fractions: rejected");
+        let lines: Vec<i64> = b
+            .orders
+            .iter()
+            .flat_map(|o| &o.lines)
+            .map(|l| l.price_minor)
+            .collect();
+        assert_eq!(lines, vec![1500, 1250]);
+        let refunds: Vec<i64> = b
+            .orders
+            .iter()
+            .flat_map(|o| &o.refunds)
+            .map(|r| r.amount_minor)
+            .collect();
+        assert_eq!(refunds, vec![500, 125]);
     }
 
     #[test]
