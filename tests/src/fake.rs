@@ -370,6 +370,18 @@ impl FakeSaas {
         self.inner.held.load(Ordering::SeqCst)
     }
 
+    /// Waits (at most `within`) until a request waits at the gate; whether one does.
+    pub async fn wait_held(&self, within: std::time::Duration) -> bool {
+        let start = std::time::Instant::now();
+        while self.held() == 0 {
+            if start.elapsed() >= within {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        true
+    }
+
     pub fn pages_served(&self) -> usize {
         self.inner.pages.load(Ordering::SeqCst)
     }

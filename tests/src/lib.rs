@@ -625,6 +625,14 @@ pub mod split {
                 .position(|w| w.as_ref().is_some_and(|c| c.id() == pid))
         }
 
+        /// SIGTERM to workers replica `i`, waiting for it to exit: it gets `server.shutdown_grace_secs` to
+        /// finish, then its work is cut short where it stands (its consumers leave their groups).
+        pub fn terminate_worker(&mut self, i: usize) {
+            if let Some(mut c) = self.workers[i].take() {
+                terminate(&mut c);
+            }
+        }
+
         /// SIGKILL to workers replica `i`: it gets no chance to finish or release anything.
         pub fn kill_worker(&mut self, i: usize) {
             if let Some(mut c) = self.workers[i].take() {

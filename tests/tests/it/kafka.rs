@@ -80,11 +80,7 @@ async fn broker_killed_mid_sync_loses_and_duplicates_nothing() {
     fake.hold_after(4).await;
     let a = trigger(&app, &owner, &shop).await;
     let b = trigger(&app, &owner, &stripe).await;
-    let start = Instant::now();
-    while fake.held() == 0 {
-        assert!(start.elapsed() < Duration::from_secs(60));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    assert!(fake.wait_held(Duration::from_secs(60)).await);
     broker.kill();
     fake.release().await;
     // With the broker down the platform keeps fetching: the outbox grows.

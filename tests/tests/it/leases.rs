@@ -226,7 +226,7 @@ async fn written(db: &Db) -> (Vec<(String, String)>, i64) {
 async fn a_run_whose_lease_is_taken_over_stops_and_writes_nothing_more() {
     use smb_tests::fake::{Dataset, FakeSaas, Sizes};
     use smb_tests::sync::{connect_shopify, trigger};
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
     let fake = FakeSaas::start(Dataset::generate(Sizes {
         orders: 600,
         customers: 20,
@@ -240,11 +240,10 @@ async fn a_run_whose_lease_is_taken_over_stops_and_writes_nothing_more() {
     let owner = app.owner("UTC").await;
     let c = connect_shopify(&app, &owner, &fake).await;
     let run = trigger(&app, &owner, &c).await;
-    let start = Instant::now();
-    while fake.held() == 0 {
-        assert!(start.elapsed() < Duration::from_secs(30), "no page held");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    assert!(
+        fake.wait_held(Duration::from_secs(30)).await,
+        "no page held"
+    );
     let db = Db::open_sqlite(&app.dir.join("smb.db"), 2).await.unwrap();
     async {
         with_global!(&db, write, |tx| {

@@ -1,13 +1,13 @@
 //! SIGTERM stops the program promptly: idle within seconds, busy within `server.shutdown_grace_secs`, both
 //! for `smb up` and for `smb serve workers` of the split deployment.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use smb_core::store::testing::PgTestDb;
 use smb_tests::fake::{Dataset, FakeSaas, Sizes};
 use smb_tests::sync::{connect_shopify, trigger};
-use smb_tests::{App, binary, terminate};
+use smb_tests::{App, terminate};
 
 #[tokio::test]
 async fn smb_up_stops_promptly_when_idle_and_within_the_grace_when_busy() {
@@ -30,11 +30,10 @@ async fn smb_up_stops_promptly_when_idle_and_within_the_grace_when_busy() {
     let owner = app.owner("UTC").await;
     let c = connect_shopify(&app, &owner, &fake).await;
     let _ = trigger(&app, &owner, &c).await;
-    let started = std::time::Instant::now();
-    while fake.held() == 0 && started.elapsed() < Duration::from_secs(20) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(fake.held() > 0, "the sync reached the held page");
+    assert!(
+        fake.wait_held(Duration::from_secs(20)).await,
+        "the sync reached the held page"
+    );
     let took = app.terminate();
     assert!(took < Duration::from_secs(8), "busy: {took:?} (grace 3 s)");
     fake.release().await;
@@ -44,14 +43,7 @@ async fn smb_up_stops_promptly_when_idle_and_within_the_grace_when_busy() {
 async fn smb_serve_workers_stops_within_seconds_when_idle() {
     let pg = PgTestDb::create().await.unwrap();
     let dir = std::env::temp_dir().join(format!("smb-workers-{}", uuid::Uuid::new_v4().simple()));
-    let mut cmd = Command::new(binary());
-    // The harness's own variables are not the program's configuration (unknown keys are refused).
-    for (k, _) in std::env::vars() {
-        if k.starts_with("SMB_") {
-            cmd.env_remove(k);
-        }
-    }
-    let mut child = cmd
+    let mut child = smb_tests::command(&[])
         .args(["serve", "workers"])
         .env("SMB_DATABASE__URL", &pg.app_url)
         .env("SMB_DATABASE__MIGRATE_URL", &pg.owner_url)
@@ -59,10 +51,9 @@ async fn smb_serve_workers_stops_within_seconds_when_idle() {
         .env("SMB_SEARCH__INDEX", "off")
         .env(
             "SMB_CONNECTORS__ENCRYPTION_KEY",
-            "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+            smb_tests::split::ENCRYPTION_KEY,
         )
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
         .spawn()
         .unwrap();
     // Let it start its loops (migrations, consumers, relay, schedulers).

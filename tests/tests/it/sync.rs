@@ -314,14 +314,10 @@ async fn killed_sync_resumes_from_its_checkpoint() {
     // products (1 page), customers (1), orders page 1 and 2 are served; the third orders page hangs.
     fake.hold_after(4).await;
     let sync_id = trigger(&app, &owner, &shop).await;
-    let start = Instant::now();
-    while fake.held() == 0 {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "sync never reached the gate"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    assert!(
+        fake.wait_held(Duration::from_secs(60)).await,
+        "sync never reached the gate"
+    );
     app.kill();
     fake.release().await;
 
