@@ -49,10 +49,23 @@ pub struct Dataset {
     pub products: Vec<Value>,
     pub charges: Vec<Value>,
     pub stripe_customers: Vec<Value>,
+    /// Stripe's event log (`/v1/events`); `None` answers 404 there, as a source without one does.
+    pub stripe_events: Option<Vec<Value>>,
     /// The `shop` object `shop.json` serves (a generated one when absent).
     pub shop: Option<Value>,
     /// The object `/v1/account` serves (a generated one when absent).
     pub account: Option<Value>,
+}
+
+/// A Stripe event of `kind` carrying `object` as it stands, at the object's own `created` time.
+pub fn stripe_event(kind: &str, object: &Value) -> Value {
+    stripe_event_at(kind, object, object["created"].as_i64().unwrap_or(0))
+}
+
+/// A Stripe event of `kind` at `created` (Unix seconds) carrying `object` as it stands.
+pub fn stripe_event_at(kind: &str, object: &Value, created: i64) -> Value {
+    json!({"id": format!("evt_{}_{}_{created}", kind.replace('.', "_"), object["id"].as_str().unwrap_or("x")),
+        "object": "event", "type": kind, "created": created, "data": {"object": object}})
 }
 
 fn zone() -> FixedOffset {
@@ -168,9 +181,23 @@ impl Dataset {
             products,
             charges,
             stripe_customers,
+            stripe_events: None,
             shop: None,
             account: None,
         }
+    }
+
+    /// Starts Stripe's event log with the events that created today's charges and customers.
+    pub fn log_stripe_events(&mut self) {
+        let mut events: Vec<Value> = Vec::new();
+        for c in &self.charges {
+            events.push(stripe_event("charge.succeeded", c));
+        }
+        for c in &self.stripe_customers {
+            events.push(stripe_event("customer.created", c));
+        }
+        self.stripe_events = Some(events);
+        self.sort();
     }
 
     /// The records of one fixture tenant directory (`shared/fixtures/<name>/`): a Shopify store
@@ -264,7 +291,11 @@ impl Dataset {
         for v in [&mut self.orders, &mut self.customers, &mut self.products] {
             v.sort_by_key(|r| r["id"].as_u64());
         }
-        for v in [&mut self.charges, &mut self.stripe_customers] {
+        let events = self.stripe_events.iter_mut();
+        for v in [&mut self.charges, &mut self.stripe_customers]
+            .into_iter()
+            .chain(events)
+        {
             v.sort_by(|a, b| {
                 (b["created"].as_i64(), b["id"].as_str())
                     .cmp(&(a["created"].as_i64(), a["id"].as_str()))
@@ -608,10 +639,20 @@ async fn stripe_list(
         .unwrap_or(10usize)
         .min(100);
     let gte: Option<i64> = q.get("created[gte]").and_then(|c| c.parse().ok());
+    // `types[]` may repeat: read from the raw query.
+    let types: Vec<String> = reqwest::Url::parse(&format!("http://fake{uri}"))
+        .map(|u| {
+            u.query_pairs()
+                .filter(|(k, _)| k == "types[]")
+                .map(|(_, v)| v.into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
     let data = inner.data.lock().await;
-    let all = match stream.as_str() {
-        "charges" => &data.charges,
-        "customers" => &data.stripe_customers,
+    let all = match (stream.as_str(), &data.stripe_events) {
+        ("charges", _) => &data.charges,
+        ("customers", _) => &data.stripe_customers,
+        ("events", Some(events)) => events,
         _ => {
             return error(
                 404,
@@ -623,6 +664,7 @@ async fn stripe_list(
     let matching: Vec<&Value> = all
         .iter()
         .filter(|r| gte.is_none_or(|g| r["created"].as_i64().unwrap_or(0) >= g))
+        .filter(|r| types.is_empty() || types.iter().any(|t| r["type"] == t.as_str()))
         .collect();
     let start = match q.get("starting_after") {
         Some(after) => match matching

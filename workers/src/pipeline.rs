@@ -255,6 +255,11 @@ impl Worker {
                 let mut batch = Batch::default();
                 transform_page(&source, &stream, &records, tz, &mut batch);
                 batch.dedupe();
+                if stream == "events" {
+                    // A polled event older than the stored record changes nothing, and must not reach
+                    // the index either.
+                    self.drop_stale(&tenant, &mut batch).await?;
+                }
                 let rejections = std::mem::take(&mut batch.rejections);
                 for r in &rejections {
                     tracing::warn!(tenant_id = %tenant, sync_id = %sync_id, rejection = %r, "record rejected");

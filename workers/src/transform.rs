@@ -161,6 +161,7 @@ pub fn transform_page(source: &str, stream: &str, records: &[Value], tz: Tz, bat
             ("shopify", "products") => shopify_product(r).map(|p| batch.products.push(p)),
             ("stripe", "charges") => stripe_charge(r, tz).map(|b| batch.orders.push(b)),
             ("stripe", "customers") => stripe_customer(r).map(|c| batch.customers.push(c)),
+            ("stripe", "events") => stripe_event(r, tz, batch),
             _ => Err(format!("unknown stream {source}/{stream}")),
         };
         if let Err(reason) = result {
@@ -501,6 +502,36 @@ fn shopify_customer(r: &Value) -> Result<CustomerRow, String> {
     })
 }
 
+/// A polled Stripe event: its object as it stood at the event, versioned by the event's time (a charge
+/// carries no update time of its own), so that the newest state wins whatever order events arrive in.
+fn stripe_event(r: &Value, tz: Tz, batch: &mut Batch) -> Result<(), String> {
+    let at = unix_time(r, "created")?.timestamp_millis();
+    let object = r
+        .get("data")
+        .and_then(|d| d.get("object"))
+        .ok_or("an event without data.object")?;
+    match (str_field(r, "type"), str_field(object, "object")) {
+        (Some(t), Some("charge")) if t.starts_with("charge.") => {
+            let mut b = stripe_charge(object, tz)?;
+            b.order.updated_at = b.order.updated_at.max(at);
+            batch.orders.push(b);
+        }
+        (Some("customer.created" | "customer.updated"), Some("customer")) => {
+            let mut c = stripe_customer(object)?;
+            c.updated_at = c.updated_at.max(at);
+            batch.customers.push(c);
+        }
+        (t, o) => {
+            return Err(format!(
+                "event type {} on a {} is not synced",
+                t.unwrap_or("(none)"),
+                o.unwrap_or("(no object)")
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn stripe_customer(r: &Value) -> Result<CustomerRow, String> {
     let id = req_id(r)?;
     let created = unix_time(r, "created")?;
@@ -632,5 +663,52 @@ mod tests {
         assert_eq!(o.order.customer_name.as_deref(), Some("Ann Lee"));
         assert_eq!(o.lines[0].price_minor, 450);
         assert_eq!(o.refunds[0].local_date.to_string(), "2024-01-05");
+    }
+
+    /// Polled events carry their object as it stood; the newest event's state wins, whatever the order.
+    #[test]
+    fn stripe_events_are_versioned_by_their_time() {
+        let tz: Tz = "America/New_York".parse().unwrap();
+        let charge = |refunded: i64| {
+            json!({"id": "ch_1", "object": "charge", "created": 1_700_000_000, "status": "succeeded",
+                "amount": 2000, "amount_refunded": refunded, "currency": "usd"})
+        };
+        let event = |id: &str, t: &str, at: i64, object: Value| json!({"id": id, "object": "event", "type": t, "created": at, "data": {"object": object}});
+        let mut b = Batch::default();
+        transform_page(
+            "stripe",
+            "events",
+            &[
+                event("evt_2", "charge.refunded", 1_700_900_000, charge(500)),
+                event("evt_1", "charge.succeeded", 1_700_000_000, charge(0)),
+                event(
+                    "evt_3",
+                    "customer.created",
+                    1_700_000_000,
+                    json!({"id": "cus_1", "object": "customer", "created": 1_699_000_000, "email": "a@x.com"}),
+                ),
+                event(
+                    "evt_4",
+                    "invoice.paid",
+                    1_700_000_000,
+                    json!({"id": "in_1", "object": "invoice"}),
+                ),
+            ],
+            tz,
+            &mut b,
+        );
+        b.dedupe();
+        assert_eq!(b.orders.len(), 1);
+        assert_eq!(b.orders[0].order.refunded_minor, 500);
+        assert_eq!(b.orders[0].order.updated_at, 1_700_900_000_000);
+        assert_eq!(b.orders[0].refunds.len(), 1);
+        assert_eq!(b.customers.len(), 1);
+        assert_eq!(b.customers[0].updated_at, 1_700_000_000_000);
+        assert_eq!(b.rejections.len(), 1, "{:?}", b.rejections);
+        assert!(
+            b.rejections[0].starts_with("events evt_4"),
+            "{:?}",
+            b.rejections
+        );
     }
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use smb_core::store::Db;
 use smb_core::store::testing::PgTestDb;
-use smb_tests::fake::{Dataset, FakeSaas, Sizes, epoch, ts};
+use smb_tests::fake::{Dataset, FakeSaas, Sizes, epoch, stripe_event, stripe_event_at, ts};
 use smb_tests::sync::{Canonical, canonical, connect_shopify, connect_stripe, sync, trigger, wait};
 use smb_tests::{App, Owner};
 
@@ -75,7 +75,8 @@ async fn orders_all_time(app: &App, owner: &Owner) -> i64 {
 }
 
 async fn full_scenario(store: Store) {
-    let data = Dataset::generate(SIZES);
+    let mut data = Dataset::generate(SIZES);
+    data.log_stripe_events();
     let fake = FakeSaas::start(data.clone()).await;
     let (app, db) = start(&store, &[]).await;
     let owner = app.owner("America/New_York").await;
@@ -113,6 +114,10 @@ async fn full_scenario(store: Store) {
         log.iter().filter(|u| u.starts_with("/v1/charges")).count(),
         SIZES.charges.div_ceil(100)
     );
+    // The first run reads only where Stripe's event log stands.
+    let events: Vec<&String> = log.iter().filter(|u| u.starts_with("/v1/events")).collect();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(events[0].contains("limit=1&"), "{events:?}");
 
     // Syncing again changes nothing, and fetches only from the checkpoints.
     for c in [&shop, &stripe] {
@@ -129,15 +134,23 @@ async fn full_scenario(store: Store) {
     );
     assert!(
         log.iter()
-            .filter(|u| u.starts_with("/v1/charges"))
+            .filter(|u| u.starts_with("/v1/charges") || u.starts_with("/v1/events"))
             .all(|u| u.contains("created%5Bgte%5D=")),
         "{log:?}"
     );
-    assert_eq!(log.len(), 5, "one page per stream: {log:?}");
+    assert_eq!(log.len(), 6, "one page per stream: {log:?}");
 
     let before = orders_all_time(&app, &owner).await;
     // A refund arrives later on an old order; a new order and a new charge appear.
     let later = ts(epoch() + chrono::Duration::days(400));
+    // The oldest charge that succeeded unrefunded.
+    let old_charge: Value = data
+        .charges
+        .iter()
+        .rev()
+        .find(|c| c["status"] == "succeeded" && c["amount_refunded"] == 0)
+        .unwrap()
+        .clone();
     fake.edit(|d| {
         let o = &mut d.orders[3];
         o["updated_at"] = json!(later);
@@ -156,9 +169,23 @@ async fn full_scenario(store: Store) {
             .clone();
         ch["id"] = json!("ch_new");
         ch["created"] = json!(epoch().timestamp() + 400 * 86_400);
+        let new_charge = stripe_event("charge.succeeded", &ch);
         d.charges.push(ch);
+        // Half of an old charge is refunded: its listing by `created` never shows it again; only the
+        // event log does.
+        let old = d
+            .charges
+            .iter_mut()
+            .find(|c| c["id"] == old_charge["id"])
+            .unwrap();
+        old["amount_refunded"] = json!(old["amount"].as_i64().unwrap() / 2);
+        let refunded = stripe_event_at("charge.refunded", old, epoch().timestamp() + 400 * 86_400);
+        let events = d.stripe_events.as_mut().unwrap();
+        events.push(new_charge);
+        events.push(refunded);
     })
     .await;
+
     for c in [&shop, &stripe] {
         let run = sync(&app, &owner, c).await;
         assert_eq!(run["status"], "succeeded", "{run}");
@@ -166,23 +193,36 @@ async fn full_scenario(store: Store) {
     }
     let after = canonical(&db, &owner.tenant_id).await;
     assert_eq!(after.orders, first.orders + 2);
-    assert_eq!(after.refunds, first.refunds + 1);
+    assert_eq!(after.refunds, first.refunds + 2);
     assert_eq!(after.lines, first.lines + 1);
-    let refunded: Vec<(i64,)> = {
-        let t = owner.tenant_id.parse().unwrap();
-        let r: Result<_, smb_core::Error> = async {
-            Ok(smb_core::with_tenant!(&db, &t, read, |tx| {
-                sqlx::query_as("SELECT refunded_minor FROM orders WHERE tenant_id = $1 AND source = 'shopify' AND external_id = $2")
-                    .bind(&owner.tenant_id)
-                    .bind(data.orders[3]["id"].to_string())
-                    .fetch_all(&mut *tx)
-                    .await?
-            }))
+    let refunded = |source: &'static str, id: String| {
+        let (db, tenant) = (db.clone(), owner.tenant_id.clone());
+        async move {
+            let t = tenant.parse().unwrap();
+            let r: Result<Vec<(i64,)>, smb_core::Error> = async {
+                Ok(smb_core::with_tenant!(&db, &t, read, |tx| {
+                    sqlx::query_as("SELECT refunded_minor FROM orders WHERE tenant_id = $1 AND source = $2 AND external_id = $3")
+                        .bind(&tenant)
+                        .bind(source)
+                        .bind(&id)
+                        .fetch_all(&mut *tx)
+                        .await?
+                }))
+            }
+            .await;
+            r.unwrap()
         }
-        .await;
-        r.unwrap()
     };
-    assert_eq!(refunded, vec![(500,)]);
+    assert_eq!(
+        refunded("shopify", data.orders[3]["id"].to_string()).await,
+        vec![(500,)]
+    );
+    let charge_refund = refunded("stripe", old_charge["id"].as_str().unwrap().to_string()).await;
+    assert_eq!(
+        charge_refund,
+        vec![(old_charge["amount"].as_i64().unwrap() / 2,)],
+        "a refund on an old charge is seen by polling Stripe's event log"
+    );
     // The answer reflects the new data at once: the sync invalidated the cached answer.
     assert_eq!(orders_all_time(&app, &owner).await, before + 2);
     if let Store::Postgres(pg) = store {
