@@ -15,6 +15,9 @@ pub struct Filter {
     /// Exact product title (lines).
     pub product: Option<String>,
     pub customer_key: Option<String>,
+    /// Orders in this currency only: set for money when a tenant's orders are in more than one currency,
+    /// which are never added together.
+    pub currency: Option<String>,
 }
 
 /// A value in the metric's unit: minor units for money, a count otherwise; AOV as (revenue, orders).
@@ -72,17 +75,58 @@ fn filters(f: &Filter, first: usize, lines: bool) -> (String, Vec<String>) {
     if let Some(c) = &f.customer_key {
         sql.push_str(&format!(" AND o.customer_key = ${n}"));
         binds.push(c.clone());
+        n += 1;
+    }
+    if let Some(c) = &f.currency {
+        sql.push_str(&format!(" AND o.currency = ${n}"));
+        binds.push(c.clone());
     }
     (sql, binds)
 }
 
-/// Lines need their order only to filter by customer.
+/// Lines need their order only to filter by customer or currency.
 fn lines_join(f: &Filter) -> &'static str {
-    if f.customer_key.is_some() {
+    if f.customer_key.is_some() || f.currency.is_some() {
         " JOIN orders o ON o.tenant_id = l.tenant_id AND o.source = l.source AND o.external_id = l.order_external_id"
     } else {
         ""
     }
+}
+
+/// A refunds query's narrowing (alias `r`), binds from $4 in [`refund_binds`] order: source, then the
+/// order's customer and currency (refunds have no product).
+fn refund_filters(f: &Filter) -> String {
+    let mut extra = String::new();
+    let mut n = 4;
+    if f.source.is_some() {
+        extra.push_str(" AND r.source = $4");
+        n = 5;
+    }
+    let mut of_order = Vec::new();
+    if f.customer_key.is_some() {
+        of_order.push(format!("o.customer_key = ${n}"));
+        n += 1;
+    }
+    if f.currency.is_some() {
+        of_order.push(format!("o.currency = ${n}"));
+    }
+    if !of_order.is_empty() {
+        extra.push_str(&format!(
+            " AND EXISTS (SELECT 1 FROM orders o WHERE o.tenant_id = r.tenant_id AND o.source = r.source \
+             AND o.external_id = r.order_external_id AND {})",
+            of_order.join(" AND ")
+        ));
+    }
+    extra
+}
+
+fn refund_binds(f: &Filter) -> Vec<String> {
+    f.source
+        .iter()
+        .chain(&f.customer_key)
+        .chain(&f.currency)
+        .cloned()
+        .collect()
 }
 
 /// The SQL computing `metric` as one i64 (or two for AOV) over $1 tenant, $2..$3 dates.
@@ -128,19 +172,7 @@ fn scalar_sql(metric: Metric, f: &Filter) -> String {
              WHERE p.tenant_id = o.tenant_id AND p.customer_key = o.customer_key AND p.counted AND p.local_date < $2)"
         ),
         Metric::Refunds => {
-            // Binds come in `filters` order: source, then customer (refunds have no product).
-            let mut extra = String::new();
-            let mut n = 4;
-            if f.source.is_some() {
-                extra.push_str(" AND r.source = $4");
-                n = 5;
-            }
-            if f.customer_key.is_some() {
-                extra.push_str(&format!(
-                    " AND EXISTS (SELECT 1 FROM orders o WHERE o.tenant_id = r.tenant_id AND o.source = r.source \
-                     AND o.external_id = r.order_external_id AND o.customer_key = ${n})"
-                ));
-            }
+            let extra = refund_filters(f);
             format!(
                 "SELECT CAST(COALESCE(SUM(r.amount_minor), 0) AS BIGINT), CAST(0 AS BIGINT) FROM refunds r \
                  WHERE r.tenant_id = $1 AND r.local_date BETWEEN $2 AND $3 AND NOT r.test{extra}"
@@ -176,7 +208,7 @@ pub async fn scalar(
 ) -> Result<Value, Error> {
     let sql = scalar_sql(metric, f);
     let binds = if metric == Metric::Refunds {
-        f.source.iter().chain(&f.customer_key).cloned().collect()
+        refund_binds(f)
     } else {
         filters(
             f,
@@ -217,7 +249,9 @@ pub async fn by_day(
         Metric::Discounts => ("SUM(o.discounts_minor), 0", "orders", false),
         Metric::Units => ("SUM(l.quantity), 0", "lines", true),
         Metric::ProductSales => ("SUM(l.price_minor * l.quantity), 0", "lines", true),
-        Metric::Refunds if f.source.is_none() && f.customer_key.is_none() => {
+        Metric::Refunds
+            if f.source.is_none() && f.customer_key.is_none() && f.currency.is_none() =>
+        {
             ("SUM(r.amount_minor), 0", "refunds", false)
         }
         _ => return Ok(None),
@@ -245,6 +279,81 @@ pub async fn by_day(
     Ok(Some(rows))
 }
 
+/// A metric that does not add up across days (distinct customers, first orders, returning customers),
+/// or one narrowed where [`by_day`] is not, over several date ranges at once: (bucket start, value) for the
+/// buckets with any, in one query. `buckets` are (start, end) pairs, given as two JSON arrays of dates.
+pub async fn by_bucket(
+    db: &Db,
+    tenant: &TenantId,
+    metric: Metric,
+    f: &Filter,
+    buckets: &[(NaiveDate, NaiveDate)],
+) -> Result<Vec<(NaiveDate, i64)>, Error> {
+    let (of, binds) = filters(f, 4, false);
+    let ranges = match db {
+        Db::Sqlite(_) => {
+            "SELECT s.value AS s, e.value AS e FROM json_each($2) s JOIN json_each($3) e ON e.key = s.key"
+        }
+        Db::Postgres(_) => {
+            "SELECT s.v::date AS s, e.v::date AS e FROM json_array_elements_text($2::json) WITH ORDINALITY s(v, i) \
+             JOIN json_array_elements_text($3::json) WITH ORDINALITY e(v, i) ON e.i = s.i"
+        }
+    };
+    let in_bucket = "o.tenant_id = $1 AND o.local_date BETWEEN b.s AND b.e";
+    let (select, binds) = match metric {
+        Metric::Customers => (
+            format!(
+                "SELECT b.s, CAST(COUNT(DISTINCT o.customer_key) AS BIGINT) FROM b JOIN orders o ON {in_bucket} \
+                 AND o.counted{of} GROUP BY b.s"
+            ),
+            binds,
+        ),
+        Metric::ReturningCustomers => (
+            format!(
+                "SELECT b.s, CAST(COUNT(DISTINCT o.customer_key) AS BIGINT) FROM b JOIN orders o ON {in_bucket} \
+                 AND o.counted{of} AND EXISTS (SELECT 1 FROM orders p WHERE p.tenant_id = o.tenant_id \
+                 AND p.customer_key = o.customer_key AND p.counted AND p.local_date < b.s) GROUP BY b.s"
+            ),
+            binds,
+        ),
+        Metric::NewCustomers => (
+            format!(
+                "SELECT b.s, CAST(COUNT(*) AS BIGINT) FROM b JOIN (SELECT o.customer_key, MIN(o.local_date) AS first_day \
+                 FROM orders o WHERE o.tenant_id = $1 AND o.counted AND o.customer_key IS NOT NULL{of} \
+                 GROUP BY o.customer_key) f ON f.first_day BETWEEN b.s AND b.e GROUP BY b.s"
+            ),
+            binds,
+        ),
+        Metric::FailedPayments => (
+            format!(
+                "SELECT b.s, CAST(COUNT(*) AS BIGINT) FROM b JOIN orders o ON {in_bucket} \
+                 AND o.status = 'failed'{of} GROUP BY b.s"
+            ),
+            binds,
+        ),
+        Metric::Refunds => (
+            format!(
+                "SELECT b.s, CAST(SUM(r.amount_minor) AS BIGINT) FROM b JOIN refunds r ON r.tenant_id = $1 \
+                 AND r.local_date BETWEEN b.s AND b.e AND NOT r.test{} GROUP BY b.s",
+                refund_filters(f)
+            ),
+            refund_binds(f),
+        ),
+        other => {
+            return Err(Error::internal(
+                "breakdown",
+                format!("{} adds up by day", other.name()),
+            ));
+        }
+    };
+    let sql = format!("WITH b AS ({ranges}) {select}");
+    let json = |v: Vec<String>| serde_json::Value::from(v).to_string();
+    let starts = json(buckets.iter().map(|b| b.0.to_string()).collect());
+    let ends = json(buckets.iter().map(|b| b.1.to_string()).collect());
+    let rows: Vec<(NaiveDate, i64)> = ranged!(db, tenant, &sql, &starts, &ends, &binds, fetch_all);
+    Ok(rows)
+}
+
 /// Ranked rows: (label, value) highest first, ties by label, at most `n`.
 pub async fn top(
     db: &Db,
@@ -264,27 +373,40 @@ pub async fn top(
         ),
         Metric::TopProducts | Metric::TopProductsByUnits => (
             if metric == Metric::TopProducts {
-                "SELECT l.title AS label, CAST(SUM(l.price_minor * l.quantity) AS BIGINT) AS v FROM order_lines l \
+                "SELECT l.title AS label, CAST(SUM(l.price_minor * l.quantity) AS BIGINT) AS v FROM order_lines l{join} \
                  WHERE l.tenant_id = $1 AND l.local_date BETWEEN $2 AND $3 AND l.counted{f} GROUP BY l.title ORDER BY v DESC, label ASC LIMIT {n}"
             } else {
-                "SELECT l.title AS label, CAST(SUM(l.quantity) AS BIGINT) AS v FROM order_lines l \
+                "SELECT l.title AS label, CAST(SUM(l.quantity) AS BIGINT) AS v FROM order_lines l{join} \
                  WHERE l.tenant_id = $1 AND l.local_date BETWEEN $2 AND $3 AND l.counted{f} GROUP BY l.title ORDER BY v DESC, label ASC LIMIT {n}"
             },
             true,
         ),
         _ => return Ok(Vec::new()),
     };
-    let (fs, binds) = filters(
-        &Filter {
-            product: None,
-            customer_key: None,
-            ..f.clone()
-        },
-        4,
-        lines,
-    );
-    let sql = sql.replace("{f}", &fs).replace("{n}", &n.to_string());
+    let f = Filter {
+        product: None,
+        customer_key: None,
+        ..f.clone()
+    };
+    let (fs, binds) = filters(&f, 4, lines);
+    let sql = sql
+        .replace("{f}", &fs)
+        .replace("{join}", lines_join(&f))
+        .replace("{n}", &n.to_string());
     Ok(ranged!(db, tenant, &sql, start, end, &binds, fetch_all))
+}
+
+/// The currencies of the tenant's counted orders.
+pub async fn currencies(db: &Db, tenant: &TenantId) -> Result<Vec<String>, Error> {
+    let rows: Vec<(String,)> = with_tenant!(db, tenant, read, |tx| {
+        sqlx::query_as(
+            "SELECT DISTINCT currency FROM orders WHERE tenant_id = $1 AND counted ORDER BY currency",
+        )
+        .bind(tenant.as_str())
+        .fetch_all(&mut *tx)
+        .await?
+    });
+    Ok(rows.into_iter().map(|r| r.0).collect())
 }
 
 /// The first day with data of the tenant (for "all time").

@@ -58,6 +58,7 @@ async fn load_vocab(db: &Db, id: &TenantId) -> Result<Vocab, Error> {
     Ok(Vocab {
         catalog: Catalog::new(&titles, metrics::customer_names(db, id).await?),
         sources: metrics::sources(db, id).await?,
+        currencies: metrics::currencies(db, id).await?,
     })
 }
 
@@ -66,6 +67,8 @@ struct Vocab {
     catalog: Catalog,
     /// Connected sources: (kind, last successful sync in ms).
     sources: Vec<(String, Option<i64>)>,
+    /// The currencies the tenant's orders are in.
+    currencies: Vec<String>,
 }
 
 impl Vocab {
@@ -258,6 +261,7 @@ impl OrchestratorServiceImpl {
                 let vocab = Arc::new(Vocab {
                     catalog: v.catalog.clone(),
                     sources,
+                    currencies: v.currencies.clone(),
                 });
                 if let Some(e) = self.vocab.lock().expect("vocab").get_mut(id) {
                     e.vocab = vocab.clone();
@@ -673,10 +677,23 @@ impl OrchestratorServiceImpl {
         }
         let metric = u.metric.unwrap_or(Metric::Revenue);
         let mut plan = vec![json!({"step": "understand", "metric": metric.name()})];
+        // Amounts in different currencies are never added: money is counted in the tenant's currency, and
+        // what was paid in others is reported beside it.
+        let foreign: Vec<Currency> = if metric.is_money() {
+            vocab
+                .currencies
+                .iter()
+                .filter(|c| !c.eq_ignore_ascii_case(t.currency.as_str()))
+                .filter_map(|c| Currency::parse(c).ok())
+                .collect()
+        } else {
+            Vec::new()
+        };
         let filter = Filter {
             source: u.filters.source.map(|s| s.as_str().to_string()),
             product: u.filters.product.clone(),
             customer_key: u.filters.customer.as_ref().map(|c| c.key.clone()),
+            currency: (!foreign.is_empty()).then(|| t.currency.as_str().to_string()),
         };
         if let Some(c) = &u.filters.customer {
             plan.push(json!({"step": "resolve_customer", "customer": c.name, "key": c.key}));
@@ -788,6 +805,15 @@ impl OrchestratorServiceImpl {
                 period.end,
             )
             .await?;
+            // What does not add up by day is computed per bucket, all buckets in one query.
+            let bucketed = match &daily {
+                Some(_) => Vec::new(),
+                None => {
+                    let ranges: Vec<(NaiveDate, NaiveDate)> =
+                        buckets.iter().map(|(_, s, e)| (*s, *e)).collect();
+                    metrics::by_bucket(&self.db, tenant_id, metric, &filter, &ranges).await?
+                }
+            };
             for (label_day, s, e) in &buckets {
                 let v = match &daily {
                     Some(days) => {
@@ -797,7 +823,10 @@ impl OrchestratorServiceImpl {
                             .fold((0, 0), |(a, b), (_, x, y)| (a + x, b + y));
                         metrics::wrap(metric, a, b)
                     }
-                    None => metrics::scalar(&self.db, tenant_id, metric, &filter, *s, *e).await?,
+                    None => {
+                        let v = bucketed.iter().find(|(d, _)| d == s).map_or(0, |r| r.1);
+                        metrics::wrap(metric, v, 0)
+                    }
                 };
                 rows.push((label_day.to_string(), v));
             }
@@ -901,6 +930,43 @@ impl OrchestratorServiceImpl {
             }
             answer = format!("{text}.");
         }
+        let answer = if foreign.is_empty() {
+            answer
+        } else {
+            result["currency"] = json!(t.currency.as_str());
+            let mut apart = Vec::new();
+            let mut rows = Vec::new();
+            for c in &foreign {
+                let f = Filter {
+                    currency: Some(c.as_str().to_string()),
+                    ..filter.clone()
+                };
+                let v = metrics::scalar(&self.db, tenant_id, metric, &f, period.start, period.end)
+                    .await?;
+                if matches!(v, Value::Money(0) | Value::Ratio(_, 0)) {
+                    continue;
+                }
+                let (sym, exp) = (c.symbol(), c.exponent());
+                let shown = match v {
+                    Value::Money(m) => money(m, &sym, exp),
+                    Value::Ratio(n, d) => money((n as f64 / d as f64).round() as i64, &sym, exp),
+                    Value::Count(n) => count(n),
+                };
+                apart.push(format!("{shown} in {}", c.as_str()));
+                rows.push(json!({"currency": c.as_str(), "value": round2(v.to_f64(exp))}));
+            }
+            plan.push(json!({"step": "fetch", "query": "other_currencies", "found": rows.len()}));
+            if rows.is_empty() {
+                answer
+            } else {
+                result["other_currencies"] = Json::Array(rows);
+                format!(
+                    "{answer} These figures count {} orders only. Orders in other currencies are listed separately, never converted or added: {}.",
+                    t.currency.as_str(),
+                    apart.join(", ")
+                )
+            }
+        };
         let answer = match stale {
             Some(note) => format!("{answer} {note}"),
             None => answer,

@@ -50,9 +50,13 @@ pub async fn compute(
     period: &Period,
 ) -> Result<Summary, Error> {
     let previous = period.previous();
-    let f = Filter::default();
     let mut rows = Vec::new();
     for m in FIGURES {
+        // Money in the tenant's currency only: amounts in others are never added to it.
+        let f = Filter {
+            currency: m.is_money().then(|| cur.as_str().to_string()),
+            ..Filter::default()
+        };
         let v = metrics::scalar(db, tenant, m, &f, period.start, period.end).await?;
         let p = metrics::scalar(db, tenant, m, &f, previous.start, previous.end).await?;
         let change = (raw(p) != 0.0).then(|| ((raw(v) - raw(p)) / raw(p) * 1000.0).round() / 10.0);

@@ -219,3 +219,159 @@ async fn odd_questions_get_clear_answers_never_500s() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 400);
 }
+
+/// Orders in a currency other than the tenant's are never added to its money figures: they are reported
+/// beside them, per currency (counts still include every order).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn money_in_other_currencies_is_reported_apart_never_added() {
+    let mut data = Dataset::generate(sizes());
+    for (i, o) in data.orders.iter_mut().enumerate() {
+        if i % 7 == 3 {
+            o["currency"] = json!("EUR");
+        }
+    }
+    let fake = FakeSaas::start(data.clone()).await;
+    let app = App::start(&[]);
+    let owner = app.owner("America/New_York").await;
+    let shop = connect_shopify(&app, &owner, &fake).await;
+    assert_eq!(sync(&app, &owner, &shop).await["status"], "succeeded");
+
+    let jan = |d| NaiveDate::from_ymd_opt(2025, 1, d).unwrap();
+    let only = |cur: &str| Dataset {
+        orders: data
+            .orders
+            .iter()
+            .filter(|o| o["currency"].as_str().unwrap_or("USD") == cur)
+            .cloned()
+            .collect(),
+        ..Dataset::default()
+    };
+    let (usd, eur) = (only("USD"), only("EUR"));
+    let a = ask(&app, &owner, "revenue in January 2025").await;
+    let r = &a["result"];
+    assert_eq!(
+        (r["value"].as_f64().unwrap() * 100.0).round() as i64,
+        shopify_revenue(&usd, jan(1), jan(31)),
+        "{a}"
+    );
+    assert_eq!(r["currency"], "USD", "{a}");
+    let apart = r["other_currencies"].as_array().expect("other currencies");
+    assert_eq!(apart.len(), 1, "{a}");
+    assert_eq!(apart[0]["currency"], "EUR");
+    assert_eq!(
+        (apart[0]["value"].as_f64().unwrap() * 100.0).round() as i64,
+        shopify_revenue(&eur, jan(1), jan(31)),
+        "{a}"
+    );
+    let text = a["answer"].as_str().unwrap();
+    assert!(
+        text.contains("USD orders only") && text.contains("€"),
+        "{text}"
+    );
+
+    // Rankings and breakdowns say so too; a count counts every order whatever its currency.
+    for q in [
+        "top 5 customers in January 2025",
+        "revenue by week in January 2025",
+        "aov in January 2025",
+    ] {
+        let a = ask(&app, &owner, q).await;
+        assert!(a["result"]["other_currencies"].is_array(), "{q}: {a}");
+        assert!(a["answer"].as_str().unwrap().contains("EUR"), "{q}: {a}");
+    }
+    let a = ask(&app, &owner, "how many orders in January 2025").await;
+    assert!(a["result"].get("other_currencies").is_none(), "{a}");
+    let all = Dataset {
+        charges: Vec::new(),
+        ..data.clone()
+    };
+    assert_eq!(
+        a["result"]["value"].as_f64().unwrap() as i64,
+        orders_count(&all, jan(1), jan(31)),
+        "{a}"
+    );
+}
+
+/// Breakdowns of what does not add up by day (distinct, new and returning customers, failed payments,
+/// refunds narrowed to a source or customer) are computed for every bucket in one query: each bucket's
+/// value equals the metric computed over that bucket alone, on both stores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn breakdowns_in_one_query_match_each_bucket_alone() {
+    use smb_orchestrator::metrics::{self, Filter};
+    use smb_orchestrator::nlu::Metric;
+    let data = Dataset::generate(sizes());
+    let fake = FakeSaas::start(data.clone()).await;
+    let pg = PgTestDb::create().await.unwrap();
+    let pg_env = [
+        ("SMB_DATABASE__URL", pg.app_url.as_str()),
+        ("SMB_DATABASE__MIGRATE_URL", pg.owner_url.as_str()),
+    ];
+    for env in [&[][..], &pg_env[..]] {
+        let app = App::start(env);
+        let owner = app.owner("America/New_York").await;
+        for c in [
+            connect_shopify(&app, &owner, &fake).await,
+            connect_stripe(&app, &owner, &fake).await,
+        ] {
+            assert_eq!(sync(&app, &owner, &c).await["status"], "succeeded");
+        }
+        let db = if env.is_empty() {
+            smb_core::store::Db::open_sqlite(&app.dir.join("smb.db"), 2)
+                .await
+                .unwrap()
+        } else {
+            pg.db.clone()
+        };
+        let tenant: smb_core::ids::TenantId = owner.tenant_id.parse().unwrap();
+        let day = |y, m, d| NaiveDate::from_ymd_opt(y, m, d).unwrap();
+        // Weeks across the data, the first and last clipped; a bucket with nothing in it too.
+        let mut buckets = vec![(day(2024, 12, 1), day(2024, 12, 1))];
+        let mut s = day(2024, 12, 30);
+        while s < day(2025, 3, 1) {
+            buckets.push((s, s + chrono::Duration::days(6)));
+            s += chrono::Duration::days(7);
+        }
+        let filters = [
+            Filter::default(),
+            Filter {
+                source: Some("shopify".into()),
+                ..Filter::default()
+            },
+            Filter {
+                customer_key: Some("customer3@example.com".into()),
+                ..Filter::default()
+            },
+        ];
+        let mut nonzero = 0;
+        for metric in [
+            Metric::Customers,
+            Metric::NewCustomers,
+            Metric::ReturningCustomers,
+            Metric::FailedPayments,
+            Metric::Refunds,
+        ] {
+            for f in &filters {
+                let got = metrics::by_bucket(&db, &tenant, metric, f, &buckets)
+                    .await
+                    .unwrap();
+                for (s, e) in &buckets {
+                    let alone = match metrics::scalar(&db, &tenant, metric, f, *s, *e)
+                        .await
+                        .unwrap()
+                    {
+                        metrics::Value::Money(v) | metrics::Value::Count(v) => v,
+                        other => panic!("{other:?}"),
+                    };
+                    let one = got.iter().find(|(d, _)| d == s).map_or(0, |r| r.1);
+                    assert_eq!(one, alone, "{metric:?} {f:?} {s}..{e}");
+                    nonzero += usize::from(alone != 0);
+                }
+            }
+        }
+        assert!(nonzero > 20, "the comparison saw data: {nonzero}");
+        if env.is_empty() {
+            db.close().await;
+        }
+    }
+    pg.drop_db().await;
+}
