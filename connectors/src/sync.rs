@@ -30,6 +30,8 @@ pub struct SyncEngine {
     pub lease: Duration,
     /// Where pages and end markers are written (outbox or the embedded log).
     pub outbox: smb_core::outbox::Outbox,
+    /// The largest message the bus takes: pages are split to fit.
+    pub max_message_bytes: usize,
 }
 
 /// Builds the source of a connector from its settings and sealed secret.
@@ -64,6 +66,68 @@ fn message(connector: &str, msg: &RawMessage) -> Result<Message, Error> {
         key: connector.to_string(),
         payload: serde_json::to_string(msg).map_err(|e| Error::internal("encode page", e))?,
     })
+}
+
+/// A page as messages of at most `max` bytes each, in record order: halved until every part fits. A record
+/// too large on its own is not sent (no broker would take it): a dead-letter reference with its stream, id
+/// and size goes instead, and a warning is logged.
+fn page_messages(page: RawMessage, max: usize, out: &mut Vec<Message>) -> Result<(), Error> {
+    let RawMessage::Page {
+        tenant_id,
+        connector_id,
+        sync_id,
+        source,
+        stream,
+        records,
+    } = page
+    else {
+        return Err(Error::internal("split page", "not a page"));
+    };
+    let mut parts = vec![records];
+    while let Some(records) = parts.pop() {
+        let msg = RawMessage::Page {
+            tenant_id: tenant_id.clone(),
+            connector_id: connector_id.clone(),
+            sync_id: sync_id.clone(),
+            source: source.clone(),
+            stream: stream.clone(),
+            records,
+        };
+        let m = message(&connector_id, &msg)?;
+        let RawMessage::Page { mut records, .. } = msg else {
+            unreachable!("built as a page above")
+        };
+        if m.payload.len() + m.key.len() <= max {
+            out.push(m);
+        } else if records.len() > 1 {
+            // The second half goes on the stack first, so the first is taken next: order is kept.
+            let second = records.split_off(records.len() / 2);
+            parts.push(second);
+            parts.push(records);
+        } else {
+            let id = records
+                .first()
+                .and_then(|r| r.get("id"))
+                .map(|v| match v {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                })
+                .unwrap_or_default();
+            tracing::warn!(tenant_id = %tenant_id, connector_id = %connector_id, stream = %stream, record_id = %id,
+                bytes = m.payload.len(), max_bytes = max, "record larger than bus.max_message_bytes: sent to the dead-letter topic as a reference");
+            out.push(Message {
+                topic: topics::DEAD_LETTER.into(),
+                key: connector_id.clone(),
+                payload: serde_json::json!({
+                    "kind": "oversized_record", "tenant_id": tenant_id, "connector_id": connector_id,
+                    "sync_id": sync_id, "source": source, "stream": stream, "id": id,
+                    "bytes": m.payload.len(), "max_bytes": max,
+                })
+                .to_string(),
+            });
+        }
+    }
+    Ok(())
 }
 
 impl SyncEngine {
@@ -216,7 +280,8 @@ impl SyncEngine {
                         stream: (*stream).to_string(),
                         records: page.records,
                     };
-                    msgs.push(message(&row.id, &msg).map_err(|e| fail(e.message))?);
+                    page_messages(msg, self.max_message_bytes, &mut msgs)
+                        .map_err(|e| fail(e.message))?;
                 }
                 cursor = page.cursor;
                 let encoded = serde_json::to_string(&cursor).unwrap_or_default();
@@ -246,5 +311,59 @@ impl SyncEngine {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(records: Vec<serde_json::Value>) -> RawMessage {
+        RawMessage::Page {
+            tenant_id: "t".into(),
+            connector_id: "c".into(),
+            sync_id: "s".into(),
+            source: "shopify".into(),
+            stream: "orders".into(),
+            records,
+        }
+    }
+
+    /// A page over the bus's limit is split into parts that fit, in order; a record too big alone becomes a
+    /// dead-letter reference, and the rest of the page still goes.
+    #[test]
+    fn pages_are_split_to_fit_the_bus() {
+        let records: Vec<serde_json::Value> = (0..100)
+            .map(|i| serde_json::json!({"id": i, "note": "x".repeat(if i == 42 { 50_000 } else { 900 })}))
+            .collect();
+        let mut out = Vec::new();
+        page_messages(page(records.clone()), 10_000, &mut out).unwrap();
+        let mut seen = Vec::new();
+        let mut dead = Vec::new();
+        for m in &out {
+            assert!(
+                m.payload.len() + m.key.len() <= 10_000,
+                "{} bytes",
+                m.payload.len()
+            );
+            if m.topic == topics::DEAD_LETTER {
+                dead.push(serde_json::from_str::<serde_json::Value>(&m.payload).unwrap());
+                continue;
+            }
+            let RawMessage::Page { records, .. } = serde_json::from_str(&m.payload).unwrap() else {
+                panic!("a page")
+            };
+            seen.extend(records.iter().map(|r| r["id"].as_i64().unwrap()));
+        }
+        let expected: Vec<i64> = (0..100).filter(|i| *i != 42).collect();
+        assert_eq!(seen, expected, "every other record, in order");
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0]["kind"], "oversized_record");
+        assert_eq!(dead[0]["id"], "42");
+        assert!(out.len() > 10, "split into parts: {}", out.len());
+        // A page that fits is one message.
+        let mut one = Vec::new();
+        page_messages(page(records[..3].to_vec()), 10_000, &mut one).unwrap();
+        assert_eq!(one.len(), 1);
     }
 }

@@ -125,6 +125,32 @@ impl StoreBus {
         }
     }
 
+    /// Deletes messages older than `keep`, consumed or not (as a Kafka broker's retention does), oldest
+    /// first in batches so that no statement holds the log long; returns how many went.
+    pub async fn prune(&self, keep: Duration) -> Result<u64> {
+        const BATCH: i64 = 5_000;
+        let cutoff = now_ms() - keep.as_millis() as i64;
+        let mut removed = 0;
+        loop {
+            let n = with_global!(&self.db, write, |tx| {
+                // Ids grow with time: the scan in id order meets the old rows first.
+                sqlx::query(
+                    "DELETE FROM bus_log WHERE id IN \
+                     (SELECT id FROM bus_log WHERE created_at < $1 ORDER BY id LIMIT $2)",
+                )
+                .bind(cutoff)
+                .bind(BATCH)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+            });
+            removed += n;
+            if (n as i64) < BATCH {
+                return Ok(removed);
+            }
+        }
+    }
+
     /// Wakes waiting consumers; for writers that append to the log in their own transactions.
     pub fn notifier(&self) -> Arc<Notify> {
         self.notify.clone()

@@ -49,6 +49,10 @@ pub struct DatabaseConfig {
     /// PostgreSQL only: a URL with the rights to run migrations (owner of the schema). Defaults to `url`.
     pub migrate_url: Option<SecretString>,
     pub max_connections: u32,
+    /// PostgreSQL roles granted everything but writes to the identity tables (tenants, users, sessions,
+    /// refresh tokens) when a process migrates: give the orchestrator, connectors and workers each one of
+    /// these as their `database.url` user, and no `migrate_url`. The roles must exist.
+    pub restricted_roles: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -239,6 +243,13 @@ pub struct BusConfig {
     pub max_attempts: u32,
     /// Wait between attempts at a failing message.
     pub retry_backoff_ms: u64,
+    /// The largest message the platform publishes (under Kafka's default limit of 1 MB, with room for the key
+    /// and headers). Sync pages are split to fit; a record too large alone, or any other message over it,
+    /// goes to the dead-letter topic as a reference instead of wedging the relay.
+    pub max_message_bytes: usize,
+    /// How long the embedded log (`kind = "store"`) keeps messages, consumed or not (Kafka's
+    /// `retention.ms` on a broker).
+    pub retention_hours: u64,
 }
 
 impl Default for BusConfig {
@@ -252,6 +263,8 @@ impl Default for BusConfig {
             replication: 1,
             max_attempts: 5,
             retry_backoff_ms: 500,
+            max_message_bytes: 900_000,
+            retention_hours: 168,
         }
     }
 }
@@ -283,6 +296,7 @@ impl Default for DatabaseConfig {
             url: None,
             migrate_url: None,
             max_connections: 10,
+            restricted_roles: Vec::new(),
         }
     }
 }

@@ -90,6 +90,21 @@ pub struct Relay {
     /// Poked after a commit that wrote to the outbox, so events leave at once.
     pub wake: Arc<Notify>,
     batch: i64,
+    max_message_bytes: usize,
+}
+
+/// The dead-letter reference that goes out instead of a message over the size limit: where it was going,
+/// and how big it was (the message itself is dropped: no broker would take it).
+fn oversized(m: &Message, max: usize) -> Message {
+    Message {
+        topic: crate::bus::topics::DEAD_LETTER.into(),
+        key: m.key.clone(),
+        payload: serde_json::json!({
+            "kind": "oversized_message", "topic": m.topic, "key": m.key,
+            "bytes": m.payload.len() + m.key.len(), "max_bytes": max,
+        })
+        .to_string(),
+    }
 }
 
 /// The advisory lock key of the outbox relay on PostgreSQL (any constant unique to this use).
@@ -102,7 +117,14 @@ impl Relay {
             bus,
             wake,
             batch: 256,
+            max_message_bytes: crate::config::BusConfig::default().max_message_bytes,
         }
+    }
+
+    /// The largest message the bus takes (`bus.max_message_bytes`).
+    pub fn with_max_message_bytes(mut self, max: usize) -> Self {
+        self.max_message_bytes = max;
+        self
     }
 
     /// Publishes one batch; returns how many rows left the outbox.
@@ -112,19 +134,32 @@ impl Relay {
     /// finds the lock taken and waits for its next turn) and no row is published by two of them. Order is
     /// kept: rows go out in id order, batch after batch. SQLite is one process's database (its relay runs in
     /// that process only).
+    ///
+    /// A message over `max_message_bytes` never reaches the bus (a broker refuses it, and would refuse it
+    /// for ever, holding back every tenant's events behind it): a dead-letter reference goes in its place.
     pub async fn drain_once(&self) -> Result<usize> {
         const SELECT: &str = "SELECT id, topic, msg_key, payload FROM outbox ORDER BY id LIMIT $1";
+        let max = self.max_message_bytes;
         let to_messages = |rows: Vec<(i64, String, String, String)>| -> (Vec<i64>, Vec<Message>) {
             rows.into_iter()
                 .map(|(id, topic, key, payload)| {
-                    (
-                        id,
-                        Message {
-                            topic,
-                            key,
-                            payload,
-                        },
-                    )
+                    let m = Message {
+                        topic,
+                        key,
+                        payload,
+                    };
+                    if m.payload.len() + m.key.len() > max {
+                        tracing::error!(
+                            outbox_id = id,
+                            topic = %m.topic,
+                            bytes = m.payload.len(),
+                            max_bytes = max,
+                            "message over bus.max_message_bytes: a dead-letter reference goes in its place"
+                        );
+                        (id, oversized(&m, max))
+                    } else {
+                        (id, m)
+                    }
                 })
                 .unzip()
         };

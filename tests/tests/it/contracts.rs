@@ -172,16 +172,38 @@ async fn store_bus_on_postgres_loses_nothing_under_concurrent_publishers() {
     pg.drop_db().await;
 }
 
-/// A bus that keeps what it is given, and takes its time about it (as a remote broker does).
+/// A bus that keeps what it is given (topic, payload), and takes its time about it (as a remote broker
+/// does); with `max`, it refuses a batch holding a message over that size, every time, as a broker does.
 #[derive(Default)]
-struct Tally(std::sync::Mutex<Vec<String>>);
+struct Tally {
+    seen: std::sync::Mutex<Vec<(String, String)>>,
+    max: Option<usize>,
+}
+
+impl Tally {
+    fn payloads(&self) -> Vec<String> {
+        let seen = self.seen.lock().unwrap();
+        seen.iter().map(|(_, p)| p.clone()).collect()
+    }
+}
 
 #[tonic::async_trait]
 impl smb_core::bus::Bus for Tally {
     async fn publish(&self, messages: &[smb_core::bus::Message]) -> smb_core::error::Result<()> {
+        if let Some(max) = self.max
+            && messages.iter().any(|m| m.payload.len() > max)
+        {
+            return Err(smb_core::Error::unavailable(
+                "Broker: Message size too large",
+            ));
+        }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        let mut seen = self.0.lock().unwrap();
-        seen.extend(messages.iter().map(|m| m.payload.clone()));
+        let mut seen = self.seen.lock().unwrap();
+        seen.extend(
+            messages
+                .iter()
+                .map(|m| (m.topic.clone(), m.payload.clone())),
+        );
         Ok(())
     }
     async fn poll(
@@ -249,9 +271,102 @@ async fn two_relays_on_postgres_publish_every_outbox_row_once_and_in_order() {
     let b = tokio::spawn(relay(pg.db.clone(), bus.clone()));
     a.await.unwrap();
     b.await.unwrap();
-    let seen = bus.0.lock().unwrap().clone();
+    let seen = bus.payloads();
     let expected: Vec<String> = (0..ROWS).map(|i| format!("{i:05}")).collect();
     assert_eq!(seen.len(), ROWS, "every row published once");
     assert_eq!(seen, expected, "in id order");
+    pg.drop_db().await;
+}
+
+/// A message larger than the bus takes does not hold back the outbox (every tenant's events behind it): a
+/// dead-letter reference goes in its place, and the rows after it are published, in order.
+#[tokio::test]
+async fn an_oversized_outbox_row_does_not_wedge_the_relay() {
+    use smb_core::outbox::Relay;
+    let (db, _dir) = sqlite().await.unwrap();
+    async {
+        smb_core::with_global!(&db, write, |tx| {
+            for p in ["first".to_string(), "x".repeat(5_000), "last".to_string()] {
+                sqlx::query("INSERT INTO outbox (topic, msg_key, payload, created_at) VALUES ('t', 'k', $1, 0)")
+                    .bind(p)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        });
+        Ok::<_, smb_core::Error>(())
+    }
+    .await
+    .unwrap();
+    let bus = Arc::new(Tally {
+        max: Some(1_000),
+        ..Tally::default()
+    });
+    let relay = Relay::new(
+        db.clone(),
+        bus.clone(),
+        Arc::new(tokio::sync::Notify::new()),
+    )
+    .with_max_message_bytes(1_000);
+    for _ in 0..3 {
+        if relay.drain_once().await.unwrap_or(0) == 0 {
+            break;
+        }
+    }
+    let seen = bus.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert_eq!(seen[0], ("t".into(), "first".into()));
+    assert_eq!(seen[1].0, "smb.deadletter");
+    let reference: serde_json::Value = serde_json::from_str(&seen[1].1).unwrap();
+    assert_eq!(reference["kind"], "oversized_message");
+    assert_eq!(reference["topic"], "t");
+    assert_eq!(reference["bytes"], 5_001);
+    assert_eq!(seen[2], ("t".into(), "last".into()));
+}
+
+/// The embedded log keeps messages for `bus.retention_hours`, consumed or not, like a broker; consumers
+/// read on from what is left.
+async fn log_retention(db: Db) {
+    use smb_core::bus::Bus;
+    let bus = StoreBus::new(db.clone());
+    let msg = |p: &str| smb_core::bus::Message {
+        topic: "t".into(),
+        key: "k".into(),
+        payload: p.into(),
+    };
+    bus.publish(&[msg("old 1"), msg("old 2")]).await.unwrap();
+    let day_ago = smb_core::store::now_ms() - 25 * 3600 * 1000;
+    async {
+        smb_core::with_global!(&db, write, |tx| {
+            sqlx::query("UPDATE bus_log SET created_at = $1")
+                .bind(day_ago)
+                .execute(&mut *tx)
+                .await?;
+        });
+        Ok::<_, smb_core::Error>(())
+    }
+    .await
+    .unwrap();
+    bus.publish(&[msg("new")]).await.unwrap();
+    let day = std::time::Duration::from_secs(24 * 3600);
+    assert_eq!(bus.prune(day).await.unwrap(), 2);
+    assert_eq!(bus.prune(day).await.unwrap(), 0);
+    let got = bus
+        .poll("g", "t", 10, std::time::Duration::from_millis(100))
+        .await
+        .unwrap();
+    let payloads: Vec<&str> = got.iter().map(|d| d.payload.as_str()).collect();
+    assert_eq!(payloads, vec!["new"]);
+}
+
+#[tokio::test]
+async fn embedded_log_is_pruned_by_retention_on_sqlite() {
+    let (db, _dir) = sqlite().await.unwrap();
+    log_retention(db).await;
+}
+
+#[tokio::test]
+async fn embedded_log_is_pruned_by_retention_on_postgres() {
+    let pg = PgTestDb::create().await.unwrap();
+    log_retention(pg.db.clone()).await;
     pg.drop_db().await;
 }
