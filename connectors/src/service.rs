@@ -21,7 +21,9 @@ use crate::sync::build_source;
 
 pub struct ConnectorsServiceImpl {
     db: Db,
-    sealer: Sealer,
+    /// The credential key; `None` in a process that only lists connectors and queues syncs (the
+    /// orchestrator's actions), which then holds no key that opens a source's credentials.
+    sealer: Option<Sealer>,
     client: SourceClient,
     /// Pokes the scheduler so a triggered run starts at once.
     wake: Arc<Notify>,
@@ -163,10 +165,28 @@ impl ConnectorsServiceImpl {
     pub fn new(db: Db, sealer: Sealer, client: SourceClient, wake: Arc<Notify>) -> Self {
         Self {
             db,
-            sealer,
+            sealer: Some(sealer),
             client,
             wake,
         }
+    }
+
+    /// Listing and queueing syncs only: creating a connector or changing its secrets is refused.
+    pub fn without_credentials(db: Db, client: SourceClient, wake: Arc<Notify>) -> Self {
+        Self {
+            db,
+            sealer: None,
+            client,
+            wake,
+        }
+    }
+
+    fn sealer(&self) -> Result<&Sealer, Error> {
+        self.sealer.as_ref().ok_or_else(|| {
+            Error::unavailable(
+                "connecting sources and changing their secrets is served by the connectors service, not here",
+            )
+        })
     }
 
     async fn create(
@@ -181,13 +201,13 @@ impl ConnectorsServiceImpl {
             kind: new.kind.to_string(),
             settings: serde_json::to_string(&new.settings)
                 .map_err(|e| Error::internal("settings", e))?,
-            secret_sealed: self.sealer.seal(new.secret.as_bytes())?,
+            secret_sealed: self.sealer()?.seal(new.secret.as_bytes())?,
             created_at: now_ms(),
             last_sync_at: None,
             last_sync_status: None,
             webhook_configured: new.webhook_secret.is_some(),
         };
-        let source = build_source(&row, &self.sealer, self.client.clone())?;
+        let source = build_source(&row, self.sealer()?, self.client.clone())?;
         source.validate().await.map_err(|e| {
             let name = if new.kind == "shopify" {
                 "Shopify"
@@ -220,7 +240,7 @@ impl ConnectorsServiceImpl {
         row: &ConnectorRow,
         secret: &str,
     ) -> Result<(), Error> {
-        let sealed = self.sealer.seal(secret.as_bytes())?;
+        let sealed = self.sealer()?.seal(secret.as_bytes())?;
         store::set_webhook_secret(&self.db, tenant, &row.id, &row.kind, &sealed, now_ms()).await
     }
 

@@ -21,6 +21,87 @@ use crate::ids::TenantId;
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
+/// What a process's database role may do. Only auth creates tenants, users and sessions: every other
+/// service reads the identity tables and writes none of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Full,
+    NoIdentityWrites,
+}
+
+/// The tables that say who is who: written by auth alone.
+pub const IDENTITY_TABLES: &[&str] = &["tenants", "users", "sessions", "refresh_tokens"];
+
+/// A PostgreSQL identifier, quoted.
+fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Grants `role` what `access` allows, as the schema owner. `revoke`: also take back identity-table writes
+/// granted before (for roles set aside for the other services; a process's own role may be shared with
+/// auth, so it is only ever granted more).
+async fn grant(owner: &PgPool, role: &str, access: Access, revoke: bool) -> anyhow::Result<()> {
+    let r = ident(role);
+    let mut stmts = vec![
+        format!("GRANT USAGE ON SCHEMA public TO {r}"),
+        format!("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {r}"),
+    ];
+    match access {
+        Access::Full => stmts.push(format!(
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {r}"
+        )),
+        Access::NoIdentityWrites => {
+            stmts.push(format!(
+                "GRANT SELECT ON ALL TABLES IN SCHEMA public TO {r}"
+            ));
+            let read_only: Vec<&str> = IDENTITY_TABLES
+                .iter()
+                .copied()
+                .chain(["_sqlx_migrations"])
+                .collect();
+            let tables: Vec<(String,)> = sqlx::query_as(
+                "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' AND NOT (tablename = ANY($1)) ORDER BY 1",
+            )
+            .bind(&read_only)
+            .fetch_all(owner)
+            .await?;
+            for (t,) in tables {
+                stmts.push(format!(
+                    "GRANT SELECT, INSERT, UPDATE, DELETE ON {} TO {r}",
+                    ident(&t)
+                ));
+            }
+            if revoke {
+                let list: Vec<String> = read_only.iter().map(|t| ident(t)).collect();
+                stmts.push(format!(
+                    "REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON {} FROM {r}",
+                    list.join(", ")
+                ));
+            }
+        }
+    }
+    for stmt in stmts {
+        sqlx::query(&stmt).execute(owner).await.map_err(|e| {
+            anyhow::anyhow!("granting database role {role:?} its rights failed ({e}); the role must exist (CREATE ROLE {role} LOGIN)")
+        })?;
+    }
+    Ok(())
+}
+
+/// Whether every migration this build knows has been applied (read as the application role).
+async fn schema_current(pool: &PgPool) -> bool {
+    let Some(latest) = POSTGRES_MIGRATIONS.iter().map(|m| m.version).max() else {
+        return true;
+    };
+    sqlx::query_as::<_, (bool,)>(
+        "SELECT EXISTS (SELECT 1 FROM _sqlx_migrations WHERE version = $1 AND success)",
+    )
+    .bind(latest)
+    .fetch_one(pool)
+    .await
+    .is_ok_and(|(done,)| done)
+}
+
 /// A connection pool of one of the two adapters.
 #[derive(Clone, Debug)]
 pub enum Db {
@@ -37,7 +118,16 @@ pub enum Dialect {
 impl Db {
     /// Connects to the configured database (SQLite file in `data_dir` when none is configured) and applies
     /// the dialect's migrations.
-    pub async fn connect(cfg: &DatabaseConfig, data_dir: &Path) -> anyhow::Result<Self> {
+    ///
+    /// On PostgreSQL the process connects as `database.url`'s role with `access`. With `database.migrate_url`
+    /// it first migrates as the schema owner and grants that role (and `database.restricted_roles`) their
+    /// rights; without it, a schema already current is used as it is (a service given no owner credentials),
+    /// and one that is not is migrated through `database.url`.
+    pub async fn connect(
+        cfg: &DatabaseConfig,
+        data_dir: &Path,
+        access: Access,
+    ) -> anyhow::Result<Self> {
         let url = cfg.url.as_ref().map(|u| u.expose_secret().to_string());
         match url.as_deref() {
             None | Some("") => {
@@ -53,7 +143,14 @@ impl Db {
                     .migrate_url
                     .as_ref()
                     .map(|m| m.expose_secret().to_string());
-                Self::open_postgres(u, migrate.as_deref(), cfg.max_connections).await
+                Self::open_postgres_as(
+                    u,
+                    migrate.as_deref(),
+                    cfg.max_connections,
+                    access,
+                    &cfg.restricted_roles,
+                )
+                .await
             }
             Some(_) => anyhow::bail!("database.url must start with sqlite: or postgres:"),
         }
@@ -103,31 +200,43 @@ impl Db {
         migrate_url: Option<&str>,
         max_connections: u32,
     ) -> anyhow::Result<Self> {
+        Self::open_postgres_as(url, migrate_url, max_connections, Access::Full, &[]).await
+    }
+
+    /// [`Db::open_postgres`] for a role with `access`, granting `restricted` roles everything but
+    /// identity-table writes when migrating.
+    pub async fn open_postgres_as(
+        url: &str,
+        migrate_url: Option<&str>,
+        max_connections: u32,
+        access: Access,
+        restricted: &[String],
+    ) -> anyhow::Result<Self> {
         let app_opts = PgConnectOptions::from_str(url)?;
         let app_user = app_opts.get_username().to_string();
-        {
-            let owner = PgPoolOptions::new()
-                .max_connections(1)
-                .connect(migrate_url.unwrap_or(url))
-                .await?;
-            POSTGRES_MIGRATIONS.run(&owner).await?;
-            let ident = app_user.replace('"', "\"\"");
-            for stmt in [
-                format!("GRANT USAGE ON SCHEMA public TO \"{ident}\""),
-                format!(
-                    "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO \"{ident}\""
-                ),
-                format!("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO \"{ident}\""),
-            ] {
-                sqlx::query(&stmt).execute(&owner).await?;
-            }
-            owner.close().await;
-        }
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(2))
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(app_opts)
             .await?;
+        let owner_url = match migrate_url {
+            Some(m) => Some(m),
+            // No owner credentials: a current schema is used as it is.
+            None if schema_current(&pool).await => None,
+            None => Some(url),
+        };
+        if let Some(owner_url) = owner_url {
+            let owner = PgPoolOptions::new()
+                .max_connections(1)
+                .connect(owner_url)
+                .await?;
+            POSTGRES_MIGRATIONS.run(&owner).await?;
+            grant(&owner, &app_user, access, false).await?;
+            for role in restricted {
+                grant(&owner, role, Access::NoIdentityWrites, true).await?;
+            }
+            owner.close().await;
+        }
         let (superuser, bypass): (bool, bool) = sqlx::query_as(
             "SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user",
         )
@@ -138,6 +247,18 @@ impl Db {
                 "database user {app_user:?} is a superuser or bypasses row-level security; connect as an ordinary \
                  role (database.url) and give the owner role in database.migrate_url"
             );
+        }
+        if access == Access::NoIdentityWrites {
+            let (writes,): (bool,) =
+                sqlx::query_as("SELECT has_table_privilege(current_user, 'users', 'INSERT')")
+                    .fetch_one(&pool)
+                    .await?;
+            if writes {
+                tracing::warn!(
+                    role = %app_user,
+                    "this service's database role can write the identity tables (users, sessions, tenants); give it a role of its own, listed in database.restricted_roles, so that it cannot"
+                );
+            }
         }
         Ok(Self::Postgres(pool))
     }
@@ -284,6 +405,8 @@ pub mod testing {
     }
 
     pub const APP_ROLE: &str = "smb_app_test";
+    /// A role for the services other than auth, granted through `database.restricted_roles`.
+    pub const SERVICE_ROLE: &str = "smb_service_test";
 
     /// A new database with migrations applied, connected as [`APP_ROLE`].
     pub struct PgTestDb {
@@ -292,6 +415,9 @@ pub mod testing {
         /// The non-superuser role's URL (row-level security applies) and the schema owner's.
         pub app_url: String,
         pub owner_url: String,
+        /// [`SERVICE_ROLE`]'s URL: what it may do is up to whoever migrates with it in
+        /// `database.restricted_roles`.
+        pub service_url: String,
     }
 
     impl PgTestDb {
@@ -305,13 +431,15 @@ pub mod testing {
             sqlx::query(&format!("CREATE DATABASE {name}"))
                 .execute(&admin)
                 .await?;
-            // Roles are cluster-wide; several tests may race to create it.
-            let _ = sqlx::query(&format!(
-                "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{APP_ROLE}') THEN \
-                 CREATE ROLE {APP_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS; END IF; END $$"
-            ))
-            .execute(&admin)
-            .await;
+            // Roles are cluster-wide; several tests may race to create them.
+            for role in [APP_ROLE, SERVICE_ROLE] {
+                let _ = sqlx::query(&format!(
+                    "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') THEN \
+                     CREATE ROLE {role} LOGIN NOSUPERUSER NOBYPASSRLS; END IF; END $$"
+                ))
+                .execute(&admin)
+                .await;
+            }
             admin.close().await;
             let base = admin_url
                 .rsplit_once('/')
@@ -325,12 +453,18 @@ pub mod testing {
                 app.get_host(),
                 app.get_port()
             );
+            let service_url = format!(
+                "postgres://{SERVICE_ROLE}@{}:{}/{name}",
+                app.get_host(),
+                app.get_port()
+            );
             let db = Db::open_postgres(&app_url, Some(&owner_url), 5).await?;
             Ok(Self {
                 name,
                 db,
                 app_url,
                 owner_url,
+                service_url,
             })
         }
 

@@ -128,30 +128,74 @@ async fn search_engine(
     Ok(Some(Arc::new(engine)))
 }
 
+/// The smallest `bus.max_message_bytes` honoured (a page must hold at least one ordinary record).
+const MIN_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// What a process runs, and so which secrets it loads: only auth holds the token-signing keys, only the
+/// connectors service and the workers (which sync) hold the credential key, and only auth's database role
+/// writes the identity tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// `smb up`: every service.
+    All,
+    Auth,
+    Orchestrator,
+    Connectors,
+    Workers,
+}
+
+impl Role {
+    fn signs_tokens(self) -> bool {
+        matches!(self, Role::All | Role::Auth)
+    }
+
+    fn holds_credentials(self) -> bool {
+        matches!(self, Role::All | Role::Connectors | Role::Workers)
+    }
+
+    fn searches(self) -> bool {
+        matches!(self, Role::All | Role::Orchestrator | Role::Workers)
+    }
+
+    fn access(self) -> smb_core::store::Access {
+        if self.signs_tokens() {
+            smb_core::store::Access::Full
+        } else {
+            smb_core::store::Access::NoIdentityWrites
+        }
+    }
+}
+
 /// Everything one process holds.
 pub struct Platform {
     pub db: Db,
     pub cache: DynCache,
-    pub auth: Arc<AuthServiceImpl>,
+    /// Auth, in the processes that hold the signing keys.
+    pub auth: Option<Arc<AuthServiceImpl>>,
     pub orchestrator: Arc<OrchestratorServiceImpl>,
     /// Actions (ops-copilot): proposals, confirmations, tasks, scheduled workflows.
     pub ops: Arc<Ops>,
     /// How often scheduled workflows are looked for.
     pub workflow_interval: Duration,
     pub connectors: Arc<ConnectorsServiceImpl>,
-    pub webhooks: Arc<WebhooksServiceImpl>,
-    pub engine: SyncEngine,
+    /// Webhooks and syncs, in the processes that hold the credential key.
+    pub webhooks: Option<Arc<WebhooksServiceImpl>>,
+    pub engine: Option<SyncEngine>,
     pub wake: Arc<Notify>,
     pub worker: Worker,
     pub bus: DynBus,
     /// Where events that follow state changes are written.
     pub outbox: Outbox,
+    /// `bus.max_message_bytes`, enforced by the relay.
+    pub max_message_bytes: usize,
+    /// How long the embedded log keeps messages; `None` on Kafka (the broker's retention applies).
+    pub log_retention: Option<Duration>,
 }
 
 impl Platform {
-    pub async fn build(cfg: &Config) -> anyhow::Result<Self> {
+    pub async fn build(cfg: &Config, role: Role) -> anyhow::Result<Self> {
         let data_dir = &cfg.server.data_dir;
-        let db = Db::connect(&cfg.database, data_dir)
+        let db = Db::connect(&cfg.database, data_dir, role.access())
             .await
             .context("database")?;
         let cache = cache::connect(cfg.cache.url.expose_secret(), &cfg.cache.key_prefix)
@@ -182,19 +226,27 @@ impl Platform {
             }
             other => anyhow::bail!("bus.kind must be \"store\" or \"kafka\", not {other:?}"),
         };
-        let keys = if cfg.auth.signing_keys.is_empty() {
-            KeyRing::load_or_create(&data_dir.join("keys"))?
-        } else {
-            KeyRing::from_config(&cfg.auth.signing_keys)?
+        let keys = match role.signs_tokens() {
+            false => None,
+            true if cfg.auth.signing_keys.is_empty() => {
+                Some(KeyRing::load_or_create(&data_dir.join("keys"))?)
+            }
+            true => Some(KeyRing::from_config(&cfg.auth.signing_keys)?),
         };
-        let sealer = sealer(cfg, data_dir)?;
+        let sealer = match role.holds_credentials() {
+            true => Some(sealer(cfg, data_dir)?),
+            false => None,
+        };
         let client = SourceClient::new(
             Duration::from_secs(cfg.connectors.request_timeout_secs),
             cfg.connectors.max_retries,
             cfg.connectors.allow_private_networks,
         );
         let wake = Arc::new(Notify::new());
-        let search = search_engine(cfg, data_dir).await?;
+        let search = match role.searches() {
+            true => search_engine(cfg, data_dir).await?,
+            false => None,
+        };
         let mailer = match &cfg.email.smtp_url {
             Some(url) => Some(
                 smb_orchestrator::ops::mail::Mailer::new(
@@ -209,12 +261,14 @@ impl Platform {
         let llm = smb_orchestrator::llm::Chain::from_config(&cfg.llm, db.clone())
             .context("llm")?
             .map(Arc::new);
-        let connectors = Arc::new(ConnectorsServiceImpl::new(
-            db.clone(),
-            sealer.clone(),
-            client.clone(),
-            wake.clone(),
-        ));
+        let connectors = Arc::new(match &sealer {
+            Some(s) => {
+                ConnectorsServiceImpl::new(db.clone(), s.clone(), client.clone(), wake.clone())
+            }
+            None => {
+                ConnectorsServiceImpl::without_credentials(db.clone(), client.clone(), wake.clone())
+            }
+        });
         let ops = Arc::new(Ops::new(
             db.clone(),
             mailer,
@@ -223,21 +277,24 @@ impl Platform {
             cfg.email.daily_limit,
             Duration::from_millis(cfg.email.timeout_ms),
         ));
-        let engine = SyncEngine {
+        let engine = sealer.as_ref().map(|s| SyncEngine {
             db: db.clone(),
             outbox: outbox.clone(),
-            sealer: sealer.clone(),
+            sealer: s.clone(),
             client: client.clone(),
             owner: format!("{}-{}", std::process::id(), uuid_like()),
             lease: Duration::from_secs(cfg.connectors.lease_secs),
-        };
+            max_message_bytes: cfg.bus.max_message_bytes.max(MIN_MESSAGE_BYTES),
+        });
         Ok(Self {
-            auth: Arc::new(AuthServiceImpl::new(
-                db.clone(),
-                cache.clone(),
-                Arc::new(keys),
-                cfg.auth.clone(),
-            )),
+            auth: keys.map(|k| {
+                Arc::new(AuthServiceImpl::new(
+                    db.clone(),
+                    cache.clone(),
+                    Arc::new(k),
+                    cfg.auth.clone(),
+                ))
+            }),
             orchestrator: Arc::new({
                 let o = OrchestratorServiceImpl::new(
                     db.clone(),
@@ -257,11 +314,16 @@ impl Platform {
             }),
             ops,
             workflow_interval: Duration::from_secs(cfg.actions.scheduler_interval_secs.max(1)),
-            webhooks: Arc::new(WebhooksServiceImpl::new(
-                db.clone(),
-                sealer.clone(),
-                outbox.clone(),
-            )),
+            max_message_bytes: cfg.bus.max_message_bytes.max(MIN_MESSAGE_BYTES),
+            log_retention: (cfg.bus.kind == "store")
+                .then(|| Duration::from_secs(cfg.bus.retention_hours.max(1) * 3600)),
+            webhooks: sealer.as_ref().map(|s| {
+                Arc::new(WebhooksServiceImpl::new(
+                    db.clone(),
+                    s.clone(),
+                    outbox.clone(),
+                ))
+            }),
             connectors,
             worker: Worker::new(
                 db.clone(),
@@ -316,8 +378,28 @@ impl Platform {
         let mut tasks = vec![tokio::spawn(self.worker.clone().run(shutdown.clone()))];
         if !self.outbox.is_direct() {
             let relay =
-                smb_core::outbox::Relay::new(self.db.clone(), self.bus.clone(), self.outbox.wake());
+                smb_core::outbox::Relay::new(self.db.clone(), self.bus.clone(), self.outbox.wake())
+                    .with_max_message_bytes(self.max_message_bytes);
             tasks.push(tokio::spawn(relay.run(shutdown.clone())));
+        }
+        if let Some(keep) = self.log_retention {
+            // Every process on the embedded log prunes it (a delete by age: replicas doing it twice is harmless).
+            let bus = smb_core::bus::StoreBus::new(self.db.clone());
+            let stop = shutdown.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_secs(600));
+                loop {
+                    tokio::select! {
+                        _ = every.tick() => {}
+                        _ = stop.cancelled() => return,
+                    }
+                    match bus.prune(keep).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(removed = n, "embedded bus log pruned by retention"),
+                        Err(e) => tracing::warn!(error = %e, "embedded bus log: pruning failed; retried in 10 minutes"),
+                    }
+                }
+            }));
         }
         if scheduler {
             let ops = self.ops.clone();
@@ -329,23 +411,24 @@ impl Platform {
                     _ = stop.cancelled() => {},
                 }
             }));
-            let s = Scheduler::new(
-                self.engine.clone(),
-                self.wake.clone(),
-                Duration::from_secs(5),
-            );
-            tasks.push(tokio::spawn(s.run(shutdown.clone())));
+            if let Some(engine) = &self.engine {
+                let s = Scheduler::new(engine.clone(), self.wake.clone(), Duration::from_secs(5));
+                tasks.push(tokio::spawn(s.run(shutdown.clone())));
+            }
         }
         tasks
     }
 
     pub async fn gateway(&self, cfg: &Config) -> anyhow::Result<Gateway> {
         let services = Services {
-            auth: self.auth.clone(),
+            auth: self.auth.clone().context("this process serves no auth")?,
             orchestrator: Arc::new(OrchestratorGrpc(self.orchestrator.clone())),
             actions: Arc::new(ActionsServiceImpl(self.ops.clone())),
             connectors: self.connectors.clone(),
-            webhooks: self.webhooks.clone(),
+            webhooks: self
+                .webhooks
+                .clone()
+                .context("this process serves no webhooks")?,
         };
         Ok(Gateway::new(services, self.cache.clone(), cfg, self.readiness()).await?)
     }
@@ -397,7 +480,7 @@ pub async fn up(addr: String, data_dir: PathBuf) -> anyhow::Result<()> {
     let mut cfg = load_config()?;
     cfg.server.addr = addr;
     cfg.server.data_dir = data_dir;
-    let platform = Platform::build(&cfg).await?;
+    let platform = Platform::build(&cfg, Role::All).await?;
     let listener = tokio::net::TcpListener::bind(&cfg.server.addr)
         .await
         .with_context(|| format!("cannot listen on {}", cfg.server.addr))?;
@@ -417,6 +500,38 @@ pub async fn up(addr: String, data_dir: PathBuf) -> anyhow::Result<()> {
     drain(tasks, Duration::from_secs(cfg.server.shutdown_grace_secs)).await;
     platform.db.close().await;
     Ok(())
+}
+
+/// The token verifier of a service, on the JWKS `auth` publishes. A service may start before auth does (a
+/// Deployment's pods start in any order): it retries for a minute before giving up.
+async fn authenticator(
+    auth: Arc<dyn smb_proto::auth::v1::auth_service_server::AuthService>,
+    cfg: &Config,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<smb_gateway::authn::Authenticator> {
+    let started = std::time::Instant::now();
+    loop {
+        match smb_gateway::authn::Authenticator::new(
+            auth.clone(),
+            &cfg.auth.issuer,
+            &cfg.auth.audience,
+            Duration::from_secs(cfg.auth.jwks_refresh_secs.max(1)),
+        )
+        .await
+        {
+            Ok(a) => return Ok(a),
+            Err(e) if started.elapsed() < Duration::from_secs(60) && !shutdown.is_cancelled() => {
+                tracing::warn!(error = %e, auth_url = %cfg.services.auth_url, "auth's public keys are not readable yet; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => {
+                return Err(anyhow::anyhow!(
+                    "cannot read auth's public keys from services.auth_url ({}): {e}",
+                    cfg.services.auth_url
+                ));
+            }
+        }
+    }
 }
 
 /// `smb serve <service>`: one service of the split deployment.
@@ -458,8 +573,17 @@ pub async fn serve(service: &str) -> anyhow::Result<()> {
             .await?;
         return Ok(());
     }
-    let platform = Platform::build(&cfg).await?;
-    if service == "workers" {
+    let role = match service {
+        "auth" => Role::Auth,
+        "orchestrator" => Role::Orchestrator,
+        "connectors" => Role::Connectors,
+        "workers" => Role::Workers,
+        other => anyhow::bail!(
+            "unknown service {other:?}: gateway, auth, orchestrator, connectors or workers"
+        ),
+    };
+    let platform = Platform::build(&cfg, role).await?;
+    if role == Role::Workers {
         let tasks = platform.spawn_background(&shutdown, cfg.connectors.scheduler_enabled);
         shutdown.cancelled().await;
         drain(tasks, Duration::from_secs(cfg.server.shutdown_grace_secs)).await;
@@ -472,16 +596,17 @@ pub async fn serve(service: &str) -> anyhow::Result<()> {
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
     // Every call is verified here: the bearer token forwarded by the gateway becomes the caller; no
-    // header is taken at its word. The auth service checks sessions itself, so it only verifies tokens.
-    let authn = Arc::new(
-        smb_gateway::authn::Authenticator::new(
-            platform.auth.clone(),
-            &cfg.auth.issuer,
-            &cfg.auth.audience,
-            Duration::from_secs(cfg.auth.jwks_refresh_secs.max(1)),
-        )
-        .await?,
-    );
+    // header is taken at its word. The auth service checks sessions itself, so it only verifies tokens;
+    // the others read auth's public keys (JWKS) and ask it about sessions over gRPC.
+    let keys_from: Arc<dyn smb_proto::auth::v1::auth_service_server::AuthService> =
+        match &platform.auth {
+            Some(a) => a.clone(),
+            None => Arc::new(smb_gateway::remote::RemoteAuth::connect_lazy(
+                &cfg.services.auth_url,
+                Duration::from_millis(cfg.services.timeout_ms.max(1)),
+            )?),
+        };
+    let authn = Arc::new(authenticator(keys_from, &cfg, &shutdown).await?);
     let router = tonic::transport::Server::builder()
         .layer(smb_gateway::authn::VerifyCallers::layer(
             authn,
@@ -494,7 +619,9 @@ pub async fn serve(service: &str) -> anyhow::Result<()> {
             reporter
                 .set_serving::<AuthServiceServer<AuthServiceImpl>>()
                 .await;
-            router.add_service(AuthServiceServer::from_arc(platform.auth.clone()))
+            router.add_service(AuthServiceServer::from_arc(
+                platform.auth.clone().context("auth holds its keys")?,
+            ))
         }
         "orchestrator" => {
             reporter
@@ -519,7 +646,12 @@ pub async fn serve(service: &str) -> anyhow::Result<()> {
                 .add_service(ConnectorsServiceServer::from_arc(
                     platform.connectors.clone(),
                 ))
-                .add_service(WebhooksServiceServer::from_arc(platform.webhooks.clone()))
+                .add_service(WebhooksServiceServer::from_arc(
+                    platform
+                        .webhooks
+                        .clone()
+                        .context("connectors hold the credential key")?,
+                ))
         }
     };
     tracing::info!(%addr, service, "serving");

@@ -513,8 +513,10 @@ pub mod split {
         pub workers: Vec<Option<Child>>,
         services: Vec<Child>,
         cache_prefix: String,
-        /// Every process's environment (a restarted replica gets the same).
-        env: Vec<(String, String)>,
+        /// The workers' environment (a restarted replica gets the same).
+        workers_env: Vec<(String, String)>,
+        /// The deployment's directory: one data directory per service below it.
+        pub dir: std::path::PathBuf,
     }
 
     fn spawn(env: &[(String, String)], service: &str, port: u16) -> Child {
@@ -555,20 +557,36 @@ pub mod split {
             let topic_prefix = format!("s{id}.");
             let [auth, orch, conn, gw] = [free_port(), free_port(), free_port(), free_port()];
             let url = |p: u16| format!("http://127.0.0.1:{p}");
-            let dir_s = dir.display().to_string();
             let (auth_url, orchestrator_url, connectors_url) = (url(auth), url(orch), url(conn));
+            // Each service gets only what it needs, as Helm mounts it: auth migrates (the owner's URL) and
+            // signs (its keys in its own data directory); the others connect as a role that cannot write
+            // the identity tables; only connectors and workers hold the credential key.
+            let dirs = |s: &str| dir.join(s).display().to_string();
+            let restricted = format!("[\"{}\"]", smb_core::store::testing::SERVICE_ROLE);
+            let per_service = |service: &str| -> Vec<(String, String)> {
+                let mut e: Vec<(&str, String)> = vec![("SMB_SERVER__DATA_DIR", dirs(service))];
+                match service {
+                    "auth" => {
+                        e.push(("SMB_DATABASE__URL", pg.app_url.clone()));
+                        e.push(("SMB_DATABASE__MIGRATE_URL", pg.owner_url.clone()));
+                        e.push(("SMB_DATABASE__RESTRICTED_ROLES", restricted.clone()));
+                    }
+                    "gateway" => {}
+                    _ => e.push(("SMB_DATABASE__URL", pg.service_url.clone())),
+                }
+                if matches!(service, "connectors" | "workers") {
+                    e.push(("SMB_CONNECTORS__ENCRYPTION_KEY", ENCRYPTION_KEY.to_string()));
+                }
+                e.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+            };
             let mut env: Vec<(&str, &str)> = vec![
-                ("SMB_DATABASE__URL", &pg.app_url),
-                ("SMB_DATABASE__MIGRATE_URL", &pg.owner_url),
                 ("SMB_CACHE__URL", "redis://127.0.0.1:6379"),
                 ("SMB_CACHE__KEY_PREFIX", &cache_prefix),
                 ("SMB_BUS__KIND", "kafka"),
                 ("SMB_BUS__BROKERS", kafka),
                 ("SMB_BUS__TOPIC_PREFIX", &topic_prefix),
                 ("SMB_BUS__RETRY_BACKOFF_MS", "100"),
-                ("SMB_SERVER__DATA_DIR", &dir_s),
                 ("SMB_SEARCH__INDEX", "off"),
-                ("SMB_CONNECTORS__ENCRYPTION_KEY", ENCRYPTION_KEY),
                 ("SMB_CONNECTORS__LEASE_SECS", "5"),
                 ("SMB_SERVICES__AUTH_URL", &auth_url),
                 ("SMB_SERVICES__ORCHESTRATOR_URL", &orchestrator_url),
@@ -580,7 +598,14 @@ pub mod split {
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect();
-            let spawn = |service: &str, port: u16| spawn(&env, service, port);
+            let env_of = |service: &str| -> Vec<(String, String)> {
+                per_service(service)
+                    .into_iter()
+                    .chain(env.iter().cloned())
+                    .collect()
+            };
+            let workers_env = env_of("workers");
+            let spawn = |service: &str, port: u16| spawn(&env_of(service), service, port);
             // Auth first: it migrates the database and the gateway reads its keys at start.
             let mut services = vec![spawn("auth", auth)];
             wait_port(auth, "auth", &mut services[0]);
@@ -595,7 +620,7 @@ pub mod split {
             let mut gateway = spawn("gateway", gw);
             wait_port(gw, "gateway", &mut gateway);
             Self {
-                gateway: App::attach(url(gw), gateway, dir),
+                gateway: App::attach(url(gw), gateway, dir.clone()),
                 auth_url,
                 orchestrator_url,
                 connectors_url,
@@ -603,14 +628,15 @@ pub mod split {
                 workers,
                 services,
                 cache_prefix,
-                env,
+                workers_env,
+                dir,
             }
         }
 
         /// Starts workers replica `i` again (as a Deployment replaces a pod that died).
         pub fn restart_worker(&mut self, i: usize) {
             self.kill_worker(i);
-            self.workers[i] = Some(spawn(&self.env, "workers", free_port()));
+            self.workers[i] = Some(spawn(&self.workers_env, "workers", free_port()));
         }
 
         /// The deployment's database.

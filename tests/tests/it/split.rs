@@ -208,6 +208,99 @@ async fn services_trust_a_verified_token_and_no_header() {
     split.stop().await;
 }
 
+/// Each service holds only the secrets it needs: the signing keys live with auth alone, the credential key
+/// with connectors and workers; the orchestrator holds neither, and its database role reads the identity
+/// tables but cannot write them (nor can any service but auth) — and it still answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_hold_only_their_own_secrets() {
+    let split = Split::start(&kafka(), 1, &[]).await;
+    let owner = split.gateway.owner("UTC").await;
+    let fake = FakeSaas::start(Dataset::generate(Sizes {
+        orders: 20,
+        customers: 5,
+        products: 3,
+        charges: 0,
+        stripe_customers: 0,
+    }))
+    .await;
+    let shop = connect_shopify(&split.gateway, &owner, &fake).await;
+    assert_eq!(
+        sync(&split.gateway, &owner, &shop).await["status"],
+        "succeeded"
+    );
+    let a = ask(&split.gateway, &owner, "how many orders all time").await;
+    assert_eq!(a["result"]["value"], 20.0, "{a}");
+
+    let files = |service: &str| -> Vec<String> {
+        let d = split.dir.join(service);
+        let mut out = Vec::new();
+        let mut stack = vec![d.clone()];
+        while let Some(p) = stack.pop() {
+            for e in std::fs::read_dir(&p).into_iter().flatten().flatten() {
+                let path = e.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else {
+                    out.push(path.strip_prefix(&d).unwrap().display().to_string());
+                }
+            }
+        }
+        out
+    };
+    let signing = |f: &String| f.starts_with("keys");
+    assert!(
+        files("auth").iter().any(signing),
+        "auth keeps its keys: {:?}",
+        files("auth")
+    );
+    for service in ["orchestrator", "connectors", "workers", "gateway"] {
+        let f = files(service);
+        assert!(
+            !f.iter().any(signing),
+            "{service} holds signing keys: {f:?}"
+        );
+        assert!(
+            !f.iter().any(|f| f == "secret.key"),
+            "{service} made a credential key: {f:?}"
+        );
+    }
+
+    // The role the other services connect as: identity tables read-only, the rest writable.
+    let pg = smb_core::store::Db::open_postgres(&split.pg.as_ref().unwrap().service_url, None, 2)
+        .await
+        .unwrap();
+    let smb_core::store::Db::Postgres(pool) = &pg else {
+        unreachable!()
+    };
+    for (table, right, allowed) in [
+        ("users", "SELECT", true),
+        ("tenants", "SELECT", true),
+        ("users", "INSERT", false),
+        ("users", "UPDATE", false),
+        ("sessions", "INSERT", false),
+        ("sessions", "DELETE", false),
+        ("refresh_tokens", "UPDATE", false),
+        ("tenants", "INSERT", false),
+        ("orders", "INSERT", true),
+        ("actions", "UPDATE", true),
+    ] {
+        let (has,): (bool,) = sqlx::query_as("SELECT has_table_privilege(current_user, $1, $2)")
+            .bind(table)
+            .bind(right)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        assert_eq!(has, allowed, "{right} on {table}");
+    }
+    let e = sqlx::query("UPDATE users SET role = 'owner'")
+        .execute(pool)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("permission denied"), "{e}");
+    pg.close().await;
+    split.stop().await;
+}
+
 const SIZES: Sizes = Sizes {
     orders: 900,
     customers: 60,
