@@ -196,6 +196,12 @@ impl SourceClient {
         {
             return Err(SourceError::Blocked(h));
         }
+        self.send(url, headers).await
+    }
+
+    /// [`SourceClient::get`] after the first hop's check: retries, redirects (each checked by the policy),
+    /// the capped body.
+    async fn send(&self, url: &str, headers: &[(&str, &str)]) -> Result<Response, SourceError> {
         let mut attempt = 0;
         loop {
             let mut req = self.http.get(url);
@@ -378,6 +384,51 @@ mod tests {
                 Ok(_) => panic!("{url}: reached"),
             }
         }
+    }
+
+    /// A public first hop that redirects to a private or local address is refused at the redirect: the
+    /// policy checks every hop, not only the URL the user gave.
+    #[tokio::test]
+    async fn redirects_to_private_targets_are_refused() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = served.clone();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = l.accept().await {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut buf = vec![0u8; 4096];
+                let n = sock.read(&mut buf).await.unwrap_or(0);
+                let req = String::from_utf8_lossy(&buf[..n]).to_string();
+                let to = match req.split_whitespace().nth(1).unwrap_or("/") {
+                    "/metadata" => "http://169.254.169.254/latest/meta-data/".to_string(),
+                    "/localhost" => "http://localhost:9/x".to_string(),
+                    "/ten" => "http://10.1.2.3/x".to_string(),
+                    _ => format!("http://127.0.0.1:{port}/metadata"),
+                };
+                let reply = format!(
+                    "HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                let _ = sock.write_all(reply.as_bytes()).await;
+            }
+        });
+        let c = SourceClient::new(Duration::from_secs(2), 0, false);
+        for (path, target) in [
+            ("/metadata", "169.254.169.254"),
+            ("/localhost", "localhost"),
+            ("/ten", "10.1.2.3"),
+            ("/loop", "127.0.0.1"),
+        ] {
+            let url = format!("http://127.0.0.1:{port}{path}");
+            match c.send(&url, &[]).await {
+                Err(SourceError::Blocked(h)) => assert_eq!(h, target, "{path}"),
+                Err(other) => panic!("{path}: {other}"),
+                Ok(_) => panic!("{path}: followed"),
+            }
+        }
+        // Each first hop was served once, and no redirect reached the loopback server again.
+        assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 4);
     }
 
     #[test]
