@@ -402,8 +402,13 @@ async fn random_webhook_ids_do_not_grow_memory() {
     let statuses = futures::stream::iter(0..n)
         .map(|i| {
             let http = app.http.clone();
-            // Random ids that are no connector's: refused before any per-connector state exists.
-            let id = format!("{i}-{}", uuid::Uuid::new_v4().simple());
+            // Random ids shaped like connector ids, none of them one: each gets a rate-limit window (the
+            // bounded cache's), then a 404. Every tenth is malformed, refused before any state exists.
+            let id = if i % 10 == 0 {
+                format!("{i}-x")
+            } else {
+                uuid::Uuid::new_v4().to_string()
+            };
             let url = format!("{}/webhooks/stripe/{id}", app.url);
             async move {
                 http.post(url)
