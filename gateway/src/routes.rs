@@ -322,32 +322,6 @@ pub struct ListActionsQuery {
     limit: Option<i32>,
 }
 
-fn action_json(a: orch_pb::Action) -> Value {
-    let mut v = json!({
-        "id": a.id,
-        "type": a.r#type,
-        "status": a.status,
-        "params": a.params.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
-        "preview": a.preview,
-        "needs_owner": a.needs_owner,
-        "proposed_by": a.proposed_by,
-        "proposed_at": a.proposed_at,
-        "expires_at": a.expires_at,
-        "attempts": a.attempts,
-    });
-    for (k, val) in [
-        ("decided_by", a.decided_by),
-        ("decided_at", a.decided_at),
-        ("finished_at", a.finished_at),
-        ("outcome", a.outcome),
-    ] {
-        if !val.is_empty() {
-            v[k] = json!(val);
-        }
-    }
-    v
-}
-
 fn task_json(t: orch_pb::Task) -> Value {
     let mut v = json!({
         "id": t.id,
@@ -383,7 +357,7 @@ pub async fn list_actions(
         .await?
         .into_inner();
     Ok(Json(
-        json!({"actions": r.actions.into_iter().map(action_json).collect::<Vec<_>>()}),
+        json!({"actions": r.actions.into_iter().map(|a| smb_proto::json::action(&a)).collect::<Vec<_>>()}),
     ))
 }
 
@@ -398,7 +372,7 @@ pub async fn get_action(
         .get_action(a.request(orch_pb::GetActionRequest { id }))
         .await?
         .into_inner();
-    Ok(Json(action_json(r)))
+    Ok(Json(smb_proto::json::action(&r)))
 }
 
 pub async fn confirm_action(
@@ -412,7 +386,7 @@ pub async fn confirm_action(
         .confirm_action(a.request(orch_pb::ConfirmActionRequest { id }))
         .await?
         .into_inner();
-    Ok(Json(action_json(r)))
+    Ok(Json(smb_proto::json::action(&r)))
 }
 
 pub async fn reject_action(
@@ -426,7 +400,7 @@ pub async fn reject_action(
         .reject_action(a.request(orch_pb::RejectActionRequest { id }))
         .await?
         .into_inner();
-    Ok(Json(action_json(r)))
+    Ok(Json(smb_proto::json::action(&r)))
 }
 
 #[derive(Deserialize)]

@@ -127,33 +127,6 @@ impl Row {
     }
 }
 
-/// The JSON form of an action (the query result's `action`, and the JSON routes).
-pub fn action_json(a: &pb::Action) -> Json {
-    let mut v = json!({
-        "id": a.id,
-        "type": a.r#type,
-        "status": a.status,
-        "params": a.params.iter().collect::<BTreeMap<_, _>>(),
-        "preview": a.preview,
-        "needs_owner": a.needs_owner,
-        "proposed_by": a.proposed_by,
-        "proposed_at": a.proposed_at,
-        "expires_at": a.expires_at,
-        "attempts": a.attempts,
-    });
-    for (k, val) in [
-        ("decided_by", &a.decided_by),
-        ("decided_at", &a.decided_at),
-        ("finished_at", &a.finished_at),
-        ("outcome", &a.outcome),
-    ] {
-        if !val.is_empty() {
-            v[k] = json!(val);
-        }
-    }
-    v
-}
-
 /// How an execution ended.
 enum Outcome {
     Executed(String),
@@ -397,7 +370,7 @@ impl Ops {
             answer: format!(
                 "{preview}. Nothing has been done yet: it happens when {who} (POST /v1/actions/{id}/confirm, or /reject to drop it). The proposal expires in {hours} hours."
             ),
-            action: Some(action_json(&action)),
+            action: Some(smb_proto::json::action(&action)),
         })
     }
 
@@ -442,10 +415,25 @@ impl Ops {
             .collect())
     }
 
-    /// Marks interrupted executions `outcome_unknown` and lapsed proposals `expired`.
+    /// Marks interrupted executions `outcome_unknown` and lapsed proposals `expired`. A read looks first: the
+    /// reads that call this (get, list) write only when there is something to mark.
     async fn sweep(&self, tenant: &TenantId) -> Result<(), Error> {
         let now = now_ms();
         let stale = now - i64::try_from(self.stale.as_millis()).unwrap_or(0);
+        let (due,): (bool,) = with_tenant!(&self.db, tenant, read, |tx| {
+            sqlx::query_as(
+                "SELECT EXISTS (SELECT 1 FROM actions WHERE tenant_id = $1 AND \
+                 ((status = 'executing' AND started_at < $3) OR (status = 'pending_confirmation' AND expires_at <= $2)))",
+            )
+            .bind(tenant.as_str())
+            .bind(now)
+            .bind(stale)
+            .fetch_one(&mut *tx)
+            .await?
+        });
+        if !due {
+            return Ok(());
+        }
         with_tenant!(&self.db, tenant, write, |tx| {
             sqlx::query(
                 "UPDATE actions SET status = 'outcome_unknown', finished_at = $2, \
