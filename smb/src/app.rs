@@ -277,6 +277,7 @@ impl Platform {
             cfg.email.daily_limit,
             Duration::from_millis(cfg.email.timeout_ms),
         ));
+        let max_message_bytes = cfg.bus.max_message_bytes.max(MIN_MESSAGE_BYTES);
         let engine = sealer.as_ref().map(|s| SyncEngine {
             db: db.clone(),
             outbox: outbox.clone(),
@@ -284,7 +285,7 @@ impl Platform {
             client: client.clone(),
             owner: format!("{}-{}", std::process::id(), uuid_like()),
             lease: Duration::from_secs(cfg.connectors.lease_secs),
-            max_message_bytes: cfg.bus.max_message_bytes.max(MIN_MESSAGE_BYTES),
+            max_message_bytes,
         });
         Ok(Self {
             auth: keys.map(|k| {
@@ -314,7 +315,7 @@ impl Platform {
             }),
             ops,
             workflow_interval: Duration::from_secs(cfg.actions.scheduler_interval_secs.max(1)),
-            max_message_bytes: cfg.bus.max_message_bytes.max(MIN_MESSAGE_BYTES),
+            max_message_bytes,
             log_retention: (cfg.bus.kind == "store")
                 .then(|| Duration::from_secs(cfg.bus.retention_hours.max(1) * 3600)),
             webhooks: sealer.as_ref().map(|s| {
