@@ -73,6 +73,9 @@ if ! python3 -c 'import aiosmtpd' 2>/dev/null; then
 fi
 python3 -c 'import aiosmtpd' || { echo "aiosmtpd is not importable; pip install aiosmtpd" >&2; exit 1; }
 
+section "helm chart (render and validate)"
+./scripts/chart-check.sh
+
 section "fmt"
 cargo fmt --all -- --check
 section "clippy"
