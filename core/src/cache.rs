@@ -219,8 +219,13 @@ impl RedisCache {
     pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<Self> {
         use fred::prelude::*;
         let config = Config::from_url(url)?;
+        // A lost connection is re-established for as long as it takes (100 ms doubling to 2 s between
+        // attempts), and a command waits at most 2 s: while Redis is away requests fail fast with
+        // `unavailable` (and health says NOT_SERVING) instead of hanging, and recover on their own.
         let client = Builder::from_config(config)
             .with_connection_config(|c| c.connection_timeout = Duration::from_secs(5))
+            .with_performance_config(|p| p.default_command_timeout = Duration::from_secs(2))
+            .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
             .build()?;
         client.init().await?;
         Ok(Self {
