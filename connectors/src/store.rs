@@ -173,14 +173,15 @@ pub async fn queue_run(
             Some((id,)) => id,
             None => {
                 sqlx::query(
-                    "INSERT INTO sync_runs (id, tenant_id, connector_id, status, trigger_kind, created_at) \
-                     VALUES ($1, $2, $3, 'queued', $4, $5)",
+                    "INSERT INTO sync_runs (id, tenant_id, connector_id, status, trigger_kind, created_at, traceparent) \
+                     VALUES ($1, $2, $3, 'queued', $4, $5, $6)",
                 )
                 .bind(new_id)
                 .bind(tenant.as_str())
                 .bind(connector)
                 .bind(trigger)
                 .bind(now)
+                .bind(smb_core::telemetry::traceparent())
                 .execute(&mut *tx)
                 .await?;
                 sqlx::query(
@@ -229,6 +230,22 @@ pub async fn mark_running(db: &Db, tenant: &TenantId, id: &str, now: i64) -> Res
         .await?;
     });
     Ok(())
+}
+
+/// The trace context of the request that queued sync run `sync_id` (none when traces were off then).
+pub async fn sync_traceparent(
+    db: &Db,
+    tenant: &TenantId,
+    sync_id: &str,
+) -> Result<Option<String>, Error> {
+    let row: Option<(Option<String>,)> = with_tenant!(db, tenant, read, |tx| {
+        sqlx::query_as("SELECT traceparent FROM sync_runs WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant.as_str())
+            .bind(sync_id)
+            .fetch_optional(&mut *tx)
+            .await?
+    });
+    Ok(row.and_then(|r| r.0))
 }
 
 pub async fn get_cursor(

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 use smb_core::Error;
 use smb_core::bus::{Message, topics};
@@ -65,6 +66,7 @@ fn message(connector: &str, msg: &RawMessage) -> Result<Message, Error> {
         topic: topics::RAW_RECORDS.into(),
         key: connector.to_string(),
         payload: serde_json::to_string(msg).map_err(|e| Error::internal("encode page", e))?,
+        traceparent: smb_core::telemetry::traceparent(),
     })
 }
 
@@ -124,6 +126,7 @@ fn page_messages(page: RawMessage, max: usize, out: &mut Vec<Message>) -> Result
                     "bytes": m.payload.len(), "max_bytes": max,
                 })
                 .to_string(),
+                traceparent: m.traceparent.clone(),
             });
         }
     }
@@ -142,6 +145,32 @@ impl SyncEngine {
     /// on, the run stops at once and writes nothing more (the new holder resumes from the checkpoints).
     /// Every other way out ends the run with an end marker carrying the reason.
     pub async fn run(
+        &self,
+        tenant: TenantId,
+        connector: String,
+        sync_id: String,
+    ) -> Result<(), Error> {
+        // One trace per run: its pages, and the workers that load and index them, are its children.
+        let span = tracing::info_span!(
+            "sync",
+            tenant_id = %tenant,
+            connector_id = %connector,
+            sync_id = %sync_id,
+            trace_id = tracing::field::Empty,
+        );
+        if smb_core::telemetry::exporting() {
+            // A run someone asked for continues the trace of that request.
+            let queued_by = store::sync_traceparent(&self.db, &tenant, &sync_id)
+                .await
+                .unwrap_or_default();
+            smb_core::telemetry::continue_from(&span, queued_by.as_deref());
+        }
+        self.run_traced(tenant, connector, sync_id)
+            .instrument(span)
+            .await
+    }
+
+    async fn run_traced(
         &self,
         tenant: TenantId,
         connector: String,
@@ -266,10 +295,18 @@ impl SyncEngine {
                     Err(e) => return Err(fail(e.message)),
                 };
             loop {
+                let span = tracing::info_span!(
+                    "page",
+                    source = %row.kind,
+                    stream = *stream,
+                    records = tracing::field::Empty
+                );
                 let page = source
                     .next_page(stream, &cursor)
+                    .instrument(span.clone())
                     .await
                     .map_err(|e| fail(format!("{stream}: {e}")))?;
+                span.record("records", page.records.len());
                 let mut msgs = Vec::new();
                 if !page.records.is_empty() {
                     let msg = RawMessage::Page {
@@ -280,7 +317,8 @@ impl SyncEngine {
                         stream: (*stream).to_string(),
                         records: page.records,
                     };
-                    page_messages(msg, self.max_message_bytes, &mut msgs)
+                    // The messages carry the page's trace context to the workers.
+                    span.in_scope(|| page_messages(msg, self.max_message_bytes, &mut msgs))
                         .map_err(|e| fail(e.message))?;
                 }
                 cursor = page.cursor;

@@ -211,6 +211,7 @@ impl WebhooksServiceImpl {
             // One entity's changes stay in order.
             key: format!("{connector}:{stream}:{entity}"),
             payload: serde_json::to_string(&msg).map_err(|e| Error::internal("encode", e))?,
+            traceparent: smb_core::telemetry::traceparent(),
         };
         let tenant: TenantId = endpoint.tenant_id.parse()?;
         let fresh = store::accept_webhook(
@@ -241,9 +242,31 @@ impl WebhooksService for WebhooksServiceImpl {
         &self,
         req: Request<pb::ReceiveWebhookRequest>,
     ) -> Result<Response<pb::ReceiveWebhookResponse>, Status> {
-        Ok(Response::new(
-            WebhooksServiceImpl::receive(self, req.into_inner()).await?,
-        ))
+        // Counted by source and outcome; a rejection by its reason (bad signature, invalid, unknown
+        // connector). The source is the caller's word: only the two known ones become labels.
+        let source = match req.get_ref().source.as_str() {
+            "shopify" => "shopify",
+            "stripe" => "stripe",
+            _ => "other",
+        };
+        let res = WebhooksServiceImpl::receive(self, req.into_inner()).await;
+        let (outcome, reason) = match &res {
+            Ok(r) if r.ignored => ("ignored", ""),
+            Ok(r) if r.duplicate => ("duplicate", ""),
+            Ok(_) => ("accepted", ""),
+            Err(e) => (
+                "rejected",
+                match e.code {
+                    smb_core::ErrorCode::Unauthenticated => "bad_signature",
+                    smb_core::ErrorCode::InvalidArgument => "invalid",
+                    smb_core::ErrorCode::NotFound => "unknown_connector",
+                    other => other.as_str(),
+                },
+            ),
+        };
+        metrics::counter!("smb_webhooks_total", "source" => source, "outcome" => outcome, "reason" => reason)
+            .increment(1);
+        Ok(Response::new(res?))
     }
 }
 

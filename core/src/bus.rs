@@ -45,6 +45,9 @@ pub struct Message {
     pub topic: String,
     pub key: String,
     pub payload: String,
+    /// The W3C `traceparent` of the work that wrote it (when traces are exported): its consumer continues
+    /// that trace. A Kafka header; a column of the outbox and of the embedded log.
+    pub traceparent: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -53,6 +56,8 @@ pub struct Delivery {
     pub offset: i64,
     pub key: String,
     pub payload: String,
+    /// The message's `traceparent`, if it carried one.
+    pub traceparent: Option<String>,
 }
 
 #[async_trait]
@@ -72,6 +77,18 @@ pub trait Bus: Send + Sync + 'static {
     /// Moves the group's read position back to its last commit on every partition: what was delivered
     /// but not committed comes again (a consumer calls this after a failed message).
     async fn rewind(&self, group: &str, topic: &str) -> Result<()>;
+    /// How far behind this process's consumers are: per (group, topic) it has polled, the messages after the
+    /// group's committed position (on Kafka, on the partitions assigned to this process, so the sum over
+    /// replicas is the group's lag; the embedded log has one partition, so every replica reports all of it).
+    async fn lag(&self) -> Result<Vec<Lag>>;
+}
+
+/// A consumer group's backlog on one topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lag {
+    pub group: String,
+    pub topic: String,
+    pub messages: i64,
 }
 
 pub type DynBus = Arc<dyn Bus>;
@@ -104,6 +121,7 @@ impl<P: Serialize> Envelope<P> {
             topic: topic.to_string(),
             key: self.tenant_id.clone(),
             payload: serde_json::to_string(self).unwrap_or_default(),
+            traceparent: crate::telemetry::traceparent(),
         }
     }
 }
@@ -166,11 +184,11 @@ impl StoreBus {
     }
 
     async fn fetch(&self, group: &str, topic: &str, max: usize) -> Result<Vec<Delivery>> {
-        const SQL: &str = "SELECT id, msg_key, payload FROM bus_log WHERE topic = $1 AND id > \
+        const SQL: &str = "SELECT id, msg_key, payload, traceparent FROM bus_log WHERE topic = $1 AND id > \
             COALESCE((SELECT position FROM bus_offsets WHERE consumer_group = $2 AND topic = $1), 0) \
             AND id > $4 ORDER BY id LIMIT $3";
         let after = self.position(group, topic);
-        let rows: Vec<(i64, String, String)> = with_global!(&self.db, read, |tx| {
+        let rows: Vec<(i64, String, String, Option<String>)> = with_global!(&self.db, read, |tx| {
             sqlx::query_as(SQL)
                 .bind(topic)
                 .bind(group)
@@ -186,11 +204,12 @@ impl StoreBus {
         }
         Ok(rows
             .into_iter()
-            .map(|(offset, key, payload)| Delivery {
+            .map(|(offset, key, payload, traceparent)| Delivery {
                 partition: 0,
                 offset,
                 key,
                 payload,
+                traceparent,
             })
             .collect())
     }
@@ -213,11 +232,12 @@ impl Bus for StoreBus {
                 sqlx::query(lock).execute(&mut *tx).await?;
             }
             for m in messages {
-                sqlx::query("INSERT INTO bus_log (topic, msg_key, payload, created_at) VALUES ($1, $2, $3, $4)")
+                sqlx::query("INSERT INTO bus_log (topic, msg_key, payload, created_at, traceparent) VALUES ($1, $2, $3, $4, $5)")
                     .bind(&m.topic)
                     .bind(&m.key)
                     .bind(&m.payload)
                     .bind(now)
+                    .bind(&m.traceparent)
                     .execute(&mut *tx)
                     .await?;
             }
@@ -265,6 +285,35 @@ impl Bus for StoreBus {
             .remove(&(group.to_string(), topic.to_string()));
         Ok(())
     }
+
+    async fn lag(&self) -> Result<Vec<Lag>> {
+        let consumers: Vec<(String, String)> = self
+            .positions
+            .lock()
+            .expect("positions")
+            .keys()
+            .cloned()
+            .collect();
+        let mut out = Vec::with_capacity(consumers.len());
+        for (group, topic) in consumers {
+            let (messages,): (i64,) = with_global!(&self.db, read, |tx| {
+                sqlx::query_as(
+                    "SELECT COUNT(*) FROM bus_log WHERE topic = $1 AND id > COALESCE(\
+                     (SELECT position FROM bus_offsets WHERE consumer_group = $2 AND topic = $1), 0)",
+                )
+                .bind(&topic)
+                .bind(&group)
+                .fetch_one(&mut *tx)
+                .await?
+            });
+            out.push(Lag {
+                group,
+                topic,
+                messages,
+            });
+        }
+        Ok(out)
+    }
 }
 
 /// The bus contract suite, run against every adapter.
@@ -276,6 +325,7 @@ pub mod contract {
             topic: topic.into(),
             key: key.into(),
             payload: payload.into(),
+            traceparent: None,
         }
     }
 
@@ -355,6 +405,15 @@ pub mod contract {
         let two = collect(bus, "g1", topic, 2).await;
         assert_eq!(by_key(&two, "k0"), ["m5", "m6"]);
         bus.commit("g1", topic, &two[0]).await.unwrap();
+        // The lag: what follows each group's commits (g2 has committed nothing).
+        let lag = bus.lag().await.unwrap();
+        let of = |g: &str| {
+            lag.iter()
+                .find(|l| l.group == g && l.topic == topic)
+                .map(|l| l.messages)
+        };
+        assert_eq!(of("g1"), Some(1), "{lag:?}");
+        assert_eq!(of("g2"), Some(7), "{lag:?}");
         bus.rewind("g1", topic).await.unwrap();
         let rest = collect(bus, "g1", topic, 1).await;
         assert_eq!(by_key(&rest, "k0"), ["m6"]);

@@ -27,6 +27,7 @@ pub struct Config {
     pub llm: LlmConfig,
     pub email: EmailConfig,
     pub actions: ActionsConfig,
+    pub telemetry: TelemetryConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -38,6 +39,9 @@ pub struct ServerConfig {
     pub addr: String,
     /// Directory for embedded state (SQLite file, signing keys, encryption key).
     pub data_dir: PathBuf,
+    /// `smb serve`: where `/metrics`, `/healthz` and `/readyz` are served over HTTP (unset: nowhere; the
+    /// gateway and `smb up` serve them on their own port).
+    pub admin_addr: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -213,6 +217,17 @@ pub struct EmailConfig {
     pub timeout_ms: u64,
 }
 
+/// Traces.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// OTLP/gRPC collector, e.g. `http://otel-collector:4317`; unset: `OTEL_EXPORTER_OTLP_ENDPOINT`, else
+    /// nothing is exported.
+    pub otlp_endpoint: Option<String>,
+    /// Put the question's text on answer spans (off: a hash of it only).
+    pub log_queries: bool,
+}
+
 /// Proposed actions.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -286,6 +301,7 @@ impl Default for ServerConfig {
             shutdown_grace_secs: 10,
             addr: "127.0.0.1:8080".into(),
             data_dir: PathBuf::from(".smb"),
+            admin_addr: None,
         }
     }
 }

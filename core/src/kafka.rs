@@ -17,12 +17,12 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::Message as _;
+use rdkafka::message::{Header, Headers as _, Message as _, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::Mutex;
 
-use crate::bus::{Bus, Delivery, Message, topics};
+use crate::bus::{Bus, Delivery, Lag, Message, topics};
 use crate::error::{Error, Result};
 
 /// Settings of the Kafka adapter.
@@ -167,12 +167,22 @@ impl KafkaBus {
     }
 }
 
+/// The message header that carries the W3C trace context.
+const TRACEPARENT: &str = "traceparent";
+
 fn delivery(m: &rdkafka::message::BorrowedMessage<'_>) -> Delivery {
     Delivery {
         partition: m.partition(),
         offset: m.offset(),
         key: String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
         payload: String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
+        traceparent: m.headers().and_then(|h| {
+            h.iter()
+                .find(|h| h.key == TRACEPARENT)
+                .and_then(|h| h.value)
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .map(str::to_string)
+        }),
     }
 }
 
@@ -182,10 +192,14 @@ impl Bus for KafkaBus {
         let names: Vec<String> = messages.iter().map(|m| self.name(&m.topic)).collect();
         // Futures are polled in order on their first poll, so messages are enqueued in order.
         let sends = messages.iter().zip(&names).map(|(m, topic)| {
-            self.producer.send(
-                FutureRecord::to(topic).key(&m.key).payload(&m.payload),
-                self.settings.delivery_timeout,
-            )
+            let mut record = FutureRecord::to(topic).key(&m.key).payload(&m.payload);
+            if let Some(tp) = &m.traceparent {
+                record = record.headers(OwnedHeaders::new().insert(Header {
+                    key: TRACEPARENT,
+                    value: Some(tp.as_bytes()),
+                }));
+            }
+            self.producer.send(record, self.settings.delivery_timeout)
         });
         futures::future::try_join_all(sends)
             .await
@@ -248,5 +262,46 @@ impl Bus for KafkaBus {
         .await
         .map_err(|e| Error::internal("rewind task", e))?
         .map_err(|e| kafka_err("rewind", e))
+    }
+
+    async fn lag(&self) -> Result<Vec<Lag>> {
+        let consumers: Vec<((String, String), Arc<StreamConsumer>)> = self
+            .consumers
+            .lock()
+            .await
+            .iter()
+            .map(|(k, c)| (k.clone(), c.clone()))
+            .collect();
+        let mut out = Vec::with_capacity(consumers.len());
+        for ((group, topic), c) in consumers {
+            let messages =
+                tokio::task::spawn_blocking(move || -> std::result::Result<i64, KafkaError> {
+                    let assigned = c.assignment()?;
+                    if assigned.count() == 0 {
+                        return Ok(0);
+                    }
+                    let committed = c.committed_offsets(assigned, Duration::from_secs(5))?;
+                    let mut lag = 0;
+                    for e in committed.elements() {
+                        let (low, high) =
+                            c.fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(5))?;
+                        let from = match e.offset() {
+                            Offset::Offset(o) => o,
+                            _ => low,
+                        };
+                        lag += (high - from).max(0);
+                    }
+                    Ok(lag)
+                })
+                .await
+                .map_err(|e| Error::internal("lag task", e))?
+                .map_err(|e| kafka_err("lag", e))?;
+            out.push(Lag {
+                group,
+                topic,
+                messages,
+            });
+        }
+        Ok(out)
     }
 }

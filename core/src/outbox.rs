@@ -60,13 +60,14 @@ macro_rules! outbox_insert {
     ($tx:ident, $outbox:expr, $msgs:expr, $now:expr) => {
         for m in $msgs {
             sqlx::query(&format!(
-                "INSERT INTO {} (topic, msg_key, payload, created_at) VALUES ($1, $2, $3, $4)",
+                "INSERT INTO {} (topic, msg_key, payload, created_at, traceparent) VALUES ($1, $2, $3, $4, $5)",
                 $outbox.table
             ))
             .bind(&m.topic)
             .bind(&m.key)
             .bind(&m.payload)
             .bind($now)
+            .bind(&m.traceparent)
             .execute(&mut *$tx)
             .await?;
         }
@@ -81,6 +82,16 @@ pub async fn enqueue(db: &Db, outbox: &Outbox, msgs: &[Message]) -> Result<()> {
     });
     outbox.poke();
     Ok(())
+}
+
+/// Rows written but not yet relayed to the bus (a gauge: it grows while the bus is unreachable).
+pub async fn depth(db: &Db) -> Result<i64> {
+    let (n,): (i64,) = with_global!(db, read, |tx| {
+        sqlx::query_as("SELECT COUNT(*) FROM outbox")
+            .fetch_one(&mut *tx)
+            .await?
+    });
+    Ok(n)
 }
 
 /// Publishes the outbox to the bus.
@@ -104,6 +115,7 @@ fn oversized(m: &Message, max: usize) -> Message {
             "bytes": m.payload.len() + m.key.len(), "max_bytes": max,
         })
         .to_string(),
+        traceparent: m.traceparent.clone(),
     }
 }
 
@@ -138,15 +150,18 @@ impl Relay {
     /// A message over `max_message_bytes` never reaches the bus (a broker refuses it, and would refuse it
     /// for ever, holding back every tenant's events behind it): a dead-letter reference goes in its place.
     pub async fn drain_once(&self) -> Result<usize> {
-        const SELECT: &str = "SELECT id, topic, msg_key, payload FROM outbox ORDER BY id LIMIT $1";
+        type Row = (i64, String, String, String, Option<String>);
+        const SELECT: &str =
+            "SELECT id, topic, msg_key, payload, traceparent FROM outbox ORDER BY id LIMIT $1";
         let max = self.max_message_bytes;
-        let to_messages = |rows: Vec<(i64, String, String, String)>| -> (Vec<i64>, Vec<Message>) {
+        let to_messages = |rows: Vec<Row>| -> (Vec<i64>, Vec<Message>) {
             rows.into_iter()
-                .map(|(id, topic, key, payload)| {
+                .map(|(id, topic, key, payload, traceparent)| {
                     let m = Message {
                         topic,
                         key,
                         payload,
+                        traceparent,
                     };
                     if m.payload.len() + m.key.len() > max {
                         tracing::error!(
@@ -165,7 +180,7 @@ impl Relay {
         };
         match &self.db {
             Db::Sqlite(pool) => {
-                let rows: Vec<(i64, String, String, String)> = sqlx::query_as(SELECT)
+                let rows: Vec<Row> = sqlx::query_as(SELECT)
                     .bind(self.batch)
                     .fetch_all(pool)
                     .await?;
@@ -194,7 +209,7 @@ impl Relay {
                 if !ours {
                     return Ok(0);
                 }
-                let rows: Vec<(i64, String, String, String)> = sqlx::query_as(SELECT)
+                let rows: Vec<Row> = sqlx::query_as(SELECT)
                     .bind(self.batch)
                     .fetch_all(&mut *tx)
                     .await?;

@@ -1,19 +1,357 @@
-//! Structured logging to stderr (stdout is the program's own output): `SMB_LOG` sets the filter (default
-//! `info`; the embedded search engine's own chatter only from `error`), `SMB_LOG_FORMAT=json` switches to JSON.
+//! Logs, traces and metrics.
+//!
+//! Logs go to stderr (stdout is the program's own output): `SMB_LOG` sets the filter (default `info`; the
+//! embedded search engine's own chatter only from `error`), `SMB_LOG_FORMAT=json|text` the format; without
+//! it, `smb serve` logs JSON (one object per line, for a log collector) and `smb up` readable text. A log
+//! line written inside a traced request carries its `trace_id`.
+//!
+//! Traces are exported over OTLP/gRPC when `telemetry.otlp_endpoint` (or `OTEL_EXPORTER_OTLP_ENDPOINT`) is
+//! set; the W3C `traceparent` travels in gRPC metadata, HTTP headers, outbox rows and Kafka headers, so one
+//! question or one sync is one trace across processes. Unset, no span is exported and the request path
+//! creates none of the request spans.
+//!
+//! Metrics are recorded through the `metrics` facade anywhere in the code and rendered in the Prometheus text
+//! format by [`render`]. Labels are bounded sets (routes, methods, intents, sources, outcomes): never a
+//! tenant, a user or anything a caller writes. Gauges that are cheaper to read than to keep up to date (bus
+//! lag, outbox depth) are read at scrape time by [`Collector`]s.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
-pub fn init() {
+/// What the process runs on: its service name in traces, and where they go.
+pub struct Settings<'a> {
+    /// `smb` for `smb up`, `smb-<service>` for `smb serve <service>`.
+    pub service: &'a str,
+    /// JSON logs unless `SMB_LOG_FORMAT` says otherwise.
+    pub json_by_default: bool,
+    /// `telemetry.otlp_endpoint`; `OTEL_EXPORTER_OTLP_ENDPOINT` when unset.
+    pub otlp_endpoint: Option<&'a str>,
+}
+
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+/// Whether spans are exported (an OTLP endpoint is configured): request spans are made only then.
+pub fn exporting() -> bool {
+    EXPORTING.load(Ordering::Relaxed)
+}
+
+/// Flushes the spans not yet exported when dropped (at the end of `main`).
+pub struct Guard(Option<SdkTracerProvider>);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take()
+            && let Err(e) = p.shutdown_with_timeout(Duration::from_secs(5))
+        {
+            eprintln!("trace export did not finish: {e}");
+        }
+    }
+}
+
+/// Starts logging, tracing (when an endpoint is configured) and the metrics recorder.
+pub fn init(settings: Settings<'_>) -> Guard {
     let filter = EnvFilter::try_from_env("SMB_LOG")
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,qdrant_edge=error"));
-    let json = std::env::var("SMB_LOG_FORMAT").is_ok_and(|v| v == "json");
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false);
-    let _ = if json {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
+    let json = match std::env::var("SMB_LOG_FORMAT").as_deref() {
+        Ok("json") => true,
+        Ok("text") => false,
+        _ => settings.json_by_default,
     };
+    let endpoint = settings
+        .otlp_endpoint
+        .map(str::to_string)
+        .or_else(|| std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok())
+        .filter(|e| !e.trim().is_empty());
+    let mut export_error = None;
+    let provider =
+        endpoint.and_then(
+            |endpoint| match tracer_provider(&endpoint, settings.service) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    export_error = Some(format!("{endpoint}: {e}"));
+                    None
+                }
+            },
+        );
+    let otel = provider.as_ref().map(|p| {
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer("smb"))
+            .with_tracked_inactivity(false)
+    });
+    let text = (!json).then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_target(false)
+    });
+    let json = json.then(|| {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .with_target(false)
+    });
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(text)
+        .with(json)
+        .with(otel)
+        .try_init();
+    if let Some(e) = export_error {
+        tracing::error!(error = %e, "telemetry.otlp_endpoint: traces are not exported");
+    }
+    if provider.is_some() {
+        opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+        EXPORTING.store(true, Ordering::Relaxed);
+    }
+    install_metrics();
+    Guard(provider)
 }
+
+fn tracer_provider(endpoint: &str, service: &str) -> anyhow::Result<SdkTracerProvider> {
+    use opentelemetry_otlp::WithExportConfig;
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint)
+        .with_timeout(Duration::from_secs(5))
+        .build()?;
+    // Exports run on the process's tokio runtime; the queue is bounded (2,048 spans by default, the
+    // overflow dropped and counted), so a slow collector never holds a request.
+    let processor =
+        opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor::builder(
+            exporter,
+            opentelemetry_sdk::runtime::Tokio,
+        )
+        .build();
+    Ok(SdkTracerProvider::builder()
+        .with_span_processor(processor)
+        .with_resource(
+            opentelemetry_sdk::Resource::builder()
+                .with_service_name(service.to_string())
+                .build(),
+        )
+        .build())
+}
+
+struct HeaderExtractor<'a>(&'a http::HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(http::HeaderName::as_str).collect()
+    }
+}
+
+struct HeaderInjector<'a>(&'a mut http::HeaderMap);
+
+impl Injector for HeaderInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(k), Ok(v)) = (
+            http::HeaderName::from_bytes(key.as_bytes()),
+            http::HeaderValue::from_str(&value),
+        ) {
+            self.0.insert(k, v);
+        }
+    }
+}
+
+struct One<'a>(Option<&'a str>);
+
+impl Extractor for One<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        (key == "traceparent").then_some(self.0).flatten()
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        vec!["traceparent"]
+    }
+}
+
+/// Makes `span` a child of the trace context in `headers` (`traceparent`), and notes its trace id for logs.
+pub fn continue_from_headers(span: &tracing::Span, headers: &http::HeaderMap) {
+    let cx = TraceContextPropagator::new().extract(&HeaderExtractor(headers));
+    adopt(span, cx);
+}
+
+/// Makes `span` a child of `traceparent` (a message's, a stored row's), and notes its trace id for logs.
+pub fn continue_from(span: &tracing::Span, traceparent: Option<&str>) {
+    if traceparent.is_none() {
+        record_trace_id(span);
+        return;
+    }
+    let cx = TraceContextPropagator::new().extract(&One(traceparent));
+    adopt(span, cx);
+}
+
+fn adopt(span: &tracing::Span, cx: opentelemetry::Context) {
+    if cx.span().span_context().is_valid() {
+        let _ = span.set_parent(cx);
+    }
+    record_trace_id(span);
+}
+
+fn record_trace_id(span: &tracing::Span) {
+    let id = span.context().span().span_context().trace_id();
+    if id != opentelemetry::trace::TraceId::INVALID {
+        span.record("trace_id", tracing::field::display(id));
+    }
+}
+
+/// Writes the current span's context into outgoing headers (gRPC metadata is headers).
+pub fn inject_headers(headers: &mut http::HeaderMap) {
+    if !exporting() {
+        return;
+    }
+    let cx = tracing::Span::current().context();
+    TraceContextPropagator::new().inject_context(&cx, &mut HeaderInjector(headers));
+}
+
+/// The current span's W3C `traceparent`, to store with what this work writes (an outbox row, a message);
+/// `None` when traces are not exported.
+pub fn traceparent() -> Option<String> {
+    if !exporting() {
+        return None;
+    }
+    let cx = tracing::Span::current().context();
+    let sc = cx.span().span_context().clone();
+    sc.is_valid().then(|| {
+        format!(
+            "00-{}-{}-{:02x}",
+            sc.trace_id(),
+            sc.span_id(),
+            sc.trace_flags().to_u8()
+        )
+    })
+}
+
+/// Histogram buckets of every `*_seconds` metric: from half a millisecond (a cached answer) to a minute.
+const SECONDS_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process's metrics recorder (once; later calls do nothing). Until it is installed, metrics
+/// are recorded nowhere and cost next to nothing.
+pub fn install_metrics() {
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+            .expect("bucket list is not empty")
+            .build_recorder();
+        let handle = recorder.handle();
+        if let Err(e) = metrics::set_global_recorder(recorder) {
+            tracing::warn!(error = %e, "metrics recorder already installed; this process's metrics are not exported");
+        }
+        describe();
+        // Histograms keep each observation until the next upkeep: drained every 5 s, so a process nobody
+        // scrapes holds a bounded amount (a scrape drains them too).
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let h = handle.clone();
+            rt.spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_secs(5));
+                loop {
+                    every.tick().await;
+                    h.run_upkeep();
+                }
+            });
+        }
+        handle
+    });
+}
+
+/// The `# HELP` line of every metric the platform records.
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "smb_requests_total",
+        "Requests by protocol, route or gRPC method, and status."
+    );
+    describe_histogram!(
+        "smb_request_duration_seconds",
+        Unit::Seconds,
+        "Time to a response's headers, by protocol and route or gRPC method."
+    );
+    describe_counter!(
+        "smb_answers_total",
+        "Answers by intent and cache use (hit, miss, bypass)."
+    );
+    describe_counter!(
+        "smb_sync_records_total",
+        "Records loaded by the workers, by source."
+    );
+    describe_counter!(
+        "smb_sync_records_failed_total",
+        "Records rejected by the workers, by source."
+    );
+    describe_counter!(
+        "smb_sync_runs_total",
+        "Finished sync runs by source and status."
+    );
+    describe_gauge!(
+        "smb_bus_consumer_lag",
+        "Messages after the group's committed position, for this process's consumers."
+    );
+    describe_gauge!(
+        "smb_outbox_depth",
+        "Events written but not yet relayed to the bus."
+    );
+    describe_counter!(
+        "smb_webhooks_total",
+        "Webhook deliveries by source, outcome and rejection reason."
+    );
+    describe_counter!(
+        "smb_llm_calls_total",
+        "Language-model calls by provider and outcome."
+    );
+    describe_counter!(
+        "smb_llm_tokens_total",
+        "Language-model tokens by provider and direction."
+    );
+    describe_counter!(
+        "smb_llm_fallbacks_total",
+        "Answers not phrased by the first provider: by another provider, deterministic, or over budget."
+    );
+}
+
+/// A gauge read at scrape time (e.g. consumer lag): it sets its values through the `metrics` macros.
+pub type Collector = std::sync::Arc<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
+
+static COLLECTORS: Mutex<Vec<Collector>> = Mutex::new(Vec::new());
+
+/// Adds a collector, run before every [`render`].
+pub fn register_collector(c: Collector) {
+    COLLECTORS.lock().expect("collectors").push(c);
+}
+
+/// How long the collectors may take at one scrape; one that takes longer leaves its last values.
+const COLLECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The Prometheus text exposition of this process's metrics; `None` before [`install_metrics`].
+pub async fn render() -> Option<String> {
+    let handle = HANDLE.get()?;
+    let collectors: Vec<Collector> = COLLECTORS.lock().expect("collectors").clone();
+    let all = futures::future::join_all(collectors.iter().map(|c| c()));
+    if tokio::time::timeout(COLLECT_TIMEOUT, all).await.is_err() {
+        tracing::warn!("metrics collectors took over 3 s; their gauges keep their last values");
+    }
+    handle.run_upkeep();
+    Some(handle.render())
+}
+
+/// The content type of [`render`]'s text.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";

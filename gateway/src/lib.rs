@@ -10,6 +10,7 @@ pub mod body;
 pub mod client;
 pub mod edge;
 pub mod json;
+pub mod metrics;
 pub mod ratelimit;
 pub mod remote;
 pub mod routes;

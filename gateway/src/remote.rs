@@ -9,16 +9,30 @@ use smb_proto::connectors::v1::webhooks_service_client::WebhooksServiceClient;
 use smb_proto::orchestrator::v1 as orch_pb;
 use smb_proto::orchestrator::v1::actions_service_client::ActionsServiceClient;
 use smb_proto::orchestrator::v1::orchestrator_service_client::OrchestratorServiceClient;
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
+
+/// A channel whose requests carry the caller's trace context (`traceparent`), when traces are exported.
+pub type Channel = tower::util::MapRequest<
+    tonic::transport::Channel,
+    fn(http::Request<tonic::body::Body>) -> http::Request<tonic::body::Body>,
+>;
+
+fn with_trace(mut req: http::Request<tonic::body::Body>) -> http::Request<tonic::body::Body> {
+    smb_core::telemetry::inject_headers(req.headers_mut());
+    req
+}
 
 /// A lazily connecting channel to `url` whose calls carry `deadline` (as `grpc-timeout`, and enforced
 /// here too), so that no call from the gateway waits on a service for ever.
 fn channel(url: &str, deadline: std::time::Duration) -> anyhow::Result<Channel> {
-    Ok(Channel::from_shared(url.to_string())?
+    let inner = tonic::transport::Channel::from_shared(url.to_string())?
         .connect_timeout(std::time::Duration::from_secs(5))
         .timeout(deadline)
-        .connect_lazy())
+        .connect_lazy();
+    Ok(tower::util::MapRequest::new(
+        inner,
+        with_trace as fn(_) -> _,
+    ))
 }
 
 macro_rules! forward {

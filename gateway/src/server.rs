@@ -1,5 +1,5 @@
-//! Assembles the gateway: JSON routes, gRPC and grpc-web services, health and reflection on one port, with
-//! request ids, body limits and tracing around everything.
+//! Assembles the gateway: JSON routes, gRPC and grpc-web services, health, reflection and `/metrics` on one
+//! port, with request ids, body limits, tracing and request metrics around everything.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -70,6 +70,8 @@ pub struct Gateway {
     max_in_flight: usize,
     body_limit: usize,
     body_limits: Arc<BodyLimits>,
+    /// `/metrics` on this port (off when `server.admin_addr` serves it away from public traffic).
+    metrics_here: bool,
 }
 
 impl Gateway {
@@ -101,6 +103,7 @@ impl Gateway {
                 limiter,
                 readiness,
             }),
+            metrics_here: cfg.server.admin_addr.is_none(),
             request_timeout: Duration::from_millis(g.request_timeout_ms.max(1)),
             max_in_flight: g.max_in_flight.max(1),
             body_limit: g.body_limit_bytes,
@@ -192,10 +195,13 @@ impl Gateway {
             .layer(tonic_web::GrpcWebLayer::new());
 
         // Health stays outside the limits: an overloaded gateway is alive, and says so.
-        let health = Router::new()
+        let mut health = Router::new()
             .route("/healthz", get(routes::healthz))
-            .route("/readyz", get(routes::readyz))
-            .with_state(self.state.clone());
+            .route("/readyz", get(routes::readyz));
+        if self.metrics_here {
+            health = health.route("/metrics", get(crate::metrics::handler));
+        }
+        let health = health.with_state(self.state.clone());
         json.merge(webhooks)
             .merge(grpc)
             .layer(
@@ -216,6 +222,7 @@ impl Gateway {
             .layer(PropagateRequestIdLayer::x_request_id())
             .layer(TraceLayer::new_for_http())
             .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+            .layer(crate::metrics::RequestMetricsLayer)
     }
 
     /// Serves HTTP/1.1 and HTTP/2 (gRPC) on `listener` until `shutdown` resolves.

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 use base64::Engine;
 use chrono::{DateTime, NaiveDate, Utc};
@@ -45,6 +46,8 @@ pub struct OrchestratorServiceImpl {
     ops: Option<Arc<crate::ops::Ops>>,
     /// The language-model chain; none: every answer is the deterministic one.
     llm: Option<Arc<crate::llm::Chain>>,
+    /// Put the question's text on answer spans (`telemetry.log_queries`); otherwise a hash of it.
+    log_queries: bool,
 }
 
 struct VocabEntry {
@@ -181,7 +184,34 @@ impl OrchestratorServiceImpl {
             search: None,
             ops: None,
             llm: None,
+            log_queries: false,
         }
+    }
+
+    /// Puts the question's text on answer spans (off: a hash of it only).
+    pub fn with_log_queries(mut self, on: bool) -> Self {
+        self.log_queries = on;
+        self
+    }
+
+    /// The span of one answer, when traces are exported: the tenant, the question (or its hash), and once
+    /// answered the intent, the module and whether the cache served it.
+    fn answer_span(&self, caller: &Caller, query: &str) -> tracing::Span {
+        if !smb_core::telemetry::exporting() {
+            return tracing::Span::none();
+        }
+        let query = match self.log_queries {
+            true => query.to_string(),
+            false => format!("sha256:{}", &hex::encode(Sha256::digest(query))[..16]),
+        };
+        tracing::info_span!(
+            "answer",
+            tenant_id = %caller.tenant,
+            query = %query,
+            intent = tracing::field::Empty,
+            module = tracing::field::Empty,
+            cache = tracing::field::Empty,
+        )
     }
 
     /// Proposes and runs actions with `ops`.
@@ -320,7 +350,8 @@ impl OrchestratorServiceImpl {
         caller: &Caller,
         req: pb::ProcessRequest,
     ) -> Result<pb::ProcessResponse, Error> {
-        self.run(caller, req, None).await
+        let span = self.answer_span(caller, &req.query);
+        self.run(caller, req, None).instrument(span).await
     }
 
     /// Answers one question, sending the answer's text to `deltas` as it is phrased; the returned
@@ -332,7 +363,8 @@ impl OrchestratorServiceImpl {
         req: pb::ProcessRequest,
         deltas: tokio::sync::mpsc::Sender<String>,
     ) -> Result<pb::ProcessResponse, Error> {
-        self.run(caller, req, Some(&deltas)).await
+        let span = self.answer_span(caller, &req.query);
+        self.run(caller, req, Some(&deltas)).instrument(span).await
     }
 
     async fn run(
@@ -421,6 +453,11 @@ impl OrchestratorServiceImpl {
                 <pb::ProcessResponse as prost::Message>::decode(bytes.as_slice()).ok()
             })
         };
+        let cache_use = match (followup, cached.is_some()) {
+            (true, _) => "bypass",
+            (false, true) => "hit",
+            (false, false) => "miss",
+        };
         let mut streamed = false;
         let mut resp = match cached {
             Some(r) => r,
@@ -480,7 +517,10 @@ impl OrchestratorServiceImpl {
                         crate::llm::Outcome::Failed { .. } => cacheable = false,
                     }
                 }
-                let a = self.answer(caller, &tenant, &u, today, &vocab).await?;
+                let a = self
+                    .answer(caller, &tenant, &u, today, &vocab)
+                    .instrument(tracing::info_span!("compute"))
+                    .await?;
                 tracing::debug!(plan = %Json::Array(a.plan.clone()), "plan executed");
                 let mut text = a.answer.clone();
                 // 2. Phrasing (numbers locked), small talk and help.
@@ -548,6 +588,12 @@ impl OrchestratorServiceImpl {
         }
         resp.conversation_id = conversation_id;
         resp.response_time_ms = started.elapsed().as_millis() as i64;
+        ::metrics::counter!("smb_answers_total", "intent" => resp.intent.clone(), "cache" => cache_use)
+            .increment(1);
+        let span = tracing::Span::current();
+        span.record("intent", resp.intent.as_str());
+        span.record("module", resp.module.as_str());
+        span.record("cache", cache_use);
         turns.push((query.clone(), resp.answer.clone()));
         if turns.len() > 10 {
             turns.drain(..turns.len() - 10);

@@ -6,6 +6,39 @@
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/smb_descriptor.bin"));
 
+/// Every gRPC method path the platform serves (`/smb.auth.v1.AuthService/Login`, …), with the standard health
+/// and reflection services: the bounded set that request metrics label by.
+pub fn grpc_methods() -> &'static std::collections::HashSet<String> {
+    static METHODS: std::sync::OnceLock<std::collections::HashSet<String>> =
+        std::sync::OnceLock::new();
+    METHODS.get_or_init(|| {
+        let set = <prost_types::FileDescriptorSet as prost::Message>::decode(FILE_DESCRIPTOR_SET)
+            .expect("the descriptor set is built from proto/");
+        let mut out: std::collections::HashSet<String> = set
+            .file
+            .iter()
+            .flat_map(|f| {
+                let package = f.package().to_string();
+                f.service.iter().flat_map(move |s| {
+                    let service = format!("{package}.{}", s.name());
+                    s.method
+                        .iter()
+                        .map(move |m| format!("/{service}/{}", m.name()))
+                })
+            })
+            .collect();
+        for standard in [
+            "/grpc.health.v1.Health/Check",
+            "/grpc.health.v1.Health/Watch",
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        ] {
+            out.insert(standard.to_string());
+        }
+        out
+    })
+}
+
 pub mod common {
     pub mod v1 {
         tonic::include_proto!("smb.common.v1");

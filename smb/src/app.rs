@@ -32,6 +32,7 @@ use smb_proto::orchestrator::v1::orchestrator_service_server::OrchestratorServic
 use smb_workers::Worker;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tonic::server::NamedService;
 
 fn load_config() -> anyhow::Result<Config> {
     let env = Config::process_env();
@@ -303,7 +304,9 @@ impl Platform {
                     bus.clone(),
                     Duration::from_secs(cfg.orchestrator.cache_ttl_secs),
                 );
-                let o = o.with_ops(ops.clone());
+                let o = o
+                    .with_ops(ops.clone())
+                    .with_log_queries(cfg.telemetry.log_queries);
                 let o = match llm {
                     Some(c) => o.with_llm(c),
                     None => o,
@@ -368,6 +371,34 @@ impl Platform {
                 }) as ReadyCheck,
             ),
         ]
+    }
+
+    /// Registers the gauges read at scrape time: the outbox's depth and this process's bus consumer lag.
+    fn register_collectors(&self) {
+        let db = self.db.clone();
+        let bus = self.bus.clone();
+        let direct = self.outbox.is_direct();
+        smb_core::telemetry::register_collector(Arc::new(move || {
+            let db = db.clone();
+            let bus = bus.clone();
+            Box::pin(async move {
+                if !direct {
+                    match smb_core::outbox::depth(&db).await {
+                        Ok(n) => metrics::gauge!("smb_outbox_depth").set(n as f64),
+                        Err(e) => tracing::debug!(error = %e, "outbox depth not read"),
+                    }
+                }
+                match bus.lag().await {
+                    Ok(lags) => {
+                        for l in lags {
+                            metrics::gauge!("smb_bus_consumer_lag", "topic" => l.topic, "group" => l.group)
+                                .set(l.messages as f64);
+                        }
+                    }
+                    Err(e) => tracing::debug!(error = %e, "bus lag not read"),
+                }
+            }) as futures::future::BoxFuture<'static, ()>
+        }));
     }
 
     /// Starts the background loops (workers, scheduler); they stop when `shutdown` is cancelled.
@@ -477,17 +508,23 @@ async fn drain(tasks: Vec<tokio::task::JoinHandle<()>>, grace: Duration) {
 
 /// `smb up`: every service in one process.
 pub async fn up(addr: String, data_dir: PathBuf) -> anyhow::Result<()> {
-    smb_core::telemetry::init();
     let mut cfg = load_config()?;
+    let _telemetry = smb_core::telemetry::init(smb_core::telemetry::Settings {
+        service: "smb",
+        json_by_default: false,
+        otlp_endpoint: cfg.telemetry.otlp_endpoint.as_deref(),
+    });
     cfg.server.addr = addr;
     cfg.server.data_dir = data_dir;
     let platform = Platform::build(&cfg, Role::All).await?;
+    platform.register_collectors();
     let listener = tokio::net::TcpListener::bind(&cfg.server.addr)
         .await
         .with_context(|| format!("cannot listen on {}", cfg.server.addr))?;
     let local = listener.local_addr()?;
     let shutdown = CancellationToken::new();
     let tasks = platform.spawn_background(&shutdown, cfg.connectors.scheduler_enabled);
+    spawn_admin(&cfg, platform.readiness(), &shutdown).await?;
     let gateway = platform.gateway(&cfg).await?;
     // Printed for humans and for tests that start on port 0.
     println!("smb listening on http://{local}");
@@ -535,10 +572,90 @@ async fn authenticator(
     }
 }
 
+/// Serves `/metrics`, `/healthz` and `/readyz` on `server.admin_addr`, when it is set.
+async fn spawn_admin(
+    cfg: &Config,
+    readiness: Vec<(String, ReadyCheck)>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let Some(admin) = &cfg.server.admin_addr else {
+        return Ok(());
+    };
+    let listener = tokio::net::TcpListener::bind(admin)
+        .await
+        .with_context(|| format!("cannot listen on server.admin_addr {admin}"))?;
+    let router = smb_gateway::metrics::admin_router(readiness);
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
+        {
+            tracing::error!(error = %e, "admin server stopped");
+        }
+    });
+    Ok(())
+}
+
+/// Keeps gRPC health true: each served service (and the server as a whole, `""`) is SERVING while every
+/// dependency answers (database, cache), NOT_SERVING while one does not, checked every 2 s.
+struct HealthWatch {
+    reporter: tonic_health::server::HealthReporter,
+    services: Vec<&'static str>,
+    checks: Vec<(String, ReadyCheck)>,
+}
+
+impl HealthWatch {
+    const EVERY: Duration = Duration::from_secs(2);
+
+    /// Checks the dependencies and reports a change from `last`; returns whether all answered.
+    async fn check(&self, last: Option<bool>) -> bool {
+        let mut down = Vec::new();
+        for (name, check) in &self.checks {
+            if !tokio::time::timeout(Self::EVERY, check())
+                .await
+                .unwrap_or(false)
+            {
+                down.push(name.as_str());
+            }
+        }
+        let ok = down.is_empty();
+        if last != Some(ok) {
+            let status = match ok {
+                true => tonic_health::ServingStatus::Serving,
+                false => tonic_health::ServingStatus::NotServing,
+            };
+            for s in self.services.iter().chain(std::iter::once(&"")) {
+                self.reporter.set_service_status(*s, status).await;
+            }
+            match ok {
+                true if last.is_some() => tracing::info!("dependencies answer again: SERVING"),
+                true => {}
+                false => tracing::warn!(down = ?down, "a dependency does not answer: NOT_SERVING"),
+            }
+        }
+        ok
+    }
+
+    async fn run(self, mut last: bool, stop: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(Self::EVERY) => {}
+                _ = stop.cancelled() => return,
+            }
+            last = self.check(Some(last)).await;
+        }
+    }
+}
+
 /// `smb serve <service>`: one service of the split deployment.
 pub async fn serve(service: &str) -> anyhow::Result<()> {
-    smb_core::telemetry::init();
     let cfg = load_config()?;
+    let _telemetry = smb_core::telemetry::init(smb_core::telemetry::Settings {
+        service: &format!("smb-{service}"),
+        json_by_default: true,
+        otlp_endpoint: cfg.telemetry.otlp_endpoint.as_deref(),
+    });
     let shutdown = CancellationToken::new();
     tokio::spawn(shutdown_signal(shutdown.clone()));
     let addr: std::net::SocketAddr = cfg.server.addr.parse().context("server.addr")?;
@@ -567,6 +684,7 @@ pub async fn serve(service: &str) -> anyhow::Result<()> {
             )?),
         };
         let cache = cache::connect(cfg.cache.url.expose_secret(), &cfg.cache.key_prefix).await?;
+        spawn_admin(&cfg, Vec::new(), &shutdown).await?;
         let gateway = Gateway::new(services, cache, &cfg, Vec::new()).await?;
         let listener = tokio::net::TcpListener::bind(addr).await?;
         gateway
@@ -584,14 +702,41 @@ pub async fn serve(service: &str) -> anyhow::Result<()> {
         ),
     };
     let platform = Platform::build(&cfg, role).await?;
+    platform.register_collectors();
+    spawn_admin(&cfg, platform.readiness(), &shutdown).await?;
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let served: &[&'static str] = match role {
+        Role::Auth => &[<AuthServiceServer<AuthServiceImpl> as NamedService>::NAME],
+        Role::Orchestrator => &[
+            <OrchestratorServiceServer<OrchestratorGrpc> as NamedService>::NAME,
+            <ActionsServiceServer<ActionsServiceImpl> as NamedService>::NAME,
+        ],
+        Role::Connectors => &[
+            <ConnectorsServiceServer<ConnectorsServiceImpl> as NamedService>::NAME,
+            <WebhooksServiceServer<WebhooksServiceImpl> as NamedService>::NAME,
+        ],
+        Role::Workers | Role::All => &[],
+    };
+    let health_watch = HealthWatch {
+        reporter: reporter.clone(),
+        services: served.to_vec(),
+        checks: platform.readiness(),
+    };
+    let healthy = health_watch.check(None).await;
+    tokio::spawn(health_watch.run(healthy, shutdown.clone()));
     if role == Role::Workers {
+        // Workers answer nothing but health (their probes), on server.addr.
         let tasks = platform.spawn_background(&shutdown, cfg.connectors.scheduler_enabled);
-        shutdown.cancelled().await;
+        tracing::info!(%addr, service, "serving health");
+        tonic::transport::Server::builder()
+            .layer(smb_gateway::metrics::RequestMetricsLayer)
+            .add_service(health)
+            .serve_with_shutdown(addr, shutdown.clone().cancelled_owned())
+            .await?;
         drain(tasks, Duration::from_secs(cfg.server.shutdown_grace_secs)).await;
         platform.db.close().await;
         return Ok(());
     }
-    let (reporter, health) = tonic_health::server::health_reporter();
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(smb_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -609,6 +754,7 @@ pub async fn serve(service: &str) -> anyhow::Result<()> {
         };
     let authn = Arc::new(authenticator(keys_from, &cfg, &shutdown).await?);
     let router = tonic::transport::Server::builder()
+        .layer(smb_gateway::metrics::RequestMetricsLayer)
         .layer(smb_gateway::authn::VerifyCallers::layer(
             authn,
             service != "auth",
@@ -616,44 +762,26 @@ pub async fn serve(service: &str) -> anyhow::Result<()> {
         .add_service(health)
         .add_service(reflection);
     let router = match service {
-        "auth" => {
-            reporter
-                .set_serving::<AuthServiceServer<AuthServiceImpl>>()
-                .await;
-            router.add_service(AuthServiceServer::from_arc(
-                platform.auth.clone().context("auth holds its keys")?,
+        "auth" => router.add_service(AuthServiceServer::from_arc(
+            platform.auth.clone().context("auth holds its keys")?,
+        )),
+        "orchestrator" => router
+            .add_service(OrchestratorServiceServer::new(OrchestratorGrpc(
+                platform.orchestrator.clone(),
+            )))
+            .add_service(ActionsServiceServer::new(ActionsServiceImpl(
+                platform.ops.clone(),
+            ))),
+        _ => router
+            .add_service(ConnectorsServiceServer::from_arc(
+                platform.connectors.clone(),
             ))
-        }
-        "orchestrator" => {
-            reporter
-                .set_serving::<OrchestratorServiceServer<OrchestratorGrpc>>()
-                .await;
-            reporter
-                .set_serving::<ActionsServiceServer<ActionsServiceImpl>>()
-                .await;
-            router
-                .add_service(OrchestratorServiceServer::new(OrchestratorGrpc(
-                    platform.orchestrator.clone(),
-                )))
-                .add_service(ActionsServiceServer::new(ActionsServiceImpl(
-                    platform.ops.clone(),
-                )))
-        }
-        _ => {
-            reporter
-                .set_serving::<ConnectorsServiceServer<ConnectorsServiceImpl>>()
-                .await;
-            router
-                .add_service(ConnectorsServiceServer::from_arc(
-                    platform.connectors.clone(),
-                ))
-                .add_service(WebhooksServiceServer::from_arc(
-                    platform
-                        .webhooks
-                        .clone()
-                        .context("connectors hold the credential key")?,
-                ))
-        }
+            .add_service(WebhooksServiceServer::from_arc(
+                platform
+                    .webhooks
+                    .clone()
+                    .context("connectors hold the credential key")?,
+            )),
     };
     tracing::info!(%addr, service, "serving");
     router

@@ -33,6 +33,15 @@ pub struct Sizes {
 }
 
 impl Sizes {
+    /// A small Shopify store: 120 orders, 15 customers, 5 products.
+    pub const SMALL_SHOP: Sizes = Sizes {
+        orders: 120,
+        customers: 15,
+        products: 5,
+        charges: 0,
+        stripe_customers: 0,
+    };
+
     pub fn shopify_records(&self) -> usize {
         self.orders + self.customers + self.products
     }

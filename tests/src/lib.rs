@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 pub mod fake;
 pub mod fake_llm;
 pub mod oracle;
+pub mod otlp;
 pub mod search_cases;
 pub mod smtp;
 
@@ -90,6 +91,12 @@ pub mod broker {
 }
 
 /// A loopback port nobody listens on right now.
+/// The Kafka-compatible broker the test command started (`SMB_TEST_KAFKA`, host:port).
+pub fn kafka() -> String {
+    std::env::var("SMB_TEST_KAFKA")
+        .expect("SMB_TEST_KAFKA is set by scripts/test.sh (the Kafka-compatible test broker)")
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

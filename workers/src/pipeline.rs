@@ -18,6 +18,7 @@ use smb_core::{Error, outbox_insert, with_global, with_tenant};
 use smb_search::{Doc, Kind, SearchEngine};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::index;
 use crate::load::{RunProgress, apply_page, apply_refund, load_batch};
@@ -153,7 +154,29 @@ impl Worker {
                 }
             };
             for d in batch {
-                if let Err(e) = self.handle(&d).await {
+                // One consumer span per message, in the trace of the work that wrote it.
+                let span = match smb_core::telemetry::exporting() {
+                    true => {
+                        let span = tracing::info_span!(
+                            "consume",
+                            otel.name = %format!("{topic} process"),
+                            otel.kind = "consumer",
+                            messaging.destination = topic,
+                            messaging.consumer_group = group,
+                            partition = d.partition,
+                            offset = d.offset,
+                            tenant_id = tracing::field::Empty,
+                            source = tracing::field::Empty,
+                            stream = tracing::field::Empty,
+                            records = tracing::field::Empty,
+                            trace_id = tracing::field::Empty,
+                        );
+                        smb_core::telemetry::continue_from(&span, d.traceparent.as_deref());
+                        span
+                    }
+                    false => tracing::Span::none(),
+                };
+                if let Err(e) = self.handle(&d).instrument(span).await {
                     let n = failures.entry((d.partition, d.offset)).or_insert(0);
                     *n += 1;
                     let permanent = e.code == smb_core::ErrorCode::InvalidArgument;
@@ -206,6 +229,7 @@ impl Worker {
                 topic: topics::DEAD_LETTER.into(),
                 key: d.key.clone(),
                 payload: payload.to_string(),
+                traceparent: d.traceparent.clone(),
             }])
             .await
     }
@@ -244,6 +268,11 @@ impl Worker {
                 ..
             } => {
                 let tenant: TenantId = tenant_id.parse()?;
+                let span = tracing::Span::current();
+                span.record("tenant_id", tenant.as_str());
+                span.record("source", source.as_str());
+                span.record("stream", stream.as_str());
+                span.record("records", records.len());
                 let tz = self.zone(&tenant).await?;
                 let digest = smb_core::crypto::sha256_hex(
                     format!(
@@ -276,6 +305,7 @@ impl Worker {
                             "source": source, "stream": stream, "reasons": rejections,
                         })
                         .to_string(),
+                        traceparent: smb_core::telemetry::traceparent(),
                     }]
                 };
                 let progress = RunProgress {
@@ -292,13 +322,21 @@ impl Worker {
                 // indexing an unchanged record writes nothing.
                 let docs = index::docs(&tenant, &batch);
                 let (applied, indexed) = tokio::join!(
-                    apply_page(&self.db, &tenant, &batch, &progress),
-                    self.index(docs)
+                    apply_page(&self.db, &tenant, &batch, &progress)
+                        .instrument(tracing::info_span!("load", records = batch.accepted())),
+                    self.index(docs).instrument(tracing::info_span!("index"))
                 );
                 if !applied? {
                     tracing::info!(offset = d.offset, "redelivered page skipped");
-                } else if !dead_letters.is_empty() {
-                    self.outbox.poke();
+                } else {
+                    let label = source_label(&source);
+                    metrics::counter!("smb_sync_records_total", "source" => label)
+                        .increment(batch.accepted() as u64);
+                    metrics::counter!("smb_sync_records_failed_total", "source" => label)
+                        .increment(rejections.len() as u64);
+                    if !dead_letters.is_empty() {
+                        self.outbox.poke();
+                    }
                 }
                 indexed?;
                 Ok(())
@@ -518,8 +556,12 @@ impl Worker {
         };
         let jitter = rand::thread_rng().gen_range(0.9..1.1);
         let next = now + (self.sync_interval_secs as f64 * 1000.0 * jitter) as i64;
-        let (records, duration): (i64, i64) = with_tenant!(&self.db, tenant, write, |tx| {
-            sqlx::query(
+        let (records, duration, ended): (i64, i64, bool) = with_tenant!(
+            &self.db,
+            tenant,
+            write,
+            |tx| {
+                let ended = sqlx::query(
                 "UPDATE sync_runs SET status = $3, error = $4, finished_at = $5, duration_ms = $5 - COALESCE(started_at, created_at) \
                  WHERE tenant_id = $1 AND id = $2 AND status IN ('queued', 'running')",
             )
@@ -529,17 +571,19 @@ impl Worker {
             .bind(&error)
             .bind(now)
             .execute(&mut *tx)
-            .await?;
-            sqlx::query("UPDATE connectors SET last_sync_at = $3, last_sync_status = $4 WHERE tenant_id = $1 AND id = $2")
+            .await?
+            .rows_affected()
+                > 0;
+                sqlx::query("UPDATE connectors SET last_sync_at = $3, last_sync_status = $4 WHERE tenant_id = $1 AND id = $2")
                 .bind(tenant.as_str())
                 .bind(connector)
                 .bind(now)
                 .bind(status)
                 .execute(&mut *tx)
                 .await?;
-            // Only this run's lease is released: a redelivered end marker of an older run must not free
-            // the lease of the run pending now.
-            sqlx::query(
+                // Only this run's lease is released: a redelivered end marker of an older run must not free
+                // the lease of the run pending now.
+                sqlx::query(
                 "UPDATE connector_schedule SET pending_sync_id = NULL, lease_owner = NULL, lease_until = NULL, next_run_at = $2 \
                  WHERE connector_id = $1 AND pending_sync_id = $3",
             )
@@ -548,34 +592,40 @@ impl Worker {
             .bind(sync_id)
             .execute(&mut *tx)
             .await?;
-            sqlx::query("DELETE FROM sync_pages WHERE tenant_id = $1 AND sync_id = $2")
-                .bind(tenant.as_str())
-                .bind(sync_id)
-                .execute(&mut *tx)
-                .await?;
-            let row: Option<(i64, i64)> = sqlx::query_as("SELECT records_synced, COALESCE(duration_ms, 0) FROM sync_runs WHERE tenant_id = $1 AND id = $2")
+                sqlx::query("DELETE FROM sync_pages WHERE tenant_id = $1 AND sync_id = $2")
+                    .bind(tenant.as_str())
+                    .bind(sync_id)
+                    .execute(&mut *tx)
+                    .await?;
+                let row: Option<(i64, i64)> = sqlx::query_as("SELECT records_synced, COALESCE(duration_ms, 0) FROM sync_runs WHERE tenant_id = $1 AND id = $2")
                 .bind(tenant.as_str())
                 .bind(sync_id)
                 .fetch_optional(&mut *tx)
                 .await?;
-            let (records, duration) = row.unwrap_or((0, 0));
-            // The completion event commits with the run's final state (transactional outbox).
-            let event = Envelope::new(
-                "connector.sync.completed",
-                tenant,
-                None,
-                SyncCompleted {
-                    connector_id: connector,
-                    connector_type: source,
-                    records_synced: records,
-                    duration_ms: duration,
-                    status,
-                },
-            );
-            let msgs = [event.to_message(topics::SYNC_COMPLETED)];
-            outbox_insert!(tx, self.outbox, &msgs, now);
-            (records, duration)
-        });
+                let (records, duration) = row.unwrap_or((0, 0));
+                // The completion event commits with the run's final state (transactional outbox).
+                let event = Envelope::new(
+                    "connector.sync.completed",
+                    tenant,
+                    None,
+                    SyncCompleted {
+                        connector_id: connector,
+                        connector_type: source,
+                        records_synced: records,
+                        duration_ms: duration,
+                        status,
+                    },
+                );
+                let msgs = [event.to_message(topics::SYNC_COMPLETED)];
+                outbox_insert!(tx, self.outbox, &msgs, now);
+                (records, duration, ended)
+            }
+        );
+        // Counted once per run (a redelivered end marker finds it ended).
+        if ended {
+            metrics::counter!("smb_sync_runs_total", "source" => source_label(source), "status" => status)
+                .increment(1);
+        }
         self.outbox.poke();
         if let Some(engine) = &self.search
             && let Err(e) = engine.flush().await
@@ -586,5 +636,14 @@ impl Worker {
         self.cache.incr(&keys::data_version(tenant)).await?;
         tracing::info!(tenant_id = %tenant, connector_id = %connector, sync_id, status, records, duration_ms = duration, "sync finished");
         Ok(())
+    }
+}
+
+/// A source as a metrics label: the known kinds, `other` for anything else (labels stay a bounded set).
+fn source_label(source: &str) -> &'static str {
+    match source {
+        "shopify" => "shopify",
+        "stripe" => "stripe",
+        _ => "other",
     }
 }

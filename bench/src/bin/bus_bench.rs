@@ -36,6 +36,7 @@ fn messages(topic: &str, n: usize, size: usize) -> Vec<Message> {
             topic: topic.into(),
             key: format!("key-{}", i % 64),
             payload: format!("{i:0>width$}", width = size),
+            traceparent: None,
         })
         .collect()
 }

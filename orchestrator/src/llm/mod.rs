@@ -14,6 +14,7 @@ pub mod tasks;
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 use chrono::Utc;
 use rand::Rng;
@@ -335,7 +336,11 @@ impl Chain {
     ) -> Outcome<T> {
         if self.budget > 0 {
             match self.used(tenant).await {
-                Ok(n) if n >= self.budget => return Outcome::OverBudget,
+                Ok(n) if n >= self.budget => {
+                    ::metrics::counter!("smb_llm_fallbacks_total", "to" => "over_budget")
+                        .increment(1);
+                    return Outcome::OverBudget;
+                }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "LLM usage not read; going on"),
             }
@@ -372,15 +377,32 @@ impl Chain {
                 drop(relay_tx);
                 r
             };
-            let (result, any) = tokio::join!(call, forward);
+            let span = tracing::info_span!(
+                "llm",
+                provider = link.provider.kind(),
+                model = link.provider.model()
+            );
+            let (result, any) = tokio::join!(call.instrument(span), forward);
             streamed |= any;
+            let provider = link.provider.kind();
             match result {
                 Ok(reply) => {
                     if let Err(e) = self.record(tenant, link.provider.as_ref(), &reply).await {
                         tracing::warn!(error = %e, "LLM usage not recorded");
                     }
-                    match validate(&reply) {
+                    ::metrics::counter!("smb_llm_tokens_total", "provider" => provider, "direction" => "in")
+                        .increment(reply.tokens_in);
+                    ::metrics::counter!("smb_llm_tokens_total", "provider" => provider, "direction" => "out")
+                        .increment(reply.tokens_out);
+                    let valid = validate(&reply);
+                    ::metrics::counter!("smb_llm_calls_total", "provider" => provider, "outcome" => if valid.is_ok() { "ok" } else { "rejected" })
+                        .increment(1);
+                    match valid {
                         Ok(v) => {
+                            if i > 0 {
+                                ::metrics::counter!("smb_llm_fallbacks_total", "to" => "provider")
+                                    .increment(1);
+                            }
                             link.breaker.record(true);
                             return Outcome::Done(
                                 v,
@@ -401,21 +423,28 @@ impl Chain {
                             );
                             link.breaker.record(false);
                             if any {
+                                ::metrics::counter!("smb_llm_fallbacks_total", "to" => "deterministic")
+                                    .increment(1);
                                 return Outcome::Failed { streamed: true };
                             }
                         }
                     }
                 }
                 Err(e) => {
+                    ::metrics::counter!("smb_llm_calls_total", "provider" => provider, "outcome" => "error")
+                        .increment(1);
                     tracing::info!(provider = link.provider.kind(), error = %e, "LLM call failed");
                     link.breaker.record(false);
                     // Text already shown cannot be taken back by another provider's text.
                     if any {
+                        ::metrics::counter!("smb_llm_fallbacks_total", "to" => "deterministic")
+                            .increment(1);
                         return Outcome::Failed { streamed: true };
                     }
                 }
             }
         }
+        ::metrics::counter!("smb_llm_fallbacks_total", "to" => "deterministic").increment(1);
         Outcome::Failed { streamed }
     }
 }

@@ -103,15 +103,9 @@ async fn sqlite_store_accepts_the_same_statements() {
     let _ = Arc::new(db);
 }
 
-/// The Kafka broker the test command started (`SMB_TEST_KAFKA`, host:port).
-fn kafka() -> String {
-    std::env::var("SMB_TEST_KAFKA")
-        .expect("SMB_TEST_KAFKA is set by scripts/test.sh (the Kafka-compatible test broker)")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bus_contract_kafka() {
-    let mut s = smb_core::kafka::KafkaSettings::new(&kafka());
+    let mut s = smb_core::kafka::KafkaSettings::new(&smb_tests::kafka());
     s.prefix = format!("t{}.", uuid::Uuid::new_v4().simple());
     s.one_message_per_batch = true; // tansu serves fetches only from batch starts
     let bus = smb_core::kafka::KafkaBus::connect(s, &["contract"])
@@ -137,6 +131,7 @@ async fn store_bus_on_postgres_loses_nothing_under_concurrent_publishers() {
                         topic: "t".into(),
                         key: format!("p{p}"),
                         payload: format!("{p}-{i}"),
+                        traceparent: None,
                     }])
                     .await
                     .unwrap();
@@ -225,6 +220,9 @@ impl smb_core::bus::Bus for Tally {
     }
     async fn rewind(&self, _: &str, _: &str) -> smb_core::error::Result<()> {
         Ok(())
+    }
+    async fn lag(&self) -> smb_core::error::Result<Vec<smb_core::bus::Lag>> {
+        Ok(Vec::new())
     }
 }
 
@@ -332,6 +330,7 @@ async fn log_retention(db: Db) {
         topic: "t".into(),
         key: "k".into(),
         payload: p.into(),
+        traceparent: None,
     };
     bus.publish(&[msg("old 1"), msg("old 2")]).await.unwrap();
     let day_ago = smb_core::store::now_ms() - 25 * 3600 * 1000;

@@ -20,11 +20,6 @@ use smb_tests::sync::{canonical, connect_shopify, connect_stripe, sync, trigger,
 use smb_workers::Worker;
 use tokio::sync::Notify;
 
-fn kafka() -> String {
-    std::env::var("SMB_TEST_KAFKA")
-        .expect("SMB_TEST_KAFKA is set by scripts/test.sh (the Kafka-compatible test broker)")
-}
-
 fn settings(brokers: &str) -> KafkaSettings {
     let mut s = KafkaSettings::new(brokers);
     s.prefix = format!("t{}.", uuid::Uuid::new_v4().simple());
@@ -155,6 +150,7 @@ fn page(t: &TenantId, ids: std::ops::Range<usize>) -> Message {
         topic: topics::RAW_RECORDS.into(),
         key: "c1".into(),
         payload: serde_json::to_string(&msg).unwrap(),
+        traceparent: None,
     }
 }
 
@@ -176,7 +172,7 @@ async fn synced(db: &Db, t: &TenantId) -> i64 {
 async fn worker_dying_between_db_commit_and_offset_commit_changes_nothing() {
     let (db, _dir) = sqlite().await.unwrap();
     let t = tenant(&db).await;
-    let s = settings(&kafka());
+    let s = settings(&smb_tests::kafka());
     let bus = KafkaBus::connect(s.clone(), &[]).await.unwrap();
     bus.publish(&[page(&t, 0..100)]).await.unwrap();
     let worker = |bus: DynBus| {
@@ -240,7 +236,7 @@ async fn wait_poll(bus: &dyn Bus) -> smb_core::bus::Delivery {
 async fn poison_message_is_dead_lettered_and_the_partition_moves_on() {
     let (db, _dir) = sqlite().await.unwrap();
     let t = tenant(&db).await;
-    let s = settings(&kafka());
+    let s = settings(&smb_tests::kafka());
     let bus: DynBus = Arc::new(KafkaBus::connect(s.clone(), &[]).await.unwrap());
     // Same key: the poison sits in front of a good page on the same partition.
     bus.publish(&[
@@ -248,6 +244,7 @@ async fn poison_message_is_dead_lettered_and_the_partition_moves_on() {
             topic: topics::RAW_RECORDS.into(),
             key: "c1".into(),
             payload: "{not json".into(),
+            traceparent: None,
         },
         Message {
             topic: topics::RAW_RECORDS.into(),
@@ -255,6 +252,7 @@ async fn poison_message_is_dead_lettered_and_the_partition_moves_on() {
             payload: json!({"kind": "page", "tenant_id": "not-a-tenant", "connector_id": "c1", "sync_id": "x",
                 "source": "shopify", "stream": "orders", "records": []})
             .to_string(),
+            traceparent: None,
         },
         page(&t, 0..10),
     ])

@@ -58,6 +58,7 @@ fn page() -> Vec<Message> {
         topic: "smb.connector.records".into(),
         key: "k".into(),
         payload: "{}".into(),
+        traceparent: None,
     }]
 }
 

@@ -10,6 +10,7 @@ mod embedders;
 mod kafka;
 mod leases;
 mod llm;
+mod observability;
 mod orchestrator;
 mod paraphrase;
 mod search;

@@ -48,6 +48,11 @@ async fn smb_serve_workers_stops_within_seconds_when_idle() {
         .env("SMB_DATABASE__URL", &pg.app_url)
         .env("SMB_DATABASE__MIGRATE_URL", &pg.owner_url)
         .env("SMB_SERVER__DATA_DIR", &dir)
+        // Its gRPC health, for probes.
+        .env(
+            "SMB_SERVER__ADDR",
+            format!("127.0.0.1:{}", smb_tests::free_port()),
+        )
         .env("SMB_SEARCH__INDEX", "off")
         .env(
             "SMB_CONNECTORS__ENCRYPTION_KEY",

@@ -24,11 +24,6 @@ use tonic::Code;
 
 use crate::orchestrator::{QUESTIONS, ask};
 
-fn kafka() -> String {
-    std::env::var("SMB_TEST_KAFKA")
-        .expect("SMB_TEST_KAFKA is set by scripts/test.sh (the Kafka-compatible test broker)")
-}
-
 /// A request carrying `headers` as metadata.
 fn with<T>(msg: T, headers: &[(&'static str, &str)]) -> tonic::Request<T> {
     let mut r = tonic::Request::new(msg);
@@ -49,7 +44,7 @@ fn claims(token: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn services_trust_a_verified_token_and_no_header() {
-    let split = Split::start(&kafka(), 0, &[]).await;
+    let split = Split::start(&smb_tests::kafka(), 0, &[]).await;
     let owner = split.gateway.owner("UTC").await;
     let other = split.gateway.owner("UTC").await;
     let c = claims(&owner.token);
@@ -213,7 +208,7 @@ async fn services_trust_a_verified_token_and_no_header() {
 /// tables but cannot write them (nor can any service but auth) — and it still answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn services_hold_only_their_own_secrets() {
-    let split = Split::start(&kafka(), 1, &[]).await;
+    let split = Split::start(&smb_tests::kafka(), 1, &[]).await;
     let owner = split.gateway.owner("UTC").await;
     let fake = FakeSaas::start(Dataset::generate(Sizes {
         orders: 20,
@@ -348,7 +343,12 @@ async fn split_deployment_syncs_answers_and_loses_nothing_when_a_worker_dies() {
     };
     let _ = fake.take_log().await;
 
-    let mut split = Split::start(&kafka(), 2, &[("SMB_SERVER__SHUTDOWN_GRACE_SECS", "2")]).await;
+    let mut split = Split::start(
+        &smb_tests::kafka(),
+        2,
+        &[("SMB_SERVER__SHUTDOWN_GRACE_SECS", "2")],
+    )
+    .await;
     let app = &split.gateway;
     let owner = app.owner("America/New_York").await;
     const SECRET: &str = "whsec_split_0123456789";
