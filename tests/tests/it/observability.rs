@@ -2,7 +2,8 @@
 //! and then served from the cache, webhooks accepted, duplicated and rejected, a route nobody serves),
 //! parsed with a Prometheus text parser; and gRPC health that reports NOT_SERVING while a dependency is
 //! down and SERVING again once it is back; and traces: one question, and one sync, are each one trace across
-//! the split deployment's processes, collected by a test OTLP receiver.
+//! the split deployment's processes, collected by a test OTLP receiver, and so is one webhook from its 202 to
+//! the applied row.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -528,5 +529,62 @@ async fn a_question_and_a_sync_are_each_one_trace_across_the_split_processes() {
         .filter_map(|x| x.attr("records")?.parse::<i64>().ok())
         .sum();
     assert_eq!(loaded, run["records_synced"].as_i64().unwrap());
+
+    // One webhook: gateway (the 202) → connectors (verified, stored with its event) → workers (applied).
+    let (st, b, _) = gw
+        .call(
+            "PATCH",
+            &format!("/v1/connectors/{shop}"),
+            Some(json!({"config": {"webhook_secret": SECRET}})),
+            Some(&owner.token),
+        )
+        .await;
+    assert_eq!(st, 200, "{b}");
+    let body = serde_json::to_vec(
+        &json!({"id": 4242, "email": "traced@example.com", "updated_at": "2025-03-01T00:00:00Z"}),
+    )
+    .unwrap();
+    let r = gw
+        .http
+        .post(format!("{}/webhooks/shopify/{shop}", gw.url))
+        .header(
+            "x-shopify-hmac-sha256",
+            sign::shopify(SECRET.as_bytes(), &body),
+        )
+        .header("x-shopify-webhook-id", "wh-traced-1")
+        .header("x-shopify-topic", "customers/update")
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    const APPLY: &str = "smb.connector.webhook.received process";
+    let spans = receiver
+        .wait_for("the webhook applied", |s| s.iter().any(|x| x.name == APPLY))
+        .await;
+    let applied = spans.iter().find(|x| x.name == APPLY).unwrap();
+    assert_eq!(applied.service, "smb-workers");
+    let received = by_id(&spans, &applied.parent_span_id);
+    assert_eq!(
+        (received.service.as_str(), received.name.as_str()),
+        (
+            "smb-connectors",
+            "/smb.connectors.v1.WebhooksService/Receive"
+        )
+    );
+    let edge = by_id(&spans, &received.parent_span_id);
+    assert_eq!(
+        (
+            edge.service.as_str(),
+            edge.name.as_str(),
+            edge.trace_id.as_str()
+        ),
+        (
+            "smb-gateway",
+            "/webhooks/{source}/{id}",
+            applied.trace_id.as_str()
+        )
+    );
     split.stop().await;
 }
