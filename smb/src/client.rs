@@ -172,8 +172,115 @@ pub async fn ask(
         if let Some(id) = v["result"]["action"]["id"].as_str() {
             println!("\nconfirm: smb confirm {id}    reject: smb reject {id}");
         }
+        // No number for want of data: say how to get some from here.
+        if v["result"]["sources"].as_array().is_some_and(Vec::is_empty)
+            && v["result"].get("value").is_none()
+        {
+            let list = session.call("GET", "/v1/connectors", None).await?;
+            if list["connectors"].as_array().is_some_and(Vec::is_empty) {
+                println!("{CONNECT_HINT}");
+            } else {
+                println!("\nstart a sync with: smb sync ID   (smb connectors lists them)");
+            }
+        }
     }
     Ok(())
+}
+
+const CONNECT_HINT: &str = "\nconnect a source first:\n  smb connect shopify --shop-url https://your-store.myshopify.com --access-token shpat_...\n  smb connect stripe --secret-key sk_live_...";
+
+/// `smb connect shopify|stripe …`: creates the connector; its secrets are never shown again.
+pub async fn connect(url: Option<&str>, body: &Value) -> anyhow::Result<()> {
+    let mut session = Session::load(url)?;
+    let v = session.call("POST", "/v1/connectors", Some(body)).await?;
+    let id = v["id"].as_str().unwrap_or("?");
+    println!(
+        "connected {} as {id}; sync it now with: smb sync {id}",
+        v["type"].as_str().unwrap_or("source")
+    );
+    Ok(())
+}
+
+/// `smb connectors`: each source with its last sync.
+pub async fn connectors(url: Option<&str>) -> anyhow::Result<()> {
+    let mut session = Session::load(url)?;
+    let v = session.call("GET", "/v1/connectors", None).await?;
+    let list = v["connectors"].as_array().cloned().unwrap_or_default();
+    if list.is_empty() {
+        println!("no sources connected{CONNECT_HINT}");
+    }
+    for c in &list {
+        let last = match (c["last_sync_at"].as_str(), c["last_sync_status"].as_str()) {
+            (Some(at), Some(status)) => format!("last sync {status} at {at}"),
+            _ => "never synced".to_string(),
+        };
+        println!(
+            "{}  {:<8} {}{}",
+            c["id"].as_str().unwrap_or("?"),
+            c["type"].as_str().unwrap_or("?"),
+            last,
+            if c["webhook_configured"] == true {
+                "  (webhooks on)"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(())
+}
+
+/// `smb sync ID`: starts a sync and follows it (records so far, status) until it succeeds or fails.
+pub async fn sync(url: Option<&str>, id: &str) -> anyhow::Result<()> {
+    let mut session = Session::load(url)?;
+    let started = session
+        .call("POST", &format!("/v1/connectors/{id}/sync"), None)
+        .await?;
+    let sync_id = started["sync_id"]
+        .as_str()
+        .context("the gateway answered without a sync id")?
+        .to_string();
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {elapsed:>4} {msg}")
+            .expect("static template"),
+    );
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    loop {
+        let run = session
+            .call("GET", &format!("/v1/connectors/{id}/syncs/{sync_id}"), None)
+            .await?;
+        let status = run["status"].as_str().unwrap_or("unknown");
+        let records = run["records_synced"].as_i64().unwrap_or(0);
+        bar.set_message(format!("{status}: {records} records"));
+        match status {
+            "succeeded" => {
+                let failed = run["records_failed"].as_i64().unwrap_or(0);
+                let msg = format!(
+                    "synced {records} records in {:.1} s{}",
+                    run["duration_ms"].as_f64().unwrap_or(0.0) / 1000.0,
+                    if failed > 0 {
+                        format!(" ({failed} rejected)")
+                    } else {
+                        String::new()
+                    }
+                );
+                // Not a terminal (a script, a pipe): the bar draws nothing, so the outcome is printed.
+                if bar.is_hidden() {
+                    println!("{msg}");
+                }
+                bar.finish_with_message(msg);
+                return Ok(());
+            }
+            "failed" => {
+                bar.abandon_with_message(format!("failed after {records} records"));
+                bail!(
+                    "sync {sync_id} failed: {}",
+                    run["error"].as_str().unwrap_or("no reason given")
+                );
+            }
+            _ => tokio::time::sleep(std::time::Duration::from_millis(300)).await,
+        }
+    }
 }
 
 fn print_action(a: &Value) {

@@ -1,5 +1,6 @@
 //! `smb`: the all-in-one platform (`smb up`), one service of the split deployment (`smb serve <service>`),
-//! and client commands against a running gateway (`smb signup`, `smb login`, `smb ask`).
+//! and client commands against a running gateway (`smb signup`, `smb login`, `smb connect`, `smb sync`,
+//! `smb ask`, …).
 
 mod app;
 mod client;
@@ -32,6 +33,31 @@ enum ModelsAction {
         /// Install again even if the model is there.
         #[arg(long)]
         force: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConnectKind {
+    /// A Shopify store: its URL and an Admin API access token.
+    Shopify {
+        /// e.g. https://your-store.myshopify.com
+        #[arg(long)]
+        shop_url: String,
+        #[arg(long, env = "SMB_SHOPIFY_ACCESS_TOKEN")]
+        access_token: String,
+        /// The secret Shopify signs webhooks with (optional; set later with the API).
+        #[arg(long)]
+        webhook_secret: Option<String>,
+    },
+    /// A Stripe account: its secret (or restricted) key.
+    Stripe {
+        #[arg(long, env = "SMB_STRIPE_SECRET_KEY")]
+        secret_key: String,
+        /// Another Stripe-compatible API (default https://api.stripe.com).
+        #[arg(long)]
+        api_base: Option<String>,
+        #[arg(long)]
+        webhook_secret: Option<String>,
     },
 }
 
@@ -99,6 +125,25 @@ enum Command {
         /// Start a new conversation instead of continuing the last one.
         #[arg(long)]
         new: bool,
+        #[arg(long, env = "SMB_URL")]
+        url: Option<String>,
+    },
+    /// Connect a source (owners only); its first sync is one command away: `smb sync ID`.
+    Connect {
+        #[command(subcommand)]
+        kind: ConnectKind,
+        #[arg(long, env = "SMB_URL", global = true)]
+        url: Option<String>,
+    },
+    /// List the connected sources, with their last sync.
+    Connectors {
+        #[arg(long, env = "SMB_URL")]
+        url: Option<String>,
+    },
+    /// Sync a source now, showing progress until it succeeds or fails.
+    Sync {
+        /// The connector's id (`smb connectors` lists them).
+        id: String,
         #[arg(long, env = "SMB_URL")]
         url: Option<String>,
     },
@@ -192,6 +237,39 @@ fn main() -> std::process::ExitCode {
                 new,
                 url,
             } => client::ask(url.as_deref(), &query, json, as_of.as_deref(), new).await,
+            Command::Connect { kind, url } => {
+                let body = match kind {
+                    ConnectKind::Shopify {
+                        shop_url,
+                        access_token,
+                        webhook_secret,
+                    } => {
+                        let mut config =
+                            serde_json::json!({"shop_url": shop_url, "access_token": access_token});
+                        if let Some(w) = webhook_secret {
+                            config["webhook_secret"] = w.into();
+                        }
+                        serde_json::json!({"type": "shopify", "config": config})
+                    }
+                    ConnectKind::Stripe {
+                        secret_key,
+                        api_base,
+                        webhook_secret,
+                    } => {
+                        let mut config = serde_json::json!({"secret_key": secret_key});
+                        if let Some(a) = api_base {
+                            config["api_base"] = a.into();
+                        }
+                        if let Some(w) = webhook_secret {
+                            config["webhook_secret"] = w.into();
+                        }
+                        serde_json::json!({"type": "stripe", "config": config})
+                    }
+                };
+                client::connect(url.as_deref(), &body).await
+            }
+            Command::Connectors { url } => client::connectors(url.as_deref()).await,
+            Command::Sync { id, url } => client::sync(url.as_deref(), &id).await,
             Command::Actions { status, url } => {
                 client::actions(url.as_deref(), status.as_deref()).await
             }

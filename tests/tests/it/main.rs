@@ -4,6 +4,7 @@
 mod actions;
 mod api;
 mod bodies;
+mod cli;
 mod contracts;
 mod egress;
 mod embedders;
