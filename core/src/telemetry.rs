@@ -226,15 +226,9 @@ pub fn traceparent() -> Option<String> {
         return None;
     }
     let cx = tracing::Span::current().context();
-    let sc = cx.span().span_context().clone();
-    sc.is_valid().then(|| {
-        format!(
-            "00-{}-{}-{:02x}",
-            sc.trace_id(),
-            sc.span_id(),
-            sc.trace_flags().to_u8()
-        )
-    })
+    let mut carrier = std::collections::HashMap::new();
+    TraceContextPropagator::new().inject_context(&cx, &mut carrier);
+    carrier.remove("traceparent")
 }
 
 /// Histogram buckets of every `*_seconds` metric: from half a millisecond (a cached answer) to a minute.

@@ -201,31 +201,18 @@ pub async fn handler() -> Response<axum::body::Body> {
 }
 
 /// A small HTTP server for `server.admin_addr`: `/metrics`, `/healthz` and `/readyz` (the checks given).
+/// The same `/healthz` and `/readyz` as the gateway's port.
 pub fn admin_router(readiness: Vec<(String, crate::server::ReadyCheck)>) -> axum::Router {
     use axum::routing::get;
     let readiness = std::sync::Arc::new(readiness);
     axum::Router::new()
         .route("/metrics", get(handler))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(crate::routes::healthz))
         .route(
             "/readyz",
             get(move || {
                 let readiness = readiness.clone();
-                async move {
-                    let mut down = Vec::new();
-                    for (name, check) in readiness.iter() {
-                        if !check().await {
-                            down.push(name.clone());
-                        }
-                    }
-                    match down.is_empty() {
-                        true => (http::StatusCode::OK, "ready\n".to_string()),
-                        false => (
-                            http::StatusCode::SERVICE_UNAVAILABLE,
-                            format!("not ready: {} unreachable\n", down.join(", ")),
-                        ),
-                    }
-                }
+                async move { crate::routes::readiness_report(&readiness).await }
             }),
         )
 }

@@ -193,9 +193,14 @@ pub async fn healthz() -> Json<Value> {
 }
 
 pub async fn readyz(State(s): State<Arc<AppState>>) -> Response {
+    readiness_report(&s.readiness).await
+}
+
+/// `/readyz`'s answer for `readiness`: 200 when every dependency answers, else 503; each check's state.
+pub async fn readiness_report(readiness: &[(String, crate::server::ReadyCheck)]) -> Response {
     let mut checks = serde_json::Map::new();
     let mut ok = true;
-    for (name, check) in &s.readiness {
+    for (name, check) in readiness {
         let up = check().await;
         ok &= up;
         checks.insert(name.clone(), json!(if up { "ok" } else { "unavailable" }));

@@ -51,6 +51,22 @@ fn value(s: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
 
 const SECRET: &str = "whsec_metrics_0123456789";
 
+/// A Shopify `customers/update` delivery `id` of `body` to connector `shop`, signed with `sig`; its status.
+async fn customer_hook(app: &App, shop: &str, id: &str, body: &[u8], sig: String) -> u16 {
+    app.http
+        .post(format!("{}/webhooks/shopify/{shop}", app.url))
+        .header("x-shopify-hmac-sha256", sig)
+        .header("x-shopify-webhook-id", id)
+        .header("x-shopify-topic", "customers/update")
+        .header("content-type", "application/json")
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_move_as_a_scripted_workload_says() {
     let fake = FakeSaas::start(Dataset::generate(Sizes::SMALL_SHOP)).await;
@@ -101,20 +117,11 @@ async fn metrics_move_as_a_scripted_workload_says() {
         &json!({"id": 77, "email": "new@example.com", "updated_at": "2025-03-01T00:00:00Z"}),
     )
     .unwrap();
-    let hook = |sig: String| {
-        app.http
-            .post(format!("{}/webhooks/shopify/{shop}", app.url))
-            .header("x-shopify-hmac-sha256", sig)
-            .header("x-shopify-webhook-id", "wh-metrics-1")
-            .header("x-shopify-topic", "customers/update")
-            .header("content-type", "application/json")
-            .body(body.clone())
-            .send()
-    };
+    let hook = |sig: String| customer_hook(&app, &shop, "wh-metrics-1", &body, sig);
     let good = sign::shopify(SECRET.as_bytes(), &body);
-    assert_eq!(hook(good.clone()).await.unwrap().status(), 202);
-    assert_eq!(hook(good).await.unwrap().status(), 200);
-    assert_eq!(hook("AAAA".into()).await.unwrap().status(), 401);
+    assert_eq!(hook(good.clone()).await, 202);
+    assert_eq!(hook(good).await, 200);
+    assert_eq!(hook("AAAA".into()).await, 401);
     // A route nobody serves.
     let (s, _, _) = app.call("GET", "/v1/nothing-here", None, None).await;
     assert_eq!(s, 404);
@@ -544,21 +551,11 @@ async fn a_question_and_a_sync_are_each_one_trace_across_the_split_processes() {
         &json!({"id": 4242, "email": "traced@example.com", "updated_at": "2025-03-01T00:00:00Z"}),
     )
     .unwrap();
-    let r = gw
-        .http
-        .post(format!("{}/webhooks/shopify/{shop}", gw.url))
-        .header(
-            "x-shopify-hmac-sha256",
-            sign::shopify(SECRET.as_bytes(), &body),
-        )
-        .header("x-shopify-webhook-id", "wh-traced-1")
-        .header("x-shopify-topic", "customers/update")
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
+    let sig = sign::shopify(SECRET.as_bytes(), &body);
+    assert_eq!(
+        customer_hook(gw, &shop, "wh-traced-1", &body, sig).await,
+        202
+    );
     const APPLY: &str = "smb.connector.webhook.received process";
     let spans = receiver
         .wait_for("the webhook applied", |s| s.iter().any(|x| x.name == APPLY))
