@@ -85,10 +85,18 @@ pub fn init(settings: Settings<'_>) -> Guard {
                 }
             },
         );
+    // Each span costs what it carries: no busy/idle timings, thread, source-location or target attributes
+    // (a span's name and fields say where it is), and no OpenTelemetry context attached on every poll of
+    // an instrumented future: propagation reads a span's context from the span itself
+    // (`OpenTelemetrySpanExt::context`), and a child's parent is its tracing parent.
     let otel = provider.as_ref().map(|p| {
         tracing_opentelemetry::layer()
             .with_tracer(p.tracer("smb"))
             .with_tracked_inactivity(false)
+            .with_threads(false)
+            .with_location(false)
+            .with_target(false)
+            .with_context_activation(false)
     });
     let text = (!json).then(|| {
         tracing_subscriber::fmt::layer()

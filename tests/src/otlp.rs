@@ -2,6 +2,7 @@
 //! sent (with the `service.name` of the process that sent it) for a test to look at.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -37,7 +38,14 @@ impl Span {
 }
 
 #[derive(Clone, Default)]
-struct Collector(Arc<Mutex<Vec<Span>>>);
+struct Collector {
+    spans: Arc<Mutex<Vec<Span>>>,
+    /// Spans received, kept or not.
+    count: Arc<AtomicU64>,
+    /// Whether spans are kept (a test looks at them) or only counted (a benchmark: a collector on another
+    /// machine costs the traced process nothing beyond sending).
+    keep: bool,
+}
 
 fn text(kv: &KeyValue) -> String {
     match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
@@ -55,8 +63,19 @@ impl TraceService for Collector {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let mut out = self.0.lock().unwrap();
-        for rs in request.into_inner().resource_spans {
+        let request = request.into_inner();
+        let received: usize = request
+            .resource_spans
+            .iter()
+            .flat_map(|rs| rs.scope_spans.iter())
+            .map(|ss| ss.spans.len())
+            .sum();
+        self.count.fetch_add(received as u64, Ordering::Relaxed);
+        if !self.keep {
+            return Ok(tonic::Response::new(ExportTraceServiceResponse::default()));
+        }
+        let mut out = self.spans.lock().unwrap();
+        for rs in request.resource_spans {
             let service = rs
                 .resource
                 .iter()
@@ -91,10 +110,23 @@ pub struct Receiver {
 }
 
 impl Receiver {
+    /// A receiver that keeps every span, for [`Receiver::spans`] and [`Receiver::wait_for`].
     pub async fn start() -> Self {
+        Self::serve(true).await
+    }
+
+    /// A receiver that only counts spans ([`Receiver::received`]), for benchmarks.
+    pub async fn counting() -> Self {
+        Self::serve(false).await
+    }
+
+    async fn serve(keep: bool) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
-        let spans = Collector::default();
+        let spans = Collector {
+            keep,
+            ..Collector::default()
+        };
         let service = TraceServiceServer::new(spans.clone());
         let task = tokio::spawn(async move {
             let _ = tonic::transport::Server::builder()
@@ -110,7 +142,12 @@ impl Receiver {
     }
 
     pub fn spans(&self) -> Vec<Span> {
-        self.spans.0.lock().unwrap().clone()
+        self.spans.spans.lock().unwrap().clone()
+    }
+
+    /// How many spans were received (kept or not).
+    pub fn received(&self) -> u64 {
+        self.spans.count.load(Ordering::Relaxed)
     }
 
     /// Waits (up to 30 s) until `ready` holds for the spans received so far, and returns them.
