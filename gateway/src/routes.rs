@@ -217,22 +217,6 @@ pub async fn readiness_report(readiness: &[(String, crate::server::ReadyCheck)])
         .into_response()
 }
 
-fn answer_json(r: orch_pb::ProcessResponse) -> Value {
-    let result: Value = serde_json::from_str(&r.result_json).unwrap_or_else(|_| json!({}));
-    let mut out = json!({
-        "answer": r.answer,
-        "intent": r.intent,
-        "module": r.module,
-        "result": result,
-        "response_time_ms": r.response_time_ms,
-        "conversation_id": r.conversation_id,
-    });
-    if !r.plan_json.is_empty() {
-        out["plan"] = serde_json::from_str(&r.plan_json).unwrap_or(Value::Null);
-    }
-    out
-}
-
 pub async fn query(
     State(s): State<Arc<AppState>>,
     Extension(a): Extension<Authenticated>,
@@ -251,7 +235,7 @@ pub async fn query(
             .process(a.request(req))
             .await?
             .into_inner();
-        return Ok(Json(answer_json(r)).into_response());
+        return Ok(Json(smb_proto::json::answer(&r)).into_response());
     }
     use axum::response::sse::{Event, KeepAlive, Sse};
     use futures::StreamExt;
@@ -272,7 +256,7 @@ pub async fn query(
                 kind: Some(orch_pb::process_chunk::Kind::Done(r)),
             }) => Event::default()
                 .event("done")
-                .data(answer_json(r).to_string()),
+                .data(smb_proto::json::answer(&r).to_string()),
             Ok(_) => Event::default().comment("empty"),
             Err(status) => {
                 let e = Error::from(status);

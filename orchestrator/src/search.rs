@@ -38,10 +38,11 @@ pub struct Searched {
     /// Records found.
     pub found: usize,
     pub answer: String,
-    pub result: Json,
+    pub result: smb_proto::orchestrator::v1::SearchResult,
     pub steps: Vec<Json>,
 }
 
+use smb_proto::orchestrator::v1::Hit;
 use smb_search::doc::day_number as day;
 
 pub async fn run(
@@ -58,7 +59,7 @@ pub async fn run(
         return Ok(Searched {
             found: 0,
             answer: "What should I look for? Describe what the order or customer said — for example \"find the order where the grinder arrived broken\" or \"which order mentioned a wedding\".".into(),
-            result: json!({"hits": [], "query": ""}),
+            result: Default::default(),
             steps,
         });
     }
@@ -161,11 +162,15 @@ pub async fn run(
         }
         text
     };
-    let hits: Vec<Json> = resolved.iter().map(hit_json).collect();
+    let hits: Vec<Hit> = resolved.iter().map(hit).collect();
     Ok(Searched {
         found: hits.len(),
         answer,
-        result: json!({"hits": hits, "mode": res.mode.as_str(), "query": spec.words}),
+        result: smb_proto::orchestrator::v1::SearchResult {
+            hits,
+            mode: res.mode.as_str().to_string(),
+            query: spec.words,
+        },
         steps,
     })
 }
@@ -224,44 +229,38 @@ fn describe_hit(r: &Resolved, sym: &str, exp: u32, first: bool) -> String {
     }
 }
 
-fn hit_json(r: &Resolved) -> Json {
+fn hit(r: &Resolved) -> Hit {
     let f = &r.found;
-    let mut h = json!({
-        "kind": f.kind.as_str(),
-        "id": f.record_id,
-        "title": f.title,
-        "snippet": f.snippet,
-        "score": f.score,
-        "source": f.source,
-    });
+    let mut h = Hit {
+        kind: f.kind.as_str().to_string(),
+        id: f.record_id.clone(),
+        title: f.title.clone(),
+        snippet: f.snippet.clone(),
+        // Four decimals: a rank, not a measurement.
+        score: (f64::from(f.score) * 10_000.0).round() / 10_000.0,
+        source: f.source.clone(),
+        matched: f.matched.clone(),
+        same_text: f.same_text as i32,
+        ..Hit::default()
+    };
     if let Some(o) = &r.order {
         if f.kind == Kind::Refund {
-            h["order"] = json!(o.name);
-            h["order_id"] = json!(o.id);
+            h.order = o.name.clone();
+            h.order_id = o.id.clone();
         }
-        h["date"] = json!(o.date);
-        h["total"] = json!(o.total_minor);
-        h["currency"] = json!(o.currency);
-        if let Some(n) = &o.customer_name {
-            h["customer"] = json!(n);
-        }
-        if let Some(e) = &o.customer_email {
-            h["customer_email"] = json!(e);
-        }
+        h.date = o.date.clone();
+        h.total = Some(o.total_minor);
+        h.currency = o.currency.clone();
+        h.customer = o.customer_name.clone().unwrap_or_default();
+        h.customer_email = o.customer_email.clone().unwrap_or_default();
     }
     if let Some((name, email)) = &r.customer {
         if let Some(n) = name {
-            h["customer"] = json!(n);
+            h.customer = n.clone();
         }
         if let Some(e) = email {
-            h["customer_email"] = json!(e);
+            h.customer_email = e.clone();
         }
-    }
-    if !f.matched.is_empty() {
-        h["matched"] = json!(f.matched);
-    }
-    if f.same_text > 0 {
-        h["same_text"] = json!(f.same_text);
     }
     h
 }

@@ -18,6 +18,7 @@ use smb_core::tenant::Caller;
 use smb_core::{Error, with_global};
 use smb_proto::orchestrator::v1 as pb;
 use smb_proto::orchestrator::v1::orchestrator_service_server::OrchestratorService;
+use smb_proto::orchestrator::v1::process_response::Result as Structured;
 use tonic::{Request, Response, Status};
 
 use crate::answer::{count, definition, definition_for, describe, label, money};
@@ -104,29 +105,141 @@ struct Tenant {
 struct Answer {
     answer: String,
     intent: Intent,
-    module: &'static str,
-    result: Json,
+    module: pb::Module,
+    result: Structured,
     plan: Vec<Json>,
+}
+
+impl Answer {
+    /// The result as the answer contract shows it: what a model phrasing the answer is given.
+    fn result_json(&self) -> Json {
+        smb_proto::json::result(Some(&self.result), None)
+    }
 }
 
 fn searched(s: crate::search::Searched) -> Answer {
     Answer {
         answer: s.answer,
         intent: Intent::Search,
-        module: "mini-foundry",
-        result: s.result,
+        module: pb::Module::MiniFoundry,
+        result: Structured::Search(s.result),
         plan: s.steps,
     }
 }
 
-fn intent_str(i: Intent) -> &'static str {
+fn intent_pb(i: Intent) -> pb::Intent {
     match i {
-        Intent::Metrics => "metrics",
-        Intent::Search => "search",
-        Intent::Action => "action",
-        Intent::Conversation => "conversation",
+        Intent::Metrics => pb::Intent::Metrics,
+        Intent::Search => pb::Intent::Search,
+        Intent::Action => pb::Intent::Action,
+        Intent::Conversation => pb::Intent::Conversation,
     }
 }
+
+fn grain_pb(g: Grain) -> pb::Grain {
+    match g {
+        Grain::Day => pb::Grain::Day,
+        Grain::Week => pb::Grain::Week,
+        Grain::Month => pb::Grain::Month,
+        Grain::Quarter => pb::Grain::Quarter,
+    }
+}
+
+fn range(p: &Period) -> smb_proto::common::v1::DateRange {
+    smb_proto::common::v1::DateRange {
+        start: p.start.to_string(),
+        end: p.end.to_string(),
+    }
+}
+
+fn mentions(m: &[crate::nlu::link::Mention]) -> Vec<pb::Mention> {
+    m.iter()
+        .map(|m| pb::Mention {
+            kind: serde_json::to_value(m.kind)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            mention: m.mention.clone(),
+            candidates: m.candidates.clone(),
+        })
+        .collect()
+}
+
+/// The typed plan `debug: true` returns: what the question was read as, and the steps run.
+fn plan_pb(u: &Plan, steps: &[Json]) -> pb::Plan {
+    let name = |v: serde_json::Result<Json>| {
+        v.ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
+    };
+    pb::Plan {
+        normalized: u.normalized.clone(),
+        intent: intent_pb(u.intent) as i32,
+        metric: u.metric.map(|m| m.name().to_string()).unwrap_or_default(),
+        periods: u.periods.iter().map(range).collect(),
+        default_period: u.default_period,
+        comparison: u
+            .comparison
+            .map(|c| name(serde_json::to_value(c)))
+            .unwrap_or_default(),
+        grain: u.grain.map_or(pb::Grain::Unspecified, grain_pb) as i32,
+        top_n: u.ranking.map_or(0, |r| r.n as i32),
+        product: u.filters.product.clone().unwrap_or_default(),
+        customer: u
+            .filters
+            .customer
+            .as_ref()
+            .map(|c| c.key.clone())
+            .unwrap_or_default(),
+        source: u
+            .filters
+            .source
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_default(),
+        search_words: u
+            .search
+            .as_ref()
+            .map(|s| s.words.clone())
+            .unwrap_or_default(),
+        search_kinds: u
+            .search
+            .as_ref()
+            .map(|s| s.kinds.iter().map(|k| k.to_string()).collect())
+            .unwrap_or_default(),
+        conversation: u
+            .conversation
+            .map(|c| name(serde_json::to_value(c)))
+            .unwrap_or_default(),
+        action: u.action.unwrap_or_default().to_string(),
+        corrections: u
+            .corrections
+            .iter()
+            .map(|(a, b)| format!("{a} -> {b}"))
+            .collect(),
+        future: u.future,
+        unresolved: mentions(&u.unresolved),
+        ambiguous: mentions(&u.ambiguous),
+        steps: steps
+            .iter()
+            .map(|s| {
+                let mut details = s.clone();
+                let step = details
+                    .as_object_mut()
+                    .and_then(|o| o.remove("step"))
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default();
+                pb::PlanStep {
+                    step,
+                    details: Some(smb_proto::json::json_to_struct(details)),
+                }
+            })
+            .collect(),
+    }
+}
+
+/// The form of the cached `ProcessResponse`: bumped when the message changes in a way an older encoding
+/// would decode wrongly (2: the typed result replaced `result_json`).
+const ANSWER_FORMAT: u32 = 2;
 
 const OVER_BUDGET: &str = "(This month's AI allowance is used up, so this answer is the standard wording; the numbers are unaffected.)";
 
@@ -152,11 +265,11 @@ fn phrasing(
 ) -> Option<crate::llm::LlmRequest> {
     match a.intent {
         Intent::Metrics => {
-            let figures = a.result.get("value").is_some() || a.result.get("rows").is_some();
+            let figures = matches!(&a.result, Structured::Metrics(m) if m.value.is_some() || !m.rows.is_empty() || m.grain != 0 || m.metric.starts_with("top_"));
             let names_customers =
                 u.filters.customer.is_some() || u.metric == Some(Metric::TopCustomers);
             (figures && (share_customers || !names_customers))
-                .then(|| crate::llm::tasks::phrase_request(query, &a.answer, &a.result))
+                .then(|| crate::llm::tasks::phrase_request(query, &a.answer, &a.result_json()))
         }
         Intent::Conversation if u.conversation != Some(Conversation::Definition) => {
             Some(crate::llm::tasks::chat_request(query, &a.answer, turns))
@@ -441,8 +554,9 @@ impl OrchestratorServiceImpl {
             .collect::<Vec<_>>()
             .join(" ")
             .to_lowercase();
+        // `ANSWER_FORMAT` retires answers cached in an earlier form of the response message.
         let hash = hex::encode(Sha256::digest(format!(
-            "{written}|{today}|{version}|{debug}"
+            "{ANSWER_FORMAT}|{written}|{today}|{version}|{debug}"
         )));
         let cache_key = keys::query(&caller.tenant, &hash);
         let cached = if followup {
@@ -528,7 +642,7 @@ impl OrchestratorServiceImpl {
                     && note.is_none()
                     && let Some(req) = phrasing(&query, &u, &a, &turns, chain.share_customer_data)
                 {
-                    let allowed = format!("{} {}", a.answer, a.result);
+                    let allowed = format!("{} {}", a.answer, a.result_json());
                     match chain
                         .run(&caller.tenant, &req, deadline, deltas, |r| {
                             crate::llm::tasks::locked(&r.text, &allowed)
@@ -555,21 +669,20 @@ impl OrchestratorServiceImpl {
                 if let Some(n) = note {
                     text = format!("{text} {n}");
                 }
-                let mut result = a.result;
-                if let Some(info) = &llm {
-                    result["llm"] = json!(info);
-                }
                 let r = pb::ProcessResponse {
                     answer: text,
-                    intent: intent_str(a.intent).into(),
-                    module: a.module.into(),
-                    result_json: result.to_string(),
+                    intent: intent_pb(a.intent) as i32,
+                    module: a.module as i32,
+                    plan: debug.then(|| plan_pb(&u, &a.plan)),
+                    result: Some(a.result),
+                    llm: llm.map(|i| pb::LlmUsage {
+                        provider: i.provider,
+                        model: i.model,
+                        fallback_used: i.fallback_used,
+                        tokens_in: i.tokens_in as i64,
+                        tokens_out: i.tokens_out as i64,
+                    }),
                     response_time_ms: 0,
-                    plan_json: if debug {
-                        json!({"plan": &u, "steps": a.plan}).to_string()
-                    } else {
-                        String::new()
-                    },
                     conversation_id: String::new(),
                 };
                 // An action proposal is a new record every time; never replayed from the cache.
@@ -588,11 +701,15 @@ impl OrchestratorServiceImpl {
         }
         resp.conversation_id = conversation_id;
         resp.response_time_ms = started.elapsed().as_millis() as i64;
-        ::metrics::counter!("smb_answers_total", "intent" => resp.intent.clone(), "cache" => cache_use)
+        let (intent, module) = (
+            smb_proto::json::intent_name(resp.intent),
+            smb_proto::json::module_name(resp.module),
+        );
+        ::metrics::counter!("smb_answers_total", "intent" => intent, "cache" => cache_use)
             .increment(1);
         let span = tracing::Span::current();
-        span.record("intent", resp.intent.as_str());
-        span.record("module", resp.module.as_str());
+        span.record("intent", intent);
+        span.record("module", module);
         span.record("cache", cache_use);
         turns.push((query.clone(), resp.answer.clone()));
         if turns.len() > 10 {
@@ -611,7 +728,7 @@ impl OrchestratorServiceImpl {
             "user.query.submitted",
             &caller.tenant,
             Some(caller.user.to_string()),
-            json!({"query": query, "intent": resp.intent, "module": resp.module, "response_time_ms": resp.response_time_ms}),
+            json!({"query": query, "intent": intent, "module": module, "response_time_ms": resp.response_time_ms}),
         );
         if self
             .events
@@ -636,8 +753,8 @@ impl OrchestratorServiceImpl {
         let conv = |answer: String| Answer {
             answer,
             intent: Intent::Conversation,
-            module: "assistant",
-            result: json!({}),
+            module: pb::Module::Assistant,
+            result: Structured::Conversation(pb::ConversationResult {}),
             plan: vec![],
         };
         // Words that ask for no number may describe a record ("who bought coffee for their wedding"):
@@ -672,8 +789,8 @@ impl OrchestratorServiceImpl {
                     return Ok(Answer {
                         answer: "Search is not enabled on this server. I can answer questions with numbers, like \"How many orders did I get last week?\"".into(),
                         intent: Intent::Search,
-                        module: "mini-foundry",
-                        result: json!({"hits": []}),
+                        module: pb::Module::MiniFoundry,
+                        result: Structured::Search(pb::SearchResult::default()),
                         plan: vec![],
                     });
                 };
@@ -696,8 +813,8 @@ impl OrchestratorServiceImpl {
                             u.action.unwrap_or("action").replace('_', " ")
                         ),
                         intent: Intent::Action,
-                        module: "ops-copilot",
-                        result: json!({}),
+                        module: pb::Module::OpsCopilot,
+                        result: Structured::Action(pb::ActionResult::default()),
                         plan: vec![],
                     });
                 };
@@ -707,15 +824,11 @@ impl OrchestratorServiceImpl {
                     currency: t.currency.clone(),
                 };
                 let p = ops.propose(caller, &info, req, today).await?;
-                let mut result = json!({});
-                if let Some(a) = &p.action {
-                    result["action"] = a.clone();
-                }
                 return Ok(Answer {
                     answer: p.answer,
                     intent: Intent::Action,
-                    module: "ops-copilot",
-                    result,
+                    module: pb::Module::OpsCopilot,
+                    result: Structured::Action(pb::ActionResult { action: p.action }),
                     plan: vec![json!({"step": "propose_action", "request": req})],
                 });
             }
@@ -772,18 +885,23 @@ impl OrchestratorServiceImpl {
             |p: &Period| json!({"start": p.start.to_string(), "end": p.end.to_string()});
         let (sources, freshness, stale) = coverage(vocab, filter.source.as_deref());
         let def = definition_for(metric, &sources);
-        let mut result = json!({"metric": metric.name(), "period": period_json(&period), "timezone": tzname, "definition": def});
-        if let Some(p) = &filter.product {
-            result["product"] = json!(p);
-        }
-        if let Some(c) = &filter.customer_key {
-            result["customer"] = json!(c);
-        }
-        if let Some(s) = &filter.source {
-            result["source"] = json!(s);
-        }
-        result["sources"] = json!(sources);
-        result["freshness"] = freshness;
+        let mut result = pb::MetricsResult {
+            metric: metric.name().into(),
+            period: Some(range(&period)),
+            timezone: tzname.into(),
+            definition: def.to_string(),
+            product: filter.product.clone().unwrap_or_default(),
+            customer: filter.customer_key.clone().unwrap_or_default(),
+            source: filter.source.clone().unwrap_or_default(),
+            sources,
+            freshness,
+            currency: if metric.is_money() {
+                t.currency.as_str().to_string()
+            } else {
+                String::new()
+            },
+            ..Default::default()
+        };
         if u.future || period.start > today {
             return Ok(Answer {
                 answer: format!(
@@ -792,8 +910,8 @@ impl OrchestratorServiceImpl {
                     today.format("%B %-d, %Y")
                 ),
                 intent: Intent::Metrics,
-                module: "mini-foundry",
-                result,
+                module: pb::Module::MiniFoundry,
+                result: Structured::Metrics(result),
                 plan,
             });
         }
@@ -819,11 +937,13 @@ impl OrchestratorServiceImpl {
                     Value::Money(v)
                 }
             };
-            result["rows"] = Json::Array(
-                rows.iter()
-                    .map(|(l, v)| json!({"label": l, "value": round2(as_value(*v).to_f64(exp))}))
-                    .collect(),
-            );
+            result.rows = rows
+                .iter()
+                .map(|(l, v)| pb::Row {
+                    label: l.clone(),
+                    value: round2(as_value(*v).to_f64(exp)),
+                })
+                .collect();
             let list = rows
                 .iter()
                 .enumerate()
@@ -877,20 +997,25 @@ impl OrchestratorServiceImpl {
                 rows.push((label_day.to_string(), v));
             }
             plan.push(json!({"step": "aggregate", "buckets": rows.len()}));
-            result["grain"] = json!(grain);
+            result.grain = grain_pb(grain) as i32;
             let capped = (all_buckets > buckets.len()).then(|| {
-                result["capped"] = json!({"shown": buckets.len(), "total": all_buckets});
+                result.capped = Some(pb::Capped {
+                    shown: buckets.len() as i32,
+                    total: all_buckets as i32,
+                });
                 format!(
                     " Only the last {} of the {all_buckets} {}s are shown; ask for a shorter period or a coarser breakdown (by week or month) to see them all.",
                     buckets.len(),
                     grain_word(grain)
                 )
             });
-            result["rows"] = Json::Array(
-                rows.iter()
-                    .map(|(l, v)| json!({"label": l, "value": round2(v.to_f64(exp))}))
-                    .collect(),
-            );
+            result.rows = rows
+                .iter()
+                .map(|(l, v)| pb::Row {
+                    label: l.clone(),
+                    value: round2(v.to_f64(exp)),
+                })
+                .collect();
             let list = rows
                 .iter()
                 .map(|(l, v)| format!("{l}: {}", fmt(*v)))
@@ -914,7 +1039,7 @@ impl OrchestratorServiceImpl {
                 period.end,
             )
             .await?;
-            result["value"] = json!(round2(v.to_f64(exp)));
+            result.value = Some(round2(v.to_f64(exp)));
             let subject = subject(metric, u);
             let prep = if period.start == period.end {
                 "on"
@@ -948,8 +1073,11 @@ impl OrchestratorServiceImpl {
                 let (cur, before) = (v.to_f64(exp), pv.to_f64(exp));
                 let change =
                     (before != 0.0).then(|| ((cur - before) / before * 1000.0).round() / 10.0);
-                result["previous"] = json!({"period": period_json(&prev), "value": round2(before)});
-                result["change_pct"] = json!(change);
+                result.previous = Some(pb::Comparison {
+                    period: Some(range(&prev)),
+                    value: round2(before),
+                    change_pct: change,
+                });
                 let delta = match change {
                     Some(c) if c > 0.0 => {
                         format!("up {c:.1}% on {} ({})", describe(&prev), fmt(pv))
@@ -979,7 +1107,6 @@ impl OrchestratorServiceImpl {
         let answer = if foreign.is_empty() {
             answer
         } else {
-            result["currency"] = json!(t.currency.as_str());
             let mut apart = Vec::new();
             let mut rows = Vec::new();
             for c in &foreign {
@@ -999,13 +1126,16 @@ impl OrchestratorServiceImpl {
                     Value::Count(n) => count(n),
                 };
                 apart.push(format!("{shown} in {}", c.as_str()));
-                rows.push(json!({"currency": c.as_str(), "value": round2(v.to_f64(exp))}));
+                rows.push(pb::CurrencyValue {
+                    currency: c.as_str().to_string(),
+                    value: round2(v.to_f64(exp)),
+                });
             }
             plan.push(json!({"step": "fetch", "query": "other_currencies", "found": rows.len()}));
             if rows.is_empty() {
                 answer
             } else {
-                result["other_currencies"] = Json::Array(rows);
+                result.other_currencies = rows;
                 format!(
                     "{answer} These figures count {} orders only. Orders in other currencies are listed separately, never converted or added: {}.",
                     t.currency.as_str(),
@@ -1021,8 +1151,8 @@ impl OrchestratorServiceImpl {
         Ok(Answer {
             answer,
             intent: Intent::Metrics,
-            module: "mini-foundry",
-            result,
+            module: pb::Module::MiniFoundry,
+            result: Structured::Metrics(result),
             plan,
         })
     }
@@ -1089,10 +1219,13 @@ pub fn buckets(p: &Period, g: Grain) -> (Vec<(NaiveDate, NaiveDate, NaiveDate)>,
 
 /// Which sources a number covers, their last successful sync (RFC 3339), and a note for the answer text
 /// when some of that data is more than a day old.
-fn coverage(vocab: &Vocab, only: Option<&str>) -> (Vec<String>, Json, Option<String>) {
+fn coverage(
+    vocab: &Vocab,
+    only: Option<&str>,
+) -> (Vec<String>, HashMap<String, String>, Option<String>) {
     let now = Utc::now().timestamp_millis();
     let mut sources = Vec::new();
-    let mut freshness = serde_json::Map::new();
+    let mut freshness = HashMap::new();
     let mut stale = Vec::new();
     for (kind, at) in &vocab.sources {
         if only.is_some_and(|o| o != kind) || sources.contains(kind) {
@@ -1105,7 +1238,7 @@ fn coverage(vocab: &Vocab, only: Option<&str>) -> (Vec<String>, Json, Option<Str
         };
         freshness.insert(
             kind.clone(),
-            json!(t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         );
         if now - at > 24 * 3600 * 1000 {
             stale.push(format!(
@@ -1116,7 +1249,7 @@ fn coverage(vocab: &Vocab, only: Option<&str>) -> (Vec<String>, Json, Option<Str
         }
     }
     let note = (!stale.is_empty()).then(|| format!("({}; sync to update.)", stale.join(", ")));
-    (sources, Json::Object(freshness), note)
+    (sources, freshness, note)
 }
 
 fn source_name(kind: &str) -> &str {
@@ -1140,10 +1273,11 @@ impl OrchestratorServiceImpl {
     /// not connected, a product or customer that is not there or is ambiguous.
     fn cannot_answer(&self, u: &Plan, vocab: &Vocab, today: NaiveDate) -> Option<Answer> {
         let metric = u.metric.unwrap_or(Metric::Revenue);
-        let mut result = json!({"metric": metric.name(), "sources": []});
-        if let Some(p) = u.periods.first() {
-            result["period"] = json!({"start": p.start.to_string(), "end": p.end.to_string()});
-        }
+        let mut result = pb::MetricsResult {
+            metric: metric.name().into(),
+            period: u.periods.first().map(range),
+            ..Default::default()
+        };
         let text = if u.future || u.periods.first().is_some_and(|p| p.start > today) {
             // Checked again with the data below; here, so that an empty tenant hears it too.
             return None;
@@ -1172,7 +1306,7 @@ impl OrchestratorServiceImpl {
         {
             "This business has no products in its data (its payments carry no product lines), so there is nothing to rank by product. Try \"top customers this month\".".to_string()
         } else if let Some(m) = u.unresolved.first() {
-            result["unresolved"] = json!(u.unresolved);
+            result.unresolved = mentions(&u.unresolved);
             match m.kind {
                 MentionKind::Product => {
                     let some: Vec<String> = vocab
@@ -1202,13 +1336,13 @@ impl OrchestratorServiceImpl {
         } else if let Some(p) = &u.filters.product
             && !matches!(metric, Metric::ProductSales | Metric::Units)
         {
-            result["product"] = json!(p);
+            result.product = p.clone();
             format!(
                 "I can't break {} down by product yet. For {p} I can give its sales or units sold — for example \"sales of {p} last month\" or \"how many {p} did we sell this year\".",
                 label(metric).to_lowercase()
             )
         } else if let Some(m) = u.ambiguous.first() {
-            result["ambiguous"] = json!(u.ambiguous);
+            result.ambiguous = mentions(&u.ambiguous);
             format!(
                 "\"{}\" could be {}. Which one do you mean?",
                 m.mention,
@@ -1220,8 +1354,8 @@ impl OrchestratorServiceImpl {
         Some(Answer {
             answer: text,
             intent: Intent::Metrics,
-            module: "mini-foundry",
-            result,
+            module: pb::Module::MiniFoundry,
+            result: Structured::Metrics(result),
             plan: vec![json!({"step": "clarify"})],
         })
     }

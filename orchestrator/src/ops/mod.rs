@@ -57,7 +57,7 @@ pub struct TenantInfo {
 /// A proposal's answer: the text and the `action` object of the result.
 pub struct Proposal {
     pub answer: String,
-    pub action: Option<Json>,
+    pub action: Option<smb_proto::orchestrator::v1::Action>,
 }
 
 pub struct Ops {
@@ -370,7 +370,7 @@ impl Ops {
             answer: format!(
                 "{preview}. Nothing has been done yet: it happens when {who} (POST /v1/actions/{id}/confirm, or /reject to drop it). The proposal expires in {hours} hours."
             ),
-            action: Some(smb_proto::json::action(&action)),
+            action: Some(action),
         })
     }
 

@@ -359,10 +359,16 @@ async fn grpc_clients_stream_answers_and_confirm_actions() {
     }
     let done = done.expect("a final response");
     assert_eq!(text, done.answer);
-    assert_eq!(done.intent, "action");
-    let result: Value = serde_json::from_str(&done.result_json).unwrap();
-    let id = result["action"]["id"].as_str().unwrap().to_string();
-    assert_eq!(result["action"]["params"]["due_date"], "2025-02-03");
+    assert_eq!(done.intent(), pb::Intent::Action);
+    // The result is typed: the proposed action itself, no JSON to parse.
+    let Some(pb::process_response::Result::Action(pb::ActionResult {
+        action: Some(action),
+    })) = done.result
+    else {
+        panic!("an action result: {:?}", done.result);
+    };
+    let id = action.id.clone();
+    assert_eq!(action.params["due_date"], "2025-02-03");
 
     // The same action confirmed over gRPC; its task listed over gRPC.
     let mut actions = ActionsServiceClient::new(channel);

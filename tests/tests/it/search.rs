@@ -104,7 +104,7 @@ async fn searches_find_the_order_they_describe() {
                 "{q:?}: want {want} at 1, got {:?} (mode {}, words {})",
                 titles(&b),
                 b["result"]["mode"],
-                b["debug"]["plan"]["search"]["words"]
+                b["plan"]["plan"]["search"]["words"]
             ));
         }
     }
