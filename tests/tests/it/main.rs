@@ -19,4 +19,5 @@ mod search_index;
 mod shutdown;
 mod split;
 mod sync;
+mod web;
 mod webhooks;
