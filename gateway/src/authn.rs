@@ -3,6 +3,10 @@
 //! older than `auth.jwks_refresh_secs` (so a removed key stops being trusted) and when a token names an
 //! unknown `kid` (at most once per [`UNKNOWN_KID_INTERVAL`]); refreshes are single-flighted: requests that
 //! arrive while one is in progress wait for it and use its result.
+//!
+//! A token whose signature was checked is remembered (by its SHA-256, with its claims) until it expires, so
+//! a client's next requests skip the Ed25519 verification. The memory belongs to the key set that verified
+//! it: a JWKS refresh starts an empty one, so a token signed by a removed key is not trusted from memory.
 
 use std::sync::{Arc, RwLock as StdRwLock};
 use std::time::{Duration, Instant};
@@ -20,6 +24,45 @@ pub const UNKNOWN_KID_INTERVAL: Duration = Duration::from_secs(10);
 struct Keys {
     verifier: TokenVerifier,
     fetched: Instant,
+    /// Tokens these keys verified, by SHA-256: their claims, used while `exp` has not passed.
+    verified: moka::sync::Cache<[u8; 32], Arc<Claims>>,
+}
+
+/// At most this many verified tokens are remembered (about 0.5 KB each).
+const VERIFIED_CAPACITY: u64 = 100_000;
+/// No verified token is remembered longer than this, whatever its `exp`.
+const VERIFIED_TTL: Duration = Duration::from_secs(3600);
+
+impl Keys {
+    fn new(verifier: TokenVerifier) -> Self {
+        Self {
+            verifier,
+            fetched: Instant::now(),
+            verified: moka::sync::Cache::builder()
+                .max_capacity(VERIFIED_CAPACITY)
+                .time_to_live(VERIFIED_TTL)
+                .build(),
+        }
+    }
+
+    /// The token's claims: remembered if these keys verified it before and it has not expired, else
+    /// verified (signature, issuer, audience, times) and remembered. Past `exp` the verifier decides again
+    /// (with its clock-skew tolerance), as it would for a token never seen.
+    fn verify(&self, token: &str) -> Result<Arc<Claims>, Error> {
+        use sha2::Digest;
+        let key: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        let now = chrono::Utc::now().timestamp();
+        if let Some(c) = self.verified.get(&key)
+            && now < c.exp
+        {
+            return Ok(c);
+        }
+        let claims = Arc::new(self.verifier.verify(token)?);
+        if now < claims.exp {
+            self.verified.insert(key, claims.clone());
+        }
+        Ok(claims)
+    }
 }
 
 pub struct Authenticator {
@@ -67,10 +110,7 @@ impl Authenticator {
             auth,
             issuer: issuer.into(),
             audience: audience.into(),
-            keys: StdRwLock::new(Arc::new(Keys {
-                verifier,
-                fetched: Instant::now(),
-            })),
+            keys: StdRwLock::new(Arc::new(Keys::new(verifier))),
             refreshing: tokio::sync::Mutex::new(()),
             max_age,
         })
@@ -140,21 +180,21 @@ impl Authenticator {
                 user: claims.sub.parse().map_err(|_| invalid())?,
                 role: claims.role.clone(),
             },
-            session_id: claims.sid,
+            session_id: claims.sid.clone(),
             token: token.to_string(),
         })
     }
 
-    async fn verify(&self, token: &str) -> Result<Claims, Error> {
+    async fn verify(&self, token: &str) -> Result<Arc<Claims>, Error> {
         let cur = self.current();
         let unknown = !cur.verifier.knows_kid(token);
         let stale = cur.fetched.elapsed() >= self.max_age;
         if (unknown || stale)
             && let Some(fresh) = self.refresh(&cur, unknown, stale).await
         {
-            return fresh.verifier.verify(token);
+            return fresh.verify(token);
         }
-        cur.verifier.verify(token)
+        cur.verify(token)
     }
 
     /// Re-reads the JWKS, once for everyone waiting: a caller that waited for a refresh in progress uses
@@ -170,10 +210,7 @@ impl Authenticator {
         }
         match Self::fetch(&self.auth, &self.issuer, &self.audience).await {
             Ok(verifier) => {
-                let fresh = Arc::new(Keys {
-                    verifier,
-                    fetched: Instant::now(),
-                });
+                let fresh = Arc::new(Keys::new(verifier));
                 *self.keys.write().expect("jwks lock") = fresh.clone();
                 Some(fresh)
             }
