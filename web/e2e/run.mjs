@@ -1,6 +1,7 @@
 // The web app end to end in Debian's Chromium, as a person uses it: sign up, connect Shopify (a refused
-// token first, then the right one), sync with visible progress, ask for last month's revenue and see the
-// exact figure, ask for revenue by month and see one bar per month, check the phone layout, log out.
+// token first, then the right one), sync with visible progress, set the webhook secret, ask for last
+// month's revenue and see the exact figure, ask for revenue by month and see one bar per month, propose and
+// confirm an action and find it on the Actions page, check the phone layout, log out.
 //
 // Run by the `web` integration test (tests/tests/it/web.rs), which starts `smb up` and a fake Shopify and
 // passes: SMB_URL, SHOP_URL, SHOP_TOKEN, EXPECT_REVENUE (the figure as the answer writes it, e.g.
@@ -107,6 +108,15 @@ try {
   if (!last.startsWith("succeeded")) throw new Error(`the sync did not succeed: ${last}`);
   await shot("3-synced");
 
+  step("set the webhook secret, with the URL to paste into Shopify");
+  await page.getByText("Webhooks (not set up)").click();
+  const url = await page.getByLabel("Webhook URL").inputValue();
+  if (!/\/webhooks\/shopify\/[0-9a-f-]{36}$/.test(url)) throw new Error(`webhook URL: ${url}`);
+  await page.getByLabel("Webhook secret").fill("whsec_e2e_secret");
+  await page.getByRole("button", { name: "Save webhook secret" }).click();
+  await page.getByText("Webhook secret saved.").waitFor();
+  await page.getByText("Webhooks (secret set)").waitFor();
+
   step("ask for last month's revenue");
   await page.getByRole("link", { name: "Ask" }).click();
   await page.getByLabel("Ask a question").fill("What was my revenue last month?");
@@ -133,11 +143,23 @@ try {
   await page.getByRole("region", { name: "This session's questions" }).getByText("What was my revenue last month?").waitFor();
   await shot("5-by-month");
 
+  step("propose an action, confirm it, and find it on the Actions page");
+  if (await page.getByRole("link", { name: "Actions" }).count()) throw new Error("Actions shown before any exists");
+  await page.getByLabel("Ask a question").fill("create a task to reorder Amber Roast beans by Friday");
+  await page.getByRole("button", { name: "Ask", exact: true }).click();
+  await answer.getByRole("button", { name: "Confirm" }).click();
+  await answer.locator(".action .status", { hasText: "executed" }).waitFor();
+  await page.getByRole("link", { name: "Actions" }).click();
+  await page.getByRole("heading", { name: "Done" }).waitFor();
+  await page.locator(".action .status", { hasText: "executed" }).first().waitFor();
+  await shot("6-actions");
+  await page.getByRole("link", { name: "Ask" }).click();
+
   step("a phone screen (390 px)");
   await page.setViewportSize({ width: 390, height: 844 });
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   if (overflow > 0) throw new Error(`the page is ${overflow} px wider than a 390 px screen`);
-  await shot("6-phone");
+  await shot("7-phone");
 
   step("log out");
   await page.getByRole("button", { name: "Log out" }).click();

@@ -278,6 +278,13 @@ function Answer({ r, onChanged }: { r: ProcessResponse; onChanged: () => void })
   </section>`;
 }
 
+/** This sign-in's questions and answers (forgotten at log out). */
+const session: {
+  answer: ProcessResponse | null;
+  history: { q: string; a: ProcessResponse }[];
+  conversation: string;
+} = { answer: null, history: [], conversation: "" };
+
 const SUGGESTIONS = [
   "What was my revenue last month?",
   "Revenue by month this year",
@@ -296,10 +303,15 @@ function AskPage({
   const [query, setQuery] = useState("");
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<string | null>(null);
-  const [answer, setAnswer] = useState<ProcessResponse | null>(null);
-  const [history, setHistory] = useState<{ q: string; a: ProcessResponse }[]>([]);
-  const conversation = useRef("");
+  // The session's answers outlive the page: back from Connectors, the last answer and the history are there.
+  const [answer, setAnswer] = useState<ProcessResponse | null>(session.answer);
+  const [history, setHistory] = useState(session.history);
+  const conversation = useRef(session.conversation);
   const input = useRef<HTMLInputElement>(null);
+  useEffect(() => {
+    session.answer = answer;
+    session.history = history;
+  }, [answer, history]);
 
   const ask = async (q: string) => {
     const text = q.trim();
@@ -312,6 +324,7 @@ function AskPage({
     try {
       const r = await client.orchestrator.process({ query: text, conversationId: conversation.current });
       conversation.current = r.conversationId;
+      session.conversation = r.conversationId;
       setAnswer(r);
       setHistory((h) => [{ q: text, a: r }, ...h].slice(0, 50));
       setQuery("");
@@ -565,6 +578,7 @@ function App() {
 
   const logout = async () => {
     await client.logout();
+    Object.assign(session, { answer: null, history: [], conversation: "" });
     setSignedIn(false);
     setConnectors(null);
     setActions([]);
