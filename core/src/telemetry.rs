@@ -133,14 +133,10 @@ fn tracer_provider(endpoint: &str, service: &str) -> anyhow::Result<SdkTracerPro
         .with_endpoint(endpoint)
         .with_timeout(Duration::from_secs(5))
         .build()?;
-    // Exports run on the process's tokio runtime; the queue is bounded (2,048 spans by default, the
-    // overflow dropped and counted), so a slow collector never holds a request.
-    let processor =
-        opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor::builder(
-            exporter,
-            opentelemetry_sdk::runtime::Tokio,
-        )
-        .build();
+    // The SDK's batch processor: a finished span is counted and put on a bounded queue (2,048 spans by
+    // default, the overflow dropped and counted) that its own thread drains every few seconds or when a
+    // batch (512) is full, so a request never waits for a collector and no task is woken per span.
+    let processor = opentelemetry_sdk::trace::BatchSpanProcessor::builder(exporter).build();
     Ok(SdkTracerProvider::builder()
         .with_span_processor(processor)
         .with_resource(

@@ -144,21 +144,23 @@ async fn metrics_move_as_a_scripted_workload_says() {
             "smb_requests_total",
             &[q[0], q[1], ("status", "200")]
         ),
-        2.0,
+        asked,
         "{text}"
     );
     assert_eq!(
         value(&after, "smb_request_duration_seconds", &q),
-        2.0,
-        "two observations"
+        asked,
+        "one observation per question"
     );
+    // The first answers after a sync may be computed while the tenant's names are re-read, and those are
+    // not cached: every question before the one the cache served is a miss.
     assert_eq!(
         value(
             &after,
             "smb_answers_total",
             &[("intent", "metrics"), ("cache", "miss")]
         ),
-        1.0
+        asked - 1.0
     );
     assert_eq!(
         value(
