@@ -20,8 +20,13 @@ before(async () => {
   dir = mkdtempSync(join(tmpdir(), "smb-sdk-"));
   // Access tokens live 1 s here (the server tolerates 5 s of clock skew), so the test sees one expire.
   server = spawn(bin, ["up", "--addr", "127.0.0.1:0", "--data-dir", dir], {
-    // The server reads every SMB_* variable as configuration: the test's own SMB_BIN is not passed on.
-    env: { ...Object.fromEntries(Object.entries(process.env).filter(([k]) => k !== "SMB_BIN")), SMB_AUTH__ACCESS_TTL_SECS: "1", SMB_LOG: "warn" },
+    // The server reads every SMB_* variable as configuration and refuses unknown ones: the test runner's
+    // own (SMB_BIN, SMB_TEST_KAFKA, ...) are not passed on.
+    env: {
+      ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("SMB_"))),
+      SMB_AUTH__ACCESS_TTL_SECS: "1",
+      SMB_LOG: "warn",
+    },
     stdio: ["ignore", "pipe", "inherit"],
   });
   const lines = createInterface({ input: server.stdout });
