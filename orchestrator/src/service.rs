@@ -260,16 +260,17 @@ fn phrasing(
     query: &str,
     u: &Plan,
     a: &Answer,
+    shown: &Json,
     turns: &[(String, String)],
     share_customers: bool,
 ) -> Option<crate::llm::LlmRequest> {
     match a.intent {
         Intent::Metrics => {
-            let figures = matches!(&a.result, Structured::Metrics(m) if m.value.is_some() || !m.rows.is_empty() || m.grain != 0 || m.metric.starts_with("top_"));
+            let figures = matches!(&a.result, Structured::Metrics(m) if m.value.is_some() || smb_proto::json::has_rows(m));
             let names_customers =
                 u.filters.customer.is_some() || u.metric == Some(Metric::TopCustomers);
             (figures && (share_customers || !names_customers))
-                .then(|| crate::llm::tasks::phrase_request(query, &a.answer, &a.result_json()))
+                .then(|| crate::llm::tasks::phrase_request(query, &a.answer, shown))
         }
         Intent::Conversation if u.conversation != Some(Conversation::Definition) => {
             Some(crate::llm::tasks::chat_request(query, &a.answer, turns))
@@ -638,11 +639,13 @@ impl OrchestratorServiceImpl {
                 tracing::debug!(plan = %Json::Array(a.plan.clone()), "plan executed");
                 let mut text = a.answer.clone();
                 // 2. Phrasing (numbers locked), small talk and help.
-                if let Some(chain) = &self.llm
+                let shown = self.llm.as_ref().map(|_| a.result_json());
+                if let (Some(chain), Some(shown)) = (&self.llm, &shown)
                     && note.is_none()
-                    && let Some(req) = phrasing(&query, &u, &a, &turns, chain.share_customer_data)
+                    && let Some(req) =
+                        phrasing(&query, &u, &a, shown, &turns, chain.share_customer_data)
                 {
-                    let allowed = format!("{} {}", a.answer, a.result_json());
+                    let allowed = format!("{} {}", a.answer, shown);
                     match chain
                         .run(&caller.tenant, &req, deadline, deltas, |r| {
                             crate::llm::tasks::locked(&r.text, &allowed)

@@ -90,21 +90,22 @@ pub fn answer(r: &pb::ProcessResponse) -> Value {
 pub fn result(r: Option<&Structured>, llm: Option<&pb::LlmUsage>) -> Value {
     let mut v = match r {
         Some(Structured::Metrics(m)) => metrics(m),
-        Some(Structured::Search(s)) => json!({
-            "hits": s.hits.iter().map(hit).collect::<Vec<_>>(),
-            "query": s.query,
-        }),
+        Some(Structured::Search(s)) => {
+            let mut v = json!({
+                "hits": s.hits.iter().map(hit).collect::<Vec<_>>(),
+                "query": s.query,
+            });
+            if !s.mode.is_empty() {
+                v["mode"] = json!(s.mode);
+            }
+            v
+        }
         Some(Structured::Action(a)) => match &a.action {
             Some(a) => json!({ "action": action(a) }),
             None => json!({}),
         },
         Some(Structured::Conversation(_)) | None => json!({}),
     };
-    if let Some(Structured::Search(s)) = r
-        && !s.mode.is_empty()
-    {
-        v["mode"] = json!(s.mode);
-    }
     if let Some(l) = llm {
         v["llm"] = json!({
             "provider": l.provider,
@@ -172,8 +173,7 @@ fn metrics(m: &pb::MetricsResult) -> Value {
     if let Some(c) = &m.capped {
         v.insert("capped".into(), json!({"shown": c.shown, "total": c.total}));
     }
-    // A ranking or a breakdown always has its rows, none when nothing sold.
-    if !m.rows.is_empty() || grain.is_some() || m.metric.starts_with("top_") {
+    if has_rows(m) {
         let rows: Vec<Value> = m
             .rows
             .iter()
@@ -198,6 +198,11 @@ fn metrics(m: &pb::MetricsResult) -> Value {
         v.insert("ambiguous".into(), mentions(&m.ambiguous));
     }
     Value::Object(v)
+}
+
+/// Whether the result is a ranking or a breakdown: it always has its rows, none when nothing sold.
+pub fn has_rows(m: &pb::MetricsResult) -> bool {
+    !m.rows.is_empty() || m.grain != pb::Grain::Unspecified as i32 || m.metric.starts_with("top_")
 }
 
 fn hit(h: &pb::Hit) -> Value {
