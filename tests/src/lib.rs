@@ -526,12 +526,20 @@ pub mod split {
         pub dir: std::path::PathBuf,
     }
 
-    fn spawn(env: &[(String, String)], service: &str, port: u16) -> Child {
+    /// Starts `smb serve <service>` on `port`. Its log goes to `<logs>/<service>-<port>.log` (or to the
+    /// test's stderr with SMB_TEST_STDERR=1), so that a failing test can show what the processes said.
+    fn spawn(env: &[(String, String)], logs: &std::path::Path, service: &str, port: u16) -> Child {
         let addr = format!("127.0.0.1:{port}");
         let mut e: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         e.push(("SMB_SERVER__ADDR", &addr));
-        command(&e)
-            .args(["serve", service])
+        let mut cmd = command(&e);
+        if std::env::var_os("SMB_TEST_STDERR").is_none() {
+            std::fs::create_dir_all(logs).expect("log directory");
+            let f = std::fs::File::create(logs.join(format!("{service}-{port}.log")))
+                .expect("log file");
+            cmd.stderr(f);
+        }
+        cmd.args(["serve", service])
             .stdout(Stdio::null())
             .spawn()
             .expect("smb binary runs (build it with `cargo build -p smb`)")
@@ -612,7 +620,8 @@ pub mod split {
                     .collect()
             };
             let workers_env = env_of("workers");
-            let spawn = |service: &str, port: u16| spawn(&env_of(service), service, port);
+            let logs = dir.join("logs");
+            let spawn = |service: &str, port: u16| spawn(&env_of(service), &logs, service, port);
             // Auth first: it migrates the database and the gateway reads its keys at start.
             let mut services = vec![spawn("auth", auth)];
             wait_port(auth, "auth", &mut services[0]);
@@ -643,7 +652,40 @@ pub mod split {
         /// Starts workers replica `i` again (as a Deployment replaces a pod that died).
         pub fn restart_worker(&mut self, i: usize) {
             self.kill_worker(i);
-            self.workers[i] = Some(spawn(&self.workers_env, "workers", free_port()));
+            self.workers[i] = Some(spawn(
+                &self.workers_env,
+                &self.dir.join("logs"),
+                "workers",
+                free_port(),
+            ));
+        }
+
+        /// The warnings and errors every process of the deployment logged so far (at most the last
+        /// `max` lines of each), for a failing assertion's message.
+        pub fn problems(&self, max: usize) -> String {
+            let mut out = String::new();
+            let Ok(dir) = std::fs::read_dir(self.dir.join("logs")) else {
+                return out;
+            };
+            let mut files: Vec<_> = dir.flatten().map(|e| e.path()).collect();
+            files.sort();
+            for f in files {
+                let text = std::fs::read_to_string(&f).unwrap_or_default();
+                let bad: Vec<&str> = text
+                    .lines()
+                    .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+                    .collect();
+                let name = f.file_name().unwrap_or_default().to_string_lossy();
+                out.push_str(&format!(
+                    "\n--- {name}: {} warnings and errors\n",
+                    bad.len()
+                ));
+                for l in &bad[bad.len().saturating_sub(max)..] {
+                    out.push_str(l);
+                    out.push('\n');
+                }
+            }
+            out
         }
 
         /// The deployment's database.

@@ -444,9 +444,11 @@ async fn split_deployment_syncs_answers_and_loses_nothing_when_a_worker_dies() {
         if now.orders == reference.orders + 1 {
             break;
         }
+        // Generous: on a loaded machine the broker may still be settling the replica's return.
         assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "the webhook's order never arrived: {now:?}"
+            start.elapsed() < Duration::from_secs(150),
+            "the webhook's order never arrived: {now:?}; the processes said: {}",
+            split.problems(30)
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
