@@ -222,26 +222,64 @@ impl Bus for StoreBus {
             return Ok(());
         }
         let now = now_ms();
-        // Consumers read `id > position`: ids must become visible in id order. On PostgreSQL, sequence values
-        // are taken at insert and transactions commit in any order, so publishers take turns (SQLite writers
-        // are serialised already).
-        let serialise =
-            matches!(self.db, Db::Postgres(_)).then_some("SELECT pg_advisory_xact_lock(7261001)");
-        with_global!(&self.db, write, |tx| {
-            if let Some(lock) = serialise {
-                sqlx::query(lock).execute(&mut *tx).await?;
+        // One statement per batch, not one per message: a statement is a round trip to SQLite's worker
+        // thread (or to PostgreSQL), which dominated the cost of a busy answer path's query events.
+        // Rows get ids in the batch's order.
+        match &self.db {
+            Db::Sqlite(pool) => {
+                let rows: Vec<[Option<&str>; 4]> = messages
+                    .iter()
+                    .map(|m| {
+                        [
+                            Some(m.topic.as_str()),
+                            Some(m.key.as_str()),
+                            Some(m.payload.as_str()),
+                            m.traceparent.as_deref(),
+                        ]
+                    })
+                    .collect();
+                let rows = serde_json::to_string(&rows)
+                    .map_err(|e| crate::Error::internal("bus batch", e))?;
+                let (_write, mut tx) = crate::store::sqlite_begin_write(pool).await?;
+                sqlx::query(
+                    "INSERT INTO bus_log (topic, msg_key, payload, created_at, traceparent) \
+                     SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), \
+                            json_extract(value, '$[2]'), $2, json_extract(value, '$[3]') \
+                     FROM json_each($1) ORDER BY key",
+                )
+                .bind(rows)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
             }
-            for m in messages {
-                sqlx::query("INSERT INTO bus_log (topic, msg_key, payload, created_at, traceparent) VALUES ($1, $2, $3, $4, $5)")
-                    .bind(&m.topic)
-                    .bind(&m.key)
-                    .bind(&m.payload)
-                    .bind(now)
-                    .bind(&m.traceparent)
+            Db::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                // Consumers read `id > position`: ids must become visible in id order. Sequence values are
+                // taken at insert and transactions commit in any order, so publishers take turns (SQLite
+                // writers are serialised already).
+                sqlx::query("SELECT pg_advisory_xact_lock(7261001)")
                     .execute(&mut *tx)
                     .await?;
+                let col = |f: fn(&Message) -> Option<&str>| -> Vec<Option<&str>> {
+                    messages.iter().map(f).collect()
+                };
+                sqlx::query(
+                    "INSERT INTO bus_log (topic, msg_key, payload, created_at, traceparent) \
+                     SELECT t, k, p, $5, tp \
+                     FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS x(t, k, p, tp, n) \
+                     ORDER BY n",
+                )
+                .bind(col(|m| Some(&m.topic)))
+                .bind(col(|m| Some(&m.key)))
+                .bind(col(|m| Some(&m.payload)))
+                .bind(col(|m| m.traceparent.as_deref()))
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
             }
-        });
+        }
         self.notify.notify_waiters();
         Ok(())
     }
