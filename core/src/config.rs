@@ -218,7 +218,7 @@ pub struct EmailConfig {
 }
 
 /// Traces.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TelemetryConfig {
     /// OTLP/gRPC collector, e.g. `http://otel-collector:4317`; unset: `OTEL_EXPORTER_OTLP_ENDPOINT`, else
@@ -226,6 +226,22 @@ pub struct TelemetryConfig {
     pub otlp_endpoint: Option<String>,
     /// Put the question's text on answer spans (off: a hash of it only).
     pub log_queries: bool,
+    /// Requests that start a trace (no sampled `traceparent` from the caller) traced per second, per
+    /// process, before `sample_ratio` applies.
+    pub traces_per_second: u32,
+    /// The share of requests traced beyond `traces_per_second` (0 to 1).
+    pub sample_ratio: f64,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: None,
+            log_queries: false,
+            traces_per_second: 100,
+            sample_ratio: 0.05,
+        }
+    }
 }
 
 /// Proposed actions.
@@ -483,9 +499,16 @@ impl Config {
         if !errors.is_empty() {
             return Err(errors);
         }
-        toml::Value::Table(root)
+        let cfg = toml::Value::Table(root)
             .try_into::<Config>()
-            .map_err(|e| vec![e.to_string()])
+            .map_err(|e| vec![e.to_string()])?;
+        if !(0.0..=1.0).contains(&cfg.telemetry.sample_ratio) {
+            return Err(vec![format!(
+                "telemetry.sample_ratio: {} is not a share between 0 and 1",
+                cfg.telemetry.sample_ratio
+            )]);
+        }
+        Ok(cfg)
     }
 
     /// The process's own environment (for `main`; tests build maps).

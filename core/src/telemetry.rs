@@ -8,7 +8,9 @@
 //! Traces are exported over OTLP/gRPC when `telemetry.otlp_endpoint` (or `OTEL_EXPORTER_OTLP_ENDPOINT`) is
 //! set; the W3C `traceparent` travels in gRPC metadata, HTTP headers, outbox rows and Kafka headers, so one
 //! question or one sync is one trace across processes. Unset, no span is exported and the request path
-//! creates none of the request spans.
+//! creates none of the request spans. Set, each request that starts a trace is traced up to
+//! `telemetry.traces_per_second` per process, then `telemetry.sample_ratio` of the rest ([`decide`]); one
+//! that is not makes no span anywhere, so tracing's cost under load is bounded by those two settings.
 //!
 //! Metrics are recorded through the `metrics` facade anywhere in the code and rendered in the Prometheus text
 //! format by [`render`]. Labels are bounded sets (routes, methods, intents, sources, outcomes): never a
@@ -16,7 +18,7 @@
 //! lag, outbox depth) are read at scrape time by [`Collector`]s.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -38,6 +40,10 @@ pub struct Settings<'a> {
     pub json_by_default: bool,
     /// `telemetry.otlp_endpoint`; `OTEL_EXPORTER_OTLP_ENDPOINT` when unset.
     pub otlp_endpoint: Option<&'a str>,
+    /// `telemetry.traces_per_second`: requests that start a trace, traced each second before sampling.
+    pub traces_per_second: u32,
+    /// `telemetry.sample_ratio`: of the requests beyond that, the share traced.
+    pub sample_ratio: f64,
 }
 
 static EXPORTING: AtomicBool = AtomicBool::new(false);
@@ -45,6 +51,120 @@ static EXPORTING: AtomicBool = AtomicBool::new(false);
 /// Whether spans are exported (an OTLP endpoint is configured): request spans are made only then.
 pub fn exporting() -> bool {
     EXPORTING.load(Ordering::Relaxed)
+}
+
+/// Which requests that start a trace are traced: every one up to `per_second` a second, then `ratio` of the
+/// rest. A shop's few questions are all traced; under load the cost is bounded.
+struct Sampling {
+    per_second: u32,
+    ratio: f64,
+    /// The current second (since the process started) in the high 32 bits, roots traced in it in the low.
+    window: std::sync::atomic::AtomicU64,
+    started: std::time::Instant,
+}
+
+static SAMPLING: OnceLock<Sampling> = OnceLock::new();
+
+impl Sampling {
+    fn take(&self) -> bool {
+        let second = self.started.elapsed().as_secs() & 0xffff_ffff;
+        let mut cur = self.window.load(Ordering::Relaxed);
+        loop {
+            let (s, n) = (cur >> 32, cur & 0xffff_ffff);
+            let next = if s == second {
+                if n >= u64::from(self.per_second) {
+                    break;
+                }
+                cur + 1
+            } else {
+                (second << 32) | 1
+            };
+            match self
+                .window
+                .compare_exchange_weak(cur, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return true,
+                Err(seen) => cur = seen,
+            }
+        }
+        self.ratio >= 1.0 || (self.ratio > 0.0 && rand::random::<f64>() < self.ratio)
+    }
+}
+
+tokio::task_local! {
+    /// Inside a request that is not traced: the `traceparent` (sampled flag off) it passes on, so that the
+    /// services it calls and the work it queues do not start traces of their own.
+    static UNSAMPLED: Arc<str>;
+}
+
+/// How one incoming request is traced, decided once where it enters the process ([`decide`]).
+pub enum Decision {
+    /// Nothing is exported: no span.
+    Off,
+    /// Traced: make its span and [`Decision::adopt`] it (it continues the caller's trace, if any).
+    Traced(opentelemetry::Context),
+    /// Not traced (the caller's trace is not sampled, or the sampler said no): no span at all; the request
+    /// runs [`Decision::scope`]d so that what it calls is not traced either.
+    Unsampled(Arc<str>),
+}
+
+/// Decides how a request with `headers` is traced: as its caller's `traceparent` says when it carries one
+/// (sampled or not), else by the sampler (`telemetry.traces_per_second`, then `telemetry.sample_ratio`).
+pub fn decide(headers: &http::HeaderMap) -> Decision {
+    decide_from(headers.get("traceparent").and_then(|v| v.to_str().ok()))
+}
+
+/// Decides how work carrying `traceparent` (a message's, a row's) is traced, as [`decide`] does.
+pub fn decide_from(traceparent: Option<&str>) -> Decision {
+    if !exporting() {
+        return Decision::Off;
+    }
+    if traceparent.is_some() {
+        let cx = TraceContextPropagator::new().extract(&One(traceparent));
+        let sc = cx.span().span_context().clone();
+        if sc.is_valid() {
+            return match sc.is_sampled() {
+                true => Decision::Traced(cx),
+                false => {
+                    Decision::Unsampled(format!("00-{}-{}-00", sc.trace_id(), sc.span_id()).into())
+                }
+            };
+        }
+    }
+    if SAMPLING.get().is_none_or(Sampling::take) {
+        return Decision::Traced(opentelemetry::Context::new());
+    }
+    Decision::Unsampled(
+        format!(
+            "00-{:032x}-{:016x}-00",
+            rand::random::<u128>().max(1),
+            rand::random::<u64>().max(1)
+        )
+        .into(),
+    )
+}
+
+impl Decision {
+    /// Makes `span` (of a [`Decision::Traced`] request) a child of the caller's context, and notes its
+    /// trace id for logs.
+    pub fn adopt(&self, span: &tracing::Span) {
+        if let Decision::Traced(cx) = self {
+            adopt(span, cx.clone());
+        }
+    }
+
+    /// Runs `fut` under this decision (an unsampled request's `traceparent` goes with its calls).
+    pub async fn scope<F: std::future::Future>(self, fut: F) -> F::Output {
+        match self {
+            Decision::Unsampled(tp) => UNSAMPLED.scope(tp, fut).await,
+            _ => fut.await,
+        }
+    }
+}
+
+/// Whether the code running now is part of a traced request: child spans are made only then.
+pub fn traced() -> bool {
+    exporting() && !tracing::Span::current().is_disabled()
 }
 
 /// Flushes the spans not yet exported when dropped (at the end of `main`).
@@ -119,6 +239,12 @@ pub fn init(settings: Settings<'_>) -> Guard {
         tracing::error!(error = %e, "telemetry.otlp_endpoint: traces are not exported");
     }
     if provider.is_some() {
+        let _ = SAMPLING.set(Sampling {
+            per_second: settings.traces_per_second,
+            ratio: settings.sample_ratio,
+            window: Default::default(),
+            started: std::time::Instant::now(),
+        });
         opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
         EXPORTING.store(true, Ordering::Relaxed);
     }
@@ -137,7 +263,12 @@ fn tracer_provider(endpoint: &str, service: &str) -> anyhow::Result<SdkTracerPro
     // default, the overflow dropped and counted) that its own thread drains every few seconds or when a
     // batch (512) is full, so a request never waits for a collector and no task is woken per span.
     let processor = opentelemetry_sdk::trace::BatchSpanProcessor::builder(exporter).build();
+    // Whether a trace is recorded is decided where a request enters ([`decide`]); below that, a span
+    // follows its parent (and background work that starts a trace records it).
     Ok(SdkTracerProvider::builder()
+        .with_sampler(opentelemetry_sdk::trace::Sampler::ParentBased(Box::new(
+            opentelemetry_sdk::trace::Sampler::AlwaysOn,
+        )))
         .with_span_processor(processor)
         .with_resource(
             opentelemetry_sdk::Resource::builder()
@@ -145,18 +276,6 @@ fn tracer_provider(endpoint: &str, service: &str) -> anyhow::Result<SdkTracerPro
                 .build(),
         )
         .build())
-}
-
-struct HeaderExtractor<'a>(&'a http::HeaderMap);
-
-impl Extractor for HeaderExtractor<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|v| v.to_str().ok())
-    }
-
-    fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(http::HeaderName::as_str).collect()
-    }
 }
 
 struct HeaderInjector<'a>(&'a mut http::HeaderMap);
@@ -184,12 +303,6 @@ impl Extractor for One<'_> {
     }
 }
 
-/// Makes `span` a child of the trace context in `headers` (`traceparent`), and notes its trace id for logs.
-pub fn continue_from_headers(span: &tracing::Span, headers: &http::HeaderMap) {
-    let cx = TraceContextPropagator::new().extract(&HeaderExtractor(headers));
-    adopt(span, cx);
-}
-
 /// Makes `span` a child of `traceparent` (a message's, a stored row's), and notes its trace id for logs.
 pub fn continue_from(span: &tracing::Span, traceparent: Option<&str>) {
     if traceparent.is_none() {
@@ -214,13 +327,22 @@ fn record_trace_id(span: &tracing::Span) {
     }
 }
 
-/// Writes the current span's context into outgoing headers (gRPC metadata is headers).
+/// Writes the current span's context into outgoing headers (gRPC metadata is headers); inside an
+/// unsampled request, its unsampled `traceparent`.
 pub fn inject_headers(headers: &mut http::HeaderMap) {
     if !exporting() {
         return;
     }
-    let cx = tracing::Span::current().context();
-    TraceContextPropagator::new().inject_context(&cx, &mut HeaderInjector(headers));
+    let span = tracing::Span::current();
+    if span.is_disabled() {
+        if let Ok(tp) = UNSAMPLED.try_with(|tp| http::HeaderValue::from_str(tp)) {
+            if let Ok(v) = tp {
+                headers.insert("traceparent", v);
+            }
+        }
+        return;
+    }
+    TraceContextPropagator::new().inject_context(&span.context(), &mut HeaderInjector(headers));
 }
 
 /// The current span's W3C `traceparent`, to store with what this work writes (an outbox row, a message);
@@ -229,7 +351,11 @@ pub fn traceparent() -> Option<String> {
     if !exporting() {
         return None;
     }
-    let cx = tracing::Span::current().context();
+    let span = tracing::Span::current();
+    if span.is_disabled() {
+        return UNSAMPLED.try_with(|tp| tp.to_string()).ok();
+    }
+    let cx = span.context();
     let mut carrier = std::collections::HashMap::new();
     TraceContextPropagator::new().inject_context(&cx, &mut carrier);
     carrier.remove("traceparent")
@@ -353,3 +479,43 @@ pub async fn render() -> Option<String> {
 
 /// The content type of [`render`]'s text.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sampling(per_second: u32, ratio: f64) -> Sampling {
+        Sampling {
+            per_second,
+            ratio,
+            window: Default::default(),
+            started: std::time::Instant::now(),
+        }
+    }
+
+    #[test]
+    fn every_request_up_to_the_rate_then_the_ratio() {
+        let s = sampling(100, 0.0);
+        let taken = (0..1000).filter(|_| s.take()).count();
+        // Within one second (a slow machine may straddle two: at most twice the rate).
+        assert!((100..=200).contains(&taken), "{taken}");
+        let s = sampling(0, 1.0);
+        assert!((0..1000).all(|_| s.take()));
+        let s = sampling(0, 0.25);
+        let taken = (0..20_000).filter(|_| s.take()).count();
+        assert!((4_000..6_000).contains(&taken), "{taken}");
+    }
+
+    #[test]
+    fn a_new_second_starts_a_new_allowance() {
+        let s = sampling(3, 0.0);
+        assert_eq!((0..10).filter(|_| s.take()).count(), 3);
+        // As if a second had gone by.
+        s.window.store(0, Ordering::Relaxed);
+        let s2 = Sampling {
+            started: std::time::Instant::now() - Duration::from_secs(1),
+            ..s
+        };
+        assert_eq!((0..10).filter(|_| s2.take()).count(), 3);
+    }
+}

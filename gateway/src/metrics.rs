@@ -148,8 +148,10 @@ where
         let (protocol, route) = classify(&req);
         // With traces exported, every request is a server span continuing the caller's trace
         // (`traceparent`): a gRPC call from the gateway, or a client that traces its own requests.
-        let span = match smb_core::telemetry::exporting() {
-            true => {
+        // A request that is not traced (sampled out here or by its caller) makes no span at all.
+        let decision = smb_core::telemetry::decide(req.headers());
+        let span = match &decision {
+            smb_core::telemetry::Decision::Traced(_) => {
                 let span = tracing::info_span!(
                     "request",
                     otel.name = route,
@@ -158,25 +160,27 @@ where
                     status = tracing::field::Empty,
                     trace_id = tracing::field::Empty,
                 );
-                smb_core::telemetry::continue_from_headers(&span, req.headers());
+                decision.adopt(&span);
                 span
             }
-            false => tracing::Span::none(),
+            _ => tracing::Span::none(),
         };
         let fut = span.in_scope(|| self.inner.call(req));
         Box::pin(
-            async move {
-                let res = fut.await;
-                let status = match &res {
-                    Ok(r) if protocol == Protocol::Http => intern(r.status().as_str()),
-                    Ok(r) => grpc_status(r),
-                    Err(_) => "error",
-                };
-                tracing::Span::current().record("status", status);
-                record(protocol, route, status, started);
-                res
-            }
-            .instrument(span),
+            decision.scope(
+                async move {
+                    let res = fut.await;
+                    let status = match &res {
+                        Ok(r) if protocol == Protocol::Http => intern(r.status().as_str()),
+                        Ok(r) => grpc_status(r),
+                        Err(_) => "error",
+                    };
+                    tracing::Span::current().record("status", status);
+                    record(protocol, route, status, started);
+                    res
+                }
+                .instrument(span),
+            ),
         )
     }
 }

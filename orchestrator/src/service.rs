@@ -311,7 +311,7 @@ impl OrchestratorServiceImpl {
     /// The span of one answer, when traces are exported: the tenant, the question (or its hash), and once
     /// answered the intent, the module and whether the cache served it.
     fn answer_span(&self, caller: &Caller, query: &str) -> tracing::Span {
-        if !smb_core::telemetry::exporting() {
+        if !smb_core::telemetry::traced() {
             return tracing::Span::none();
         }
         let query = match self.log_queries {
@@ -634,7 +634,10 @@ impl OrchestratorServiceImpl {
                 }
                 let a = self
                     .answer(caller, &tenant, &u, today, &vocab)
-                    .instrument(tracing::info_span!("compute"))
+                    .instrument(match smb_core::telemetry::traced() {
+                        true => tracing::info_span!("compute"),
+                        false => tracing::Span::none(),
+                    })
                     .await?;
                 tracing::debug!(plan = %Json::Array(a.plan.clone()), "plan executed");
                 let mut text = a.answer.clone();

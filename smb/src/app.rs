@@ -513,6 +513,8 @@ pub async fn up(addr: String, data_dir: PathBuf) -> anyhow::Result<()> {
         service: "smb",
         json_by_default: false,
         otlp_endpoint: cfg.telemetry.otlp_endpoint.as_deref(),
+        traces_per_second: cfg.telemetry.traces_per_second,
+        sample_ratio: cfg.telemetry.sample_ratio,
     });
     cfg.server.addr = addr;
     cfg.server.data_dir = data_dir;
@@ -655,6 +657,8 @@ pub async fn serve(service: &str) -> anyhow::Result<()> {
         service: &format!("smb-{service}"),
         json_by_default: true,
         otlp_endpoint: cfg.telemetry.otlp_endpoint.as_deref(),
+        traces_per_second: cfg.telemetry.traces_per_second,
+        sample_ratio: cfg.telemetry.sample_ratio,
     });
     let shutdown = CancellationToken::new();
     tokio::spawn(shutdown_signal(shutdown.clone()));

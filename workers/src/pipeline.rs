@@ -155,8 +155,9 @@ impl Worker {
             };
             for d in batch {
                 // One consumer span per message, in the trace of the work that wrote it.
-                let span = match smb_core::telemetry::exporting() {
-                    true => {
+                let decision = smb_core::telemetry::decide_from(d.traceparent.as_deref());
+                let span = match &decision {
+                    smb_core::telemetry::Decision::Traced(_) => {
                         let span = tracing::info_span!(
                             "consume",
                             otel.name = %format!("{topic} process"),
@@ -171,12 +172,12 @@ impl Worker {
                             records = tracing::field::Empty,
                             trace_id = tracing::field::Empty,
                         );
-                        smb_core::telemetry::continue_from(&span, d.traceparent.as_deref());
+                        decision.adopt(&span);
                         span
                     }
-                    false => tracing::Span::none(),
+                    _ => tracing::Span::none(),
                 };
-                if let Err(e) = self.handle(&d).instrument(span).await {
+                if let Err(e) = decision.scope(self.handle(&d).instrument(span)).await {
                     let n = failures.entry((d.partition, d.offset)).or_insert(0);
                     *n += 1;
                     let permanent = e.code == smb_core::ErrorCode::InvalidArgument;

@@ -447,6 +447,39 @@ async fn a_question_and_a_sync_are_each_one_trace_across_the_split_processes() {
         "no span carries the question"
     );
 
+    // A caller's own `traceparent` decides for its request: not sampled, no process records a span of
+    // it; sampled, the gateway's span continues the caller's trace. (The unsampled one goes first: by the
+    // time the sampled one's spans are in, the other's would be too.)
+    let ask_with = |traceparent: &'static str| {
+        gw.http
+            .post(format!("{}/v1/ai/query", gw.url))
+            .bearer_auth(&owner.token)
+            .header("traceparent", traceparent)
+            .json(&json!({"query": question}))
+            .send()
+    };
+    const UNSAMPLED: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00";
+    const SAMPLED: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    assert_eq!(ask_with(UNSAMPLED).await.unwrap().status(), 200);
+    assert_eq!(ask_with(SAMPLED).await.unwrap().status(), 200);
+    let spans = receiver
+        .wait_for("the sampled caller's answer", |s| {
+            s.iter()
+                .any(|x| x.name == "answer" && x.trace_id == "4bf92f3577b34da6a3ce929d0e0e4736")
+        })
+        .await;
+    let edge = spans
+        .iter()
+        .find(|x| x.service == "smb-gateway" && x.trace_id == "4bf92f3577b34da6a3ce929d0e0e4736")
+        .expect("the gateway's span of the sampled request");
+    assert_eq!(edge.parent_span_id, "00f067aa0ba902b7");
+    assert!(
+        !spans
+            .iter()
+            .any(|x| x.trace_id == "0af7651916cd43dd8448eb211c80319c"),
+        "an unsampled caller's request is recorded nowhere"
+    );
+
     // One sync: gateway → connectors (queues it) → workers (runs it, publishes pages through the outbox
     // and Kafka) → workers (consume, load, index), one trace.
     let shop = smb_tests::sync::connect_shopify(gw, &owner, &fake).await;
