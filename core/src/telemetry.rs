@@ -335,10 +335,8 @@ pub fn inject_headers(headers: &mut http::HeaderMap) {
     }
     let span = tracing::Span::current();
     if span.is_disabled() {
-        if let Ok(tp) = UNSAMPLED.try_with(|tp| http::HeaderValue::from_str(tp)) {
-            if let Ok(v) = tp {
-                headers.insert("traceparent", v);
-            }
+        if let Ok(Ok(v)) = UNSAMPLED.try_with(|tp| http::HeaderValue::from_str(tp)) {
+            headers.insert("traceparent", v);
         }
         return;
     }
