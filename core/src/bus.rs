@@ -129,7 +129,11 @@ impl<P: Serialize> Envelope<P> {
 /// The embedded adapter: a log in the store.
 pub struct StoreBus {
     db: Db,
+    /// Wakes every waiting consumer (writers that append in their own transactions: [`StoreBus::notifier`]).
     notify: Arc<Notify>,
+    /// Wakes the consumers of one topic: a publish wakes only those of the topics it wrote, so a busy
+    /// topic nobody here consumes (query events) costs no reads.
+    topics: std::sync::Mutex<std::collections::HashMap<String, Arc<Notify>>>,
     /// This process's read position per (group, topic), ahead of the committed one.
     positions: std::sync::Mutex<std::collections::HashMap<(String, String), i64>>,
 }
@@ -139,6 +143,7 @@ impl StoreBus {
         Self {
             db,
             notify: Arc::new(Notify::new()),
+            topics: Default::default(),
             positions: Default::default(),
         }
     }
@@ -172,6 +177,16 @@ impl StoreBus {
     /// Wakes waiting consumers; for writers that append to the log in their own transactions.
     pub fn notifier(&self) -> Arc<Notify> {
         self.notify.clone()
+    }
+
+    fn topic_notify(&self, topic: &str) -> Arc<Notify> {
+        let mut map = self.topics.lock().expect("topics");
+        if let Some(n) = map.get(topic) {
+            return n.clone();
+        }
+        let n = Arc::new(Notify::new());
+        map.insert(topic.to_string(), n.clone());
+        n
     }
 
     fn position(&self, group: &str, topic: &str) -> i64 {
@@ -280,7 +295,15 @@ impl Bus for StoreBus {
                 tx.commit().await?;
             }
         }
-        self.notify.notify_waiters();
+        let map = self.topics.lock().expect("topics");
+        for (i, m) in messages.iter().enumerate() {
+            // Each topic once (batches hold one or a few topics).
+            if messages[..i].iter().all(|o| o.topic != m.topic)
+                && let Some(n) = map.get(&m.topic)
+            {
+                n.notify_waiters();
+            }
+        }
         Ok(())
     }
 
@@ -291,12 +314,19 @@ impl Bus for StoreBus {
         max: usize,
         wait: Duration,
     ) -> Result<Vec<Delivery>> {
-        let notified = self.notify.notified();
+        let (all, one) = (self.notify.clone(), self.topic_notify(topic));
+        let (all, one) = (all.notified(), one.notified());
         let got = self.fetch(group, topic, max).await?;
         if !got.is_empty() {
             return Ok(got);
         }
-        let _ = tokio::time::timeout(wait, notified).await;
+        let _ = tokio::time::timeout(wait, async {
+            tokio::select! {
+                _ = all => {}
+                _ = one => {}
+            }
+        })
+        .await;
         self.fetch(group, topic, max).await
     }
 
@@ -462,5 +492,58 @@ pub mod contract {
             bus.publish(&[msg(topic, "k", "late")]).await.unwrap();
         });
         assert_eq!(r.unwrap()[0].payload, "late");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    fn msg(topic: &str) -> Message {
+        Message {
+            topic: topic.into(),
+            key: "k".into(),
+            payload: "p".into(),
+            traceparent: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_publish_wakes_the_consumers_of_its_topic_only() {
+        let (db, _dir) = crate::store::testing::sqlite().await.unwrap();
+        let bus = StoreBus::new(db);
+        // Another topic's publish leaves the poll waiting out its time (and finding nothing).
+        let started = Instant::now();
+        let (r, _) = tokio::join!(bus.poll("g", "a", 10, Duration::from_secs(1)), async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            bus.publish(&[msg("b")]).await.unwrap();
+        });
+        assert!(r.unwrap().is_empty());
+        assert!(started.elapsed() >= Duration::from_millis(900));
+        // Its own topic's publish ends the wait at once.
+        let started = Instant::now();
+        let (r, _) = tokio::join!(bus.poll("g", "a", 10, Duration::from_secs(30)), async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            bus.publish(&[msg("b"), msg("a")]).await.unwrap();
+        });
+        assert_eq!(r.unwrap().len(), 1);
+        assert!(started.elapsed() < Duration::from_secs(20));
+        // So does a writer that appended in its own transaction and rang the notifier.
+        let started = Instant::now();
+        let notify = bus.notifier();
+        let (r, _) = tokio::join!(bus.poll("g", "a", 10, Duration::from_secs(30)), async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            with_global!(&bus.db, write, |tx| {
+                sqlx::query("INSERT INTO bus_log (topic, msg_key, payload, created_at) VALUES ('a', 'k', 'p', 0)")
+                    .execute(&mut *tx)
+                    .await
+                    .unwrap();
+            });
+            notify.notify_waiters();
+            Ok::<_, crate::Error>(())
+        });
+        r.unwrap();
+        assert!(started.elapsed() < Duration::from_secs(20));
     }
 }
