@@ -83,10 +83,22 @@ impl Vocab {
 
 const TENANT_TTL: Duration = Duration::from_secs(60);
 
-/// Publishes query events in batches; a full queue makes answers wait rather than lose events.
+/// Publishes query events in batches; a full queue makes answers wait rather than lose events. A batch
+/// gathers for up to `EVENT_LINGER` after its first event, so under load one write carries hundreds of
+/// events instead of a handful (each write is a transaction and a wake-up of the store's thread).
 async fn publish_events(bus: DynBus, mut rx: tokio::sync::mpsc::Receiver<Message>) {
-    let mut batch = Vec::with_capacity(256);
-    while rx.recv_many(&mut batch, 256).await > 0 {
+    const MAX: usize = 512;
+    const EVENT_LINGER: Duration = Duration::from_millis(50);
+    let mut batch = Vec::with_capacity(MAX);
+    while rx.recv_many(&mut batch, MAX).await > 0 {
+        let deadline = tokio::time::Instant::now() + EVENT_LINGER;
+        while batch.len() < MAX {
+            let left = MAX - batch.len();
+            match tokio::time::timeout_at(deadline, rx.recv_many(&mut batch, left)).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
         if let Err(e) = bus.publish(&batch).await {
             tracing::warn!(error = %e, events = batch.len(), "query events not published");
         }
