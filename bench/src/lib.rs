@@ -54,6 +54,67 @@ pub mod fixtures {
         db: &Db,
         dir: &std::path::Path,
     ) -> anyhow::Result<Vec<(&'static str, TenantId)>> {
+        load_scaled(db, dir, 1, |_, _| {}).await
+    }
+
+    /// A copy of a fixture record for copy `k` of a scaled tenant: every id the record owns (order, line,
+    /// refund, transaction, customer; not products, which are shared) moved to a range of its own, e-mail
+    /// addresses tagged `+k`, and surnames given a `k` suffix, so copies are distinct customers and orders with
+    /// the same days, amounts and products. Copy 0 is the record itself.
+    pub fn copy_of(record: &Value, k: usize) -> Value {
+        // `goods`: under line items and shipping lines, whose names are the shared products'.
+        fn walk(v: &mut Value, k: usize, goods: bool) {
+            match v {
+                Value::Object(m) => {
+                    for (key, x) in m.iter_mut() {
+                        match (key.as_str(), &*x) {
+                            ("id" | "order_id" | "line_item_id", Value::Number(n)) => {
+                                if let Some(n) = n.as_u64() {
+                                    *x = Value::from(n + k as u64 * 1_000_000_000);
+                                }
+                            }
+                            ("id" | "customer", Value::String(s)) => {
+                                *x = Value::from(format!("{s}x{k}"))
+                            }
+                            ("email" | "contact_email", Value::String(s)) => {
+                                *x = Value::from(match s.split_once('@') {
+                                    Some((user, host)) => format!("{user}+{k}@{host}"),
+                                    None => format!("{s}+{k}"),
+                                })
+                            }
+                            ("name", Value::String(s)) if s.starts_with('#') => {
+                                *x = Value::from(format!("{s}-{k}"))
+                            }
+                            ("last_name" | "name", Value::String(s)) if !goods => {
+                                *x = Value::from(format!("{s}{k}"))
+                            }
+                            (
+                                "line_items" | "shipping_lines" | "refund_line_items" | "line_item",
+                                _,
+                            ) => walk(x, k, true),
+                            _ => walk(x, k, goods),
+                        }
+                    }
+                }
+                Value::Array(a) => a.iter_mut().for_each(|x| walk(x, k, goods)),
+                _ => {}
+            }
+        }
+        let mut v = record.clone();
+        if k > 0 {
+            walk(&mut v, k, false);
+        }
+        v
+    }
+
+    /// The fixture tenants with every record `scale` times over ([`copy_of`]): northwind at scale 150 has
+    /// 1,030,500 orders. `progress` is told (tenant, records loaded so far) after each page.
+    pub async fn load_scaled(
+        db: &Db,
+        dir: &std::path::Path,
+        scale: usize,
+        mut progress: impl FnMut(&str, usize),
+    ) -> anyhow::Result<Vec<(&'static str, TenantId)>> {
         let mut out = Vec::new();
         for t in &TENANTS {
             let id = TenantId::generate();
@@ -66,17 +127,24 @@ pub mod fixtures {
                     .await?;
             });
             let tz: chrono_tz::Tz = t.zone.parse()?;
+            let mut loaded = 0;
             for (source, stream, file, key) in t.streams {
                 let path = dir.join(t.name).join(file);
                 let v: Value = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
                 let records = v[key]
                     .as_array()
                     .ok_or_else(|| anyhow::anyhow!("{} has no {key} array", path.display()))?;
-                for page in records.chunks(250) {
-                    let mut b = Batch::default();
-                    transform_page(source, stream, page, tz, &mut b);
-                    b.dedupe();
-                    load_batch(db, &id, &b).await?;
+                let copies = if *stream == "products" { 1 } else { scale };
+                for k in 0..copies {
+                    for page in records.chunks(250) {
+                        let page: Vec<Value> = page.iter().map(|r| copy_of(r, k)).collect();
+                        let mut b = Batch::default();
+                        transform_page(source, stream, &page, tz, &mut b);
+                        b.dedupe();
+                        load_batch(db, &id, &b).await?;
+                        loaded += page.len();
+                        progress(t.name, loaded);
+                    }
                 }
             }
             // The tenant's source as a connector with a finished sync, so answers cover it (a tenant without
@@ -107,6 +175,23 @@ pub mod fixtures {
         pub tenant: String,
         pub as_of: String,
         pub text: String,
+        /// The published metric and value (`expect.metric`, `expect.value`), when the line gives them.
+        pub metric: Option<String>,
+        pub value: Option<f64>,
+        /// The published period (`expect.period`).
+        pub period: Option<(chrono::NaiveDate, chrono::NaiveDate)>,
+    }
+
+    impl Question {
+        /// The value this question has on a tenant whose records are `scale` copies of the fixture's:
+        /// sums and counts grow with the copies, an average does not.
+        pub fn scaled_value(&self, scale: usize) -> Option<f64> {
+            let v = self.value?;
+            Some(match self.metric.as_deref() {
+                Some("aov") => v,
+                _ => v * scale as f64,
+            })
+        }
     }
 
     pub fn questions(path: &std::path::Path) -> anyhow::Result<Vec<Question>> {
@@ -118,6 +203,12 @@ pub mod fixtures {
                     tenant: v["tenant"].as_str().unwrap_or_default().to_string(),
                     as_of: v["as_of"].as_str().unwrap_or_default().to_string(),
                     text: v["question"].as_str().unwrap_or_default().to_string(),
+                    metric: v["expect"]["metric"].as_str().map(str::to_string),
+                    value: v["expect"]["value"].as_f64(),
+                    period: (|| {
+                        let p = &v["expect"]["period"];
+                        Some((p["start"].as_str()?.parse().ok()?, p["end"].as_str()?.parse().ok()?))
+                    })(),
                 });
             }
         }

@@ -129,7 +129,65 @@ fn refund_binds(f: &Filter) -> Vec<String> {
         .collect()
 }
 
-/// The SQL computing `metric` as one i64 (or two for AOV) over $1 tenant, $2..$3 dates.
+/// Whether new and returning customers can be read from `customer_firsts` (kept per source and over all
+/// of them): not when narrowed to a customer or a currency.
+fn firsts_cover(f: &Filter) -> bool {
+    f.customer_key.is_none() && f.currency.is_none()
+}
+
+/// Active customers minus new ones in `$s..$e` ("b.s", "b.e" in a breakdown): the customers with an order
+/// there whose first order came before, i.e. returning customers, over every source.
+fn returning_from_firsts(s: &str, e: &str) -> String {
+    format!(
+        "(SELECT COUNT(DISTINCT o.customer_key) FROM orders o WHERE o.tenant_id = $1 AND o.local_date BETWEEN {s} AND {e} \
+         AND o.counted) - (SELECT COUNT(*) FROM customer_firsts f WHERE f.tenant_id = $1 AND f.scope = '' \
+         AND f.first_day BETWEEN {s} AND {e})"
+    )
+}
+
+/// The SQL computing `metric` as one i64 (or two for AOV) over $1 tenant, $2..$3 dates, and its binds
+/// from $4.
+fn scalar_query(metric: Metric, f: &Filter) -> (String, Vec<String>) {
+    match metric {
+        Metric::NewCustomers if firsts_cover(f) => {
+            return (
+                "SELECT CAST(COUNT(*) AS BIGINT), CAST(0 AS BIGINT) FROM customer_firsts f WHERE f.tenant_id = $1 \
+                 AND f.scope = $4 AND f.first_day BETWEEN $2 AND $3"
+                    .into(),
+                vec![f.source.clone().unwrap_or_default()],
+            );
+        }
+        Metric::ReturningCustomers if firsts_cover(f) && f.source.is_none() => {
+            return (
+                format!(
+                    "SELECT CAST({} AS BIGINT), CAST(0 AS BIGINT)",
+                    returning_from_firsts("$2", "$3")
+                ),
+                Vec::new(),
+            );
+        }
+        _ => {}
+    }
+    let binds = if metric == Metric::Refunds {
+        refund_binds(f)
+    } else {
+        filters(
+            f,
+            4,
+            matches!(
+                metric,
+                Metric::Units
+                    | Metric::ProductSales
+                    | Metric::TopProducts
+                    | Metric::TopProductsByUnits
+            ),
+        )
+        .1
+    };
+    (scalar_sql(metric, f), binds)
+}
+
+/// The SQL over the orders themselves (see [`scalar_query`]).
 fn scalar_sql(metric: Metric, f: &Filter) -> String {
     let (of, _) = filters(f, 4, false);
     let (lf, _) = filters(f, 4, true);
@@ -206,25 +264,36 @@ pub async fn scalar(
     start: NaiveDate,
     end: NaiveDate,
 ) -> Result<Value, Error> {
-    let sql = scalar_sql(metric, f);
-    let binds = if metric == Metric::Refunds {
-        refund_binds(f)
-    } else {
-        filters(
-            f,
-            4,
-            matches!(
-                metric,
-                Metric::Units
-                    | Metric::ProductSales
-                    | Metric::TopProducts
-                    | Metric::TopProductsByUnits
-            ),
-        )
-        .1
-    };
+    let (sql, binds) = scalar_query(metric, f);
     let (a, b): (i64, i64) = ranged!(db, tenant, &sql, start, end, &binds, fetch_one);
     Ok(wrap(metric, a, b))
+}
+
+/// The plan the store chooses for [`scalar`] over `start..=end`, as it prints it: PostgreSQL's
+/// `EXPLAIN (ANALYZE, BUFFERS)` (the query is run), SQLite's `EXPLAIN QUERY PLAN` (it is not). For the
+/// benchmarks' report of what is behind a slow answer.
+pub async fn explain_scalar(
+    db: &Db,
+    tenant: &TenantId,
+    metric: Metric,
+    f: &Filter,
+    start: NaiveDate,
+    end: NaiveDate,
+) -> Result<Vec<String>, Error> {
+    let (sql, binds) = scalar_query(metric, f);
+    Ok(match db {
+        Db::Sqlite(_) => {
+            let sql = format!("EXPLAIN QUERY PLAN {sql}");
+            let rows: Vec<(i64, i64, i64, String)> =
+                ranged!(db, tenant, &sql, start, end, &binds, fetch_all);
+            rows.into_iter().map(|r| r.3).collect()
+        }
+        Db::Postgres(_) => {
+            let sql = format!("EXPLAIN (ANALYZE, BUFFERS) {sql}");
+            let rows: Vec<(String,)> = ranged!(db, tenant, &sql, start, end, &binds, fetch_all);
+            rows.into_iter().map(|r| r.0).collect()
+        }
+    })
 }
 
 /// Per-day sums of a metric whose buckets add up from days — (day, sum, second sum), the second being the
@@ -307,6 +376,19 @@ pub async fn by_bucket(
                  AND o.counted{of} GROUP BY b.s"
             ),
             binds,
+        ),
+        Metric::ReturningCustomers if firsts_cover(f) && f.source.is_none() => (
+            format!(
+                "SELECT x.s, x.v FROM (SELECT b.s AS s, CAST({} AS BIGINT) AS v FROM b) x WHERE x.v > 0",
+                returning_from_firsts("b.s", "b.e")
+            ),
+            Vec::new(),
+        ),
+        Metric::NewCustomers if firsts_cover(f) => (
+            "SELECT b.s, CAST(COUNT(*) AS BIGINT) FROM b JOIN customer_firsts f ON f.tenant_id = $1 AND f.scope = $4 \
+             AND f.first_day BETWEEN b.s AND b.e GROUP BY b.s"
+                .into(),
+            vec![f.source.clone().unwrap_or_default()],
         ),
         Metric::ReturningCustomers => (
             format!(

@@ -460,6 +460,16 @@ pub mod sync {
         "SELECT source || '|' || external_id || '|' || title || '|' || updated_at FROM products WHERE tenant_id = $1",
     ];
 
+    /// `customer_firsts` as stored, and as its definition computes it from the orders.
+    const FIRSTS: [&str; 2] = [
+        "SELECT scope || '|' || customer_key || '|' || CAST(first_day AS TEXT) AS r FROM customer_firsts \
+         WHERE tenant_id = $1 ORDER BY r",
+        "SELECT r FROM (SELECT '' || '|' || customer_key || '|' || CAST(MIN(local_date) AS TEXT) AS r FROM orders \
+         WHERE tenant_id = $1 AND counted AND customer_key IS NOT NULL GROUP BY customer_key \
+         UNION ALL SELECT source || '|' || customer_key || '|' || CAST(MIN(local_date) AS TEXT) FROM orders \
+         WHERE tenant_id = $1 AND counted AND customer_key IS NOT NULL GROUP BY source, customer_key) x ORDER BY r",
+    ];
+
     pub async fn canonical(db: &Db, tenant: &str) -> Canonical {
         let t: smb_core::ids::TenantId = tenant.parse().unwrap();
         let read = async {
@@ -475,6 +485,22 @@ pub mod sync {
             Ok::<_, Error>(tables)
         };
         let tables = read.await.expect("canonical rows");
+        // The first-order facts the loader keeps must be what the orders say, after every write and delete.
+        let firsts = async {
+            let mut out = Vec::new();
+            for q in FIRSTS {
+                let rows: Vec<(String,)> = with_tenant!(db, &t, read, |tx| {
+                    sqlx::query_as(q).bind(tenant).fetch_all(&mut *tx).await?
+                });
+                out.push(rows.into_iter().map(|(r,)| r).collect::<Vec<_>>());
+            }
+            Ok::<_, Error>(out)
+        };
+        let firsts = firsts.await.expect("customer_firsts");
+        assert_eq!(
+            firsts[0], firsts[1],
+            "customer_firsts (left) differs from the orders' first counted days (right)"
+        );
         let keys: std::collections::HashSet<&str> = tables[3]
             .iter()
             .filter_map(|r| r.split('|').nth(3))

@@ -7,7 +7,7 @@
 
 use smb_core::Error;
 use smb_core::ids::TenantId;
-use smb_core::store::{Db, set_tenant};
+use smb_core::store::{Db, Dialect, set_tenant};
 
 use crate::transform::{Batch, OrderBundle};
 
@@ -31,6 +31,78 @@ const CUSTOMER_UPDATE: &str = "email = excluded.email, name = excluded.name, cus
 const PRODUCT_COLS: &str = "tenant_id, source, external_id, title, updated_at, raw";
 const PRODUCT_UPDATE: &str =
     "title = excluded.title, updated_at = excluded.updated_at, raw = excluded.raw";
+
+/// The SQL that keeps `customer_firsts` true for a set of customers, given as a JSON array of keys (`$2`,
+/// with `$1` the tenant): their rows deleted, then recomputed from their counted orders, over all sources
+/// (scope `''`) and per source. Each customer's orders are read from the `orders_customer` index.
+pub(crate) fn firsts_sql(d: Dialect) -> [String; 3] {
+    let keys = match d {
+        Dialect::Sqlite => "SELECT value FROM json_each($2)",
+        Dialect::Postgres => "SELECT json_array_elements_text($2::json)",
+    };
+    let of = |scope: &str, group: &str| {
+        format!(
+            "SELECT $1, {scope}, o.customer_key, MIN(o.local_date) FROM orders o WHERE o.tenant_id = $1 AND o.counted \
+             AND o.customer_key IN ({keys}) GROUP BY {group}o.customer_key"
+        )
+    };
+    [
+        format!("DELETE FROM customer_firsts WHERE tenant_id = $1 AND customer_key IN ({keys})"),
+        format!(
+            "INSERT INTO customer_firsts (tenant_id, scope, customer_key, first_day) {} UNION ALL {}",
+            of("''", ""),
+            of("o.source", "o.source, ")
+        ),
+        // The customers of a page's orders as stored before it is written (an order may change customer).
+        match d {
+            Dialect::Sqlite => "SELECT DISTINCT o.customer_key FROM orders o JOIN json_each($2) j \
+                ON o.tenant_id = $1 AND o.source = j.value ->> 0 AND o.external_id = j.value ->> 1 \
+                WHERE o.customer_key IS NOT NULL"
+                .into(),
+            Dialect::Postgres => "SELECT DISTINCT o.customer_key FROM orders o JOIN json_array_elements($2::json) j \
+                ON o.tenant_id = $1 AND o.source = j ->> 0 AND o.external_id = j ->> 1 \
+                WHERE o.customer_key IS NOT NULL"
+                .into(),
+        },
+    ]
+}
+
+/// Recomputes `customer_firsts` for the customers in `$keys` (a JSON array) inside the writer's transaction
+/// `$tx` (a place: `*tx`, `**tx`).
+macro_rules! refresh_firsts {
+    ($tx:expr, $dialect:expr, $t:expr, $keys:expr) => {{
+        let [delete, insert, _] = $crate::load::firsts_sql($dialect);
+        sqlx::query(&delete)
+            .bind($t)
+            .bind($keys)
+            .execute(&mut $tx)
+            .await?;
+        sqlx::query(&insert)
+            .bind($t)
+            .bind($keys)
+            .execute(&mut $tx)
+            .await?;
+    }};
+}
+pub(crate) use refresh_firsts;
+
+/// The customers whose first-order rows a batch's orders can change, as a JSON array: the customers the
+/// orders name and those they named as stored (read by `firsts_sql(..)[2]` before the write).
+fn firsts_keys(b: &Batch, stored: Vec<(String,)>) -> Option<String> {
+    let mut keys: std::collections::BTreeSet<String> = stored.into_iter().map(|k| k.0).collect();
+    keys.extend(b.orders.iter().filter_map(|x| x.order.customer_key.clone()));
+    (!keys.is_empty()).then(|| serde_json::Value::from(keys.into_iter().collect::<Vec<_>>()).to_string())
+}
+
+fn order_ids_json(b: &Batch) -> String {
+    serde_json::Value::from(
+        b.orders
+            .iter()
+            .map(|x| serde_json::json!([x.order.source, x.order.external_id]))
+            .collect::<Vec<_>>(),
+    )
+    .to_string()
+}
 
 /// The run bookkeeping that goes into the same transaction as the rows.
 pub struct RunProgress<'a> {
@@ -154,6 +226,13 @@ async fn sqlite_load(
 ) -> Result<(), sqlx::Error> {
     use serde_json::json;
     if !b.orders.is_empty() {
+        let [_, _, stored] = firsts_sql(Dialect::Sqlite);
+        let stored: Vec<(String,)> = sqlx::query_as(&stored)
+            .bind(t)
+            .bind(order_ids_json(b))
+            .fetch_all(&mut **tx)
+            .await?;
+        let firsts = firsts_keys(b, stored);
         let rows: Vec<serde_json::Value> = b
             .orders
             .iter()
@@ -259,6 +338,9 @@ async fn sqlite_load(
                 .execute(&mut **tx)
                 .await?;
         }
+        if let Some(keys) = &firsts {
+            refresh_firsts!(**tx, Dialect::Sqlite, t, keys);
+        }
     }
     if !b.customers.is_empty() {
         let rows: Vec<serde_json::Value> = b
@@ -310,6 +392,13 @@ async fn postgres_load(
     b: &Batch,
 ) -> Result<(), sqlx::Error> {
     if !b.orders.is_empty() {
+        let [_, _, stored] = firsts_sql(Dialect::Postgres);
+        let stored: Vec<(String,)> = sqlx::query_as(&stored)
+            .bind(t)
+            .bind(order_ids_json(b))
+            .fetch_all(&mut **tx)
+            .await?;
+        let firsts = firsts_keys(b, stored);
         let o: Vec<_> = b.orders.iter().map(|x| &x.order).collect();
         let sql = format!(
             "INSERT INTO orders ({ORDER_COLS}) SELECT $1, u.source, u.external_id, u.name, u.customer_key, u.customer_ref, \
@@ -421,6 +510,9 @@ async fn postgres_load(
             .bind(refunds.iter().map(|x| x.raw.clone()).collect::<Vec<_>>())
             .execute(&mut **tx)
             .await?;
+        }
+        if let Some(keys) = &firsts {
+            refresh_firsts!(**tx, Dialect::Postgres, t, keys);
         }
     }
     if !b.customers.is_empty() {

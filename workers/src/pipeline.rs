@@ -464,6 +464,16 @@ impl Worker {
             } else {
                 Vec::new()
             };
+            let customer: Option<(Option<String>,)> = if table == "orders" {
+                sqlx::query_as("SELECT customer_key FROM orders WHERE tenant_id = $1 AND source = $2 AND external_id = $3")
+                    .bind(tenant.as_str())
+                    .bind(source)
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?
+            } else {
+                None
+            };
             sqlx::query(&format!(
                 "DELETE FROM {table} WHERE tenant_id = $1 AND source = $2 AND external_id = $3"
             ))
@@ -472,6 +482,11 @@ impl Worker {
             .bind(id)
             .execute(&mut *tx)
             .await?;
+            // The customer's first order may have been this one.
+            if let Some((Some(key),)) = customer {
+                let keys = serde_json::Value::from(vec![key]).to_string();
+                crate::load::refresh_firsts!(*tx, self.db.dialect(), tenant.as_str(), &keys);
+            }
             refunds
         });
         if let Some(engine) = &self.search {

@@ -20,6 +20,7 @@ use smb_core::store::Db;
 use smb_core::store::testing::{PgTestDb, TempDir};
 use smb_core::tenant::Caller;
 use smb_orchestrator::OrchestratorServiceImpl;
+use smb_orchestrator::nlu::Metric;
 use smb_proto::orchestrator::v1 as pb;
 
 #[derive(Parser)]
@@ -36,13 +37,47 @@ struct Args {
     /// Times each question is asked per mode.
     #[arg(long, default_value_t = 20)]
     rounds: usize,
+    /// Each fixture tenant's orders, lines, refunds, charges and customers this many times over (distinct
+    /// ids, customers and e-mails; the same days and products): 150 gives northwind 1,030,500 orders. Answers
+    /// are checked against the published values times the scale.
+    #[arg(long, default_value_t = 1)]
+    scale: usize,
+    /// The stores to run on: sqlite, postgres or both.
+    #[arg(long, value_delimiter = ',', default_value = "sqlite,postgres")]
+    stores: Vec<String>,
+    /// Print the store's plan (EXPLAIN) of the slowest questions' metrics over their periods.
+    #[arg(long)]
+    explain: bool,
 }
+
+/// The metrics with one scalar query, by name.
+const SCALAR: [Metric; 11] = [
+    Metric::Revenue,
+    Metric::Orders,
+    Metric::Aov,
+    Metric::Customers,
+    Metric::NewCustomers,
+    Metric::ReturningCustomers,
+    Metric::Refunds,
+    Metric::Units,
+    Metric::ProductSales,
+    Metric::Discounts,
+    Metric::FailedPayments,
+];
 
 async fn ask(
     svc: &OrchestratorServiceImpl,
     caller: &Caller,
     q: &smb_bench::fixtures::Question,
 ) -> anyhow::Result<Duration> {
+    Ok(answer(svc, caller, q).await?.0)
+}
+
+async fn answer(
+    svc: &OrchestratorServiceImpl,
+    caller: &Caller,
+    q: &smb_bench::fixtures::Question,
+) -> anyhow::Result<(Duration, pb::ProcessResponse)> {
     let req = pb::ProcessRequest {
         query: q.text.clone(),
         as_of: q.as_of.clone(),
@@ -50,8 +85,8 @@ async fn ask(
         ..Default::default()
     };
     let t = Instant::now();
-    svc.process(caller, req).await?;
-    Ok(t.elapsed())
+    let r = svc.process(caller, req).await?;
+    Ok((t.elapsed(), r))
 }
 
 async fn run(
@@ -60,7 +95,33 @@ async fn run(
     args: &Args,
     qs: &[smb_bench::fixtures::Question],
 ) -> anyhow::Result<()> {
-    let tenants = smb_bench::fixtures::load(&db, &args.fixtures).await?;
+    let t0 = Instant::now();
+    let mut last = Instant::now();
+    let tenants =
+        smb_bench::fixtures::load_scaled(&db, &args.fixtures, args.scale, |name, n| {
+            if last.elapsed() > Duration::from_secs(15) {
+                println!("  loading {name}: {n} records, {:.0} s", t0.elapsed().as_secs_f64());
+                last = Instant::now();
+            }
+        })
+        .await?;
+    if args.scale > 1 {
+        for (name, t) in &tenants {
+            let mut n = Vec::new();
+            for table in ["orders", "order_lines", "refunds", "customers"] {
+                let sql = format!("SELECT COUNT(*) FROM {table} WHERE tenant_id = $1");
+                let (c,): (i64,) = smb_core::with_tenant!(&db, t, read, |tx| {
+                    sqlx::query_as(&sql).bind(t.as_str()).fetch_one(&mut *tx).await?
+                });
+                n.push(c);
+            }
+            println!(
+                "{label} {name} x{}: {} orders, {} lines, {} refunds, {} customers",
+                args.scale, n[0], n[1], n[2], n[3]
+            );
+        }
+        println!("{label}: loaded in {:.1} s", t0.elapsed().as_secs_f64());
+    }
     let sqlx_db = db.clone();
     let cache: DynCache = Arc::new(MemoryCache::new(""));
     let bus: DynBus = Arc::new(StoreBus::new(db.clone()));
@@ -166,6 +227,25 @@ async fn run(
     let caller_of = |q: &smb_bench::fixtures::Question| {
         callers.iter().find(|(n, _)| *n == q.tenant).map(|(_, c)| c)
     };
+    // Every answer against its published value (times the scale).
+    let mut wrong = 0;
+    for q in qs {
+        let (Some(c), Some(want)) = (caller_of(q), q.scaled_value(args.scale)) else {
+            continue;
+        };
+        let (_, r) = answer(&nocache, c, q).await?;
+        let got = smb_proto::json::answer(&r)["result"]["value"].as_f64();
+        if got.is_none_or(|g| (g - want).abs() > 0.011 + want.abs() * 1e-9) {
+            wrong += 1;
+            println!("  WRONG {:?}: {got:?}, published x{} = {want}", q.text, args.scale);
+        }
+    }
+    println!(
+        "{label}: {} of {} published values match (x{})",
+        qs.iter().filter(|q| q.value.is_some()).count() - wrong,
+        qs.iter().filter(|q| q.value.is_some()).count(),
+        args.scale
+    );
     // Steady state: every answer computed, names and titles already read for this data version.
     for _ in 0..args.rounds {
         for q in qs {
@@ -186,20 +266,52 @@ async fn run(
             cached.push(ask(&svc, c, q).await?);
         }
     }
-    if args.verbose {
-        let n = qs.len();
-        let mut per: Vec<(Duration, &str)> = qs
-            .iter()
-            .enumerate()
-            .map(|(i, q)| {
-                let mut v: Vec<Duration> = uncached.iter().skip(i).step_by(n).copied().collect();
-                v.sort();
-                (percentile(&v, 50.0), q.text.as_str())
-            })
-            .collect();
-        per.sort();
-        for (d, q) in per.iter().rev().take(12) {
-            println!("  {:>8.3} ms  {q}", ms(*d));
+    // Each question's uncached median and worst, slowest first.
+    let n = qs.iter().filter(|q| caller_of(q).is_some()).count();
+    let asked: Vec<&smb_bench::fixtures::Question> =
+        qs.iter().filter(|q| caller_of(q).is_some()).collect();
+    let mut per: Vec<(Duration, Duration, &smb_bench::fixtures::Question)> = asked
+        .iter()
+        .enumerate()
+        .map(|(i, q)| {
+            let mut v: Vec<Duration> = uncached.iter().skip(i).step_by(n).copied().collect();
+            v.sort();
+            (percentile(&v, 50.0), percentile(&v, 100.0), *q)
+        })
+        .collect();
+    per.sort_by_key(|p| std::cmp::Reverse(p.0));
+    if args.verbose || args.scale > 1 {
+        println!("  slowest questions, uncached (median, worst):");
+        for (d, w, q) in per.iter().take(12) {
+            println!("  {:>9.3} ms {:>9.3} ms  {} | {}", ms(*d), ms(*w), q.tenant, q.text);
+        }
+    }
+    if args.explain {
+        for (d, _, q) in per.iter().take(3) {
+            let (Some(name), Some((start, end))) = (q.metric.as_deref(), q.period) else {
+                continue;
+            };
+            let Some(metric) = SCALAR.iter().find(|m| m.name() == name) else {
+                continue;
+            };
+            let Some(c) = caller_of(q) else { continue };
+            println!(
+                "  plan of {name} over {start}..{end} ({:.1} ms median: {:?}):",
+                ms(*d),
+                q.text
+            );
+            for line in smb_orchestrator::metrics::explain_scalar(
+                &sqlx_db,
+                &c.tenant,
+                *metric,
+                &Default::default(),
+                start,
+                end,
+            )
+            .await?
+            {
+                println!("    {line}");
+            }
         }
     }
     for v in [&mut uncached, &mut cached, &mut fresh] {
@@ -224,10 +336,15 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let qs = smb_bench::fixtures::questions(&args.questions)?;
     let dir = TempDir::new()?;
-    let sqlite = Db::open_sqlite(&dir.path().join("bench.db"), 4).await?;
-    run("SQLite", sqlite, &args, &qs).await?;
-    let pg = PgTestDb::create().await?;
-    run("PostgreSQL", pg.db.clone(), &args, &qs).await?;
-    pg.drop_db().await;
+    if args.stores.iter().any(|s| s == "sqlite") {
+        let sqlite = Db::open_sqlite(&dir.path().join("bench.db"), 4).await?;
+        run("SQLite", sqlite, &args, &qs).await?;
+    }
+    if args.stores.iter().any(|s| s == "postgres") {
+        let pg = PgTestDb::create().await?;
+        let result = run("PostgreSQL", pg.db.clone(), &args, &qs).await;
+        pg.drop_db().await;
+        result?;
+    }
     Ok(())
 }
