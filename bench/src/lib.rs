@@ -207,7 +207,10 @@ pub mod fixtures {
                     value: v["expect"]["value"].as_f64(),
                     period: (|| {
                         let p = &v["expect"]["period"];
-                        Some((p["start"].as_str()?.parse().ok()?, p["end"].as_str()?.parse().ok()?))
+                        Some((
+                            p["start"].as_str()?.parse().ok()?,
+                            p["end"].as_str()?.parse().ok()?,
+                        ))
                     })(),
                 });
             }

@@ -36,41 +36,51 @@ const PRODUCT_UPDATE: &str =
 /// with `$1` the tenant): their rows deleted, then recomputed from their counted orders, over all sources
 /// (scope `''`) and per source. Each customer's orders are read from the `orders_customer` index.
 pub(crate) fn firsts_sql(d: Dialect) -> [String; 3] {
-    let keys = match d {
-        Dialect::Sqlite => "SELECT value FROM json_each($2)",
-        Dialect::Postgres => "SELECT json_array_elements_text($2::json)",
-    };
-    let of = |scope: &str, group: &str| {
-        format!(
-            "SELECT $1, {scope}, o.customer_key, MIN(o.local_date) FROM orders o WHERE o.tenant_id = $1 AND o.counted \
-             AND o.customer_key IN ({keys}) GROUP BY {group}o.customer_key"
-        )
+    // Driven from the keys (a nested loop over the `orders_customer` index), never a scan of the tenant.
+    let (keys, keys_table, pairs) = match d {
+        Dialect::Sqlite => (
+            "SELECT value FROM json_each($2)",
+            "json_each($2) j",
+            "json_each($2) j CROSS JOIN orders o WHERE o.tenant_id = $1 AND o.source = j.value ->> 0 \
+             AND o.external_id = j.value ->> 1",
+        ),
+        Dialect::Postgres => (
+            "SELECT json_array_elements_text($2::json)",
+            "json_array_elements_text($2::json) AS j(value)",
+            "json_array_elements($2::json) j CROSS JOIN orders o WHERE o.tenant_id = $1 AND o.source = j ->> 0 \
+             AND o.external_id = j ->> 1",
+        ),
     };
     [
         format!("DELETE FROM customer_firsts WHERE tenant_id = $1 AND customer_key IN ({keys})"),
         format!(
-            "INSERT INTO customer_firsts (tenant_id, scope, customer_key, first_day) {} UNION ALL {}",
-            of("''", ""),
-            of("o.source", "o.source, ")
+            "WITH per AS (SELECT o.customer_key AS k, o.source AS s, MIN(o.local_date) AS d FROM {keys_table} \
+             CROSS JOIN orders o WHERE o.tenant_id = $1 AND o.customer_key = j.value AND o.counted \
+             GROUP BY o.customer_key, o.source) \
+             INSERT INTO customer_firsts (tenant_id, scope, customer_key, first_day) \
+             SELECT $1, s, k, d FROM per UNION ALL SELECT $1, '', k, MIN(d) FROM per GROUP BY k"
         ),
         // The customers of a page's orders as stored before it is written (an order may change customer).
-        match d {
-            Dialect::Sqlite => "SELECT DISTINCT o.customer_key FROM orders o JOIN json_each($2) j \
-                ON o.tenant_id = $1 AND o.source = j.value ->> 0 AND o.external_id = j.value ->> 1 \
-                WHERE o.customer_key IS NOT NULL"
-                .into(),
-            Dialect::Postgres => "SELECT DISTINCT o.customer_key FROM orders o JOIN json_array_elements($2::json) j \
-                ON o.tenant_id = $1 AND o.source = j ->> 0 AND o.external_id = j ->> 1 \
-                WHERE o.customer_key IS NOT NULL"
-                .into(),
-        },
+        // (Driven from the page's ids: a row-value IN lets SQLite scan the tenant's customers instead.)
+        format!("SELECT DISTINCT o.customer_key FROM {pairs}"),
     ]
 }
 
 /// Recomputes `customer_firsts` for the customers in `$keys` (a JSON array) inside the writer's transaction
 /// `$tx` (a place: `*tx`, `**tx`).
+///
+/// On PostgreSQL the tenant's refreshes take turns (a transaction-level advisory lock held to the commit):
+/// two writers touching one customer at once — a sync page and a webhook, or two sources sharing an e-mail —
+/// would otherwise each compute from a snapshot without the other's orders, and the later commit would
+/// keep a stale day. The later one now starts after the earlier commits and sees its orders.
 macro_rules! refresh_firsts {
     ($tx:expr, $dialect:expr, $t:expr, $keys:expr) => {{
+        if $dialect == smb_core::store::Dialect::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock(7301, hashtext($1))")
+                .bind($t)
+                .execute(&mut $tx)
+                .await?;
+        }
         let [delete, insert, _] = $crate::load::firsts_sql($dialect);
         sqlx::query(&delete)
             .bind($t)
@@ -88,10 +98,12 @@ pub(crate) use refresh_firsts;
 
 /// The customers whose first-order rows a batch's orders can change, as a JSON array: the customers the
 /// orders name and those they named as stored (read by `firsts_sql(..)[2]` before the write).
-fn firsts_keys(b: &Batch, stored: Vec<(String,)>) -> Option<String> {
-    let mut keys: std::collections::BTreeSet<String> = stored.into_iter().map(|k| k.0).collect();
+fn firsts_keys(b: &Batch, stored: Vec<(Option<String>,)>) -> Option<String> {
+    let mut keys: std::collections::BTreeSet<String> =
+        stored.into_iter().filter_map(|k| k.0).collect();
     keys.extend(b.orders.iter().filter_map(|x| x.order.customer_key.clone()));
-    (!keys.is_empty()).then(|| serde_json::Value::from(keys.into_iter().collect::<Vec<_>>()).to_string())
+    (!keys.is_empty())
+        .then(|| serde_json::Value::from(keys.into_iter().collect::<Vec<_>>()).to_string())
 }
 
 fn order_ids_json(b: &Batch) -> String {
@@ -227,7 +239,7 @@ async fn sqlite_load(
     use serde_json::json;
     if !b.orders.is_empty() {
         let [_, _, stored] = firsts_sql(Dialect::Sqlite);
-        let stored: Vec<(String,)> = sqlx::query_as(&stored)
+        let stored: Vec<(Option<String>,)> = sqlx::query_as(&stored)
             .bind(t)
             .bind(order_ids_json(b))
             .fetch_all(&mut **tx)
@@ -393,7 +405,7 @@ async fn postgres_load(
 ) -> Result<(), sqlx::Error> {
     if !b.orders.is_empty() {
         let [_, _, stored] = firsts_sql(Dialect::Postgres);
-        let stored: Vec<(String,)> = sqlx::query_as(&stored)
+        let stored: Vec<(Option<String>,)> = sqlx::query_as(&stored)
             .bind(t)
             .bind(order_ids_json(b))
             .fetch_all(&mut **tx)

@@ -97,21 +97,26 @@ async fn run(
 ) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let mut last = Instant::now();
-    let tenants =
-        smb_bench::fixtures::load_scaled(&db, &args.fixtures, args.scale, |name, n| {
-            if last.elapsed() > Duration::from_secs(15) {
-                println!("  loading {name}: {n} records, {:.0} s", t0.elapsed().as_secs_f64());
-                last = Instant::now();
-            }
-        })
-        .await?;
+    let tenants = smb_bench::fixtures::load_scaled(&db, &args.fixtures, args.scale, |name, n| {
+        if last.elapsed() > Duration::from_secs(15) {
+            println!(
+                "  loading {name}: {n} records, {:.0} s",
+                t0.elapsed().as_secs_f64()
+            );
+            last = Instant::now();
+        }
+    })
+    .await?;
     if args.scale > 1 {
         for (name, t) in &tenants {
             let mut n = Vec::new();
             for table in ["orders", "order_lines", "refunds", "customers"] {
                 let sql = format!("SELECT COUNT(*) FROM {table} WHERE tenant_id = $1");
                 let (c,): (i64,) = smb_core::with_tenant!(&db, t, read, |tx| {
-                    sqlx::query_as(&sql).bind(t.as_str()).fetch_one(&mut *tx).await?
+                    sqlx::query_as(&sql)
+                        .bind(t.as_str())
+                        .fetch_one(&mut *tx)
+                        .await?
                 });
                 n.push(c);
             }
@@ -237,7 +242,10 @@ async fn run(
         let got = smb_proto::json::answer(&r)["result"]["value"].as_f64();
         if got.is_none_or(|g| (g - want).abs() > 0.011 + want.abs() * 1e-9) {
             wrong += 1;
-            println!("  WRONG {:?}: {got:?}, published x{} = {want}", q.text, args.scale);
+            println!(
+                "  WRONG {:?}: {got:?}, published x{} = {want}",
+                q.text, args.scale
+            );
         }
     }
     println!(
@@ -283,7 +291,13 @@ async fn run(
     if args.verbose || args.scale > 1 {
         println!("  slowest questions, uncached (median, worst):");
         for (d, w, q) in per.iter().take(12) {
-            println!("  {:>9.3} ms {:>9.3} ms  {} | {}", ms(*d), ms(*w), q.tenant, q.text);
+            println!(
+                "  {:>9.3} ms {:>9.3} ms  {} | {}",
+                ms(*d),
+                ms(*w),
+                q.tenant,
+                q.text
+            );
         }
     }
     if args.explain {

@@ -7,7 +7,7 @@ CREATE TABLE customer_firsts (
     scope TEXT NOT NULL,
     customer_key TEXT NOT NULL,
     first_day TEXT NOT NULL,
-    PRIMARY KEY (tenant_id, scope, customer_key)
+    PRIMARY KEY (tenant_id, customer_key, scope)
 );
 CREATE INDEX customer_firsts_day ON customer_firsts(tenant_id, scope, first_day);
 INSERT INTO customer_firsts (tenant_id, scope, customer_key, first_day)
