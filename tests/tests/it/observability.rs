@@ -365,6 +365,21 @@ fn span<'a>(spans: &'a [Span], trace_id: &str, service: &str, name: &str) -> &'a
         .unwrap_or_else(|| panic!("no {service} {name} span in trace {trace_id}: {spans:#?}"))
 }
 
+/// Whether a span named `name` has arrived with its ancestors `depth` levels up: spans are exported as they
+/// end, so a child can arrive in an earlier batch than the server span around it.
+fn with_parents(spans: &[Span], name: &str, depth: usize) -> bool {
+    spans.iter().filter(|x| x.name == name).any(|x| {
+        let mut cur = x;
+        for _ in 0..depth {
+            match spans.iter().find(|p| p.span_id == cur.parent_span_id) {
+                Some(p) => cur = p,
+                None => return false,
+            }
+        }
+        true
+    })
+}
+
 fn by_id<'a>(spans: &'a [Span], id: &str) -> &'a Span {
     spans
         .iter()
@@ -401,7 +416,9 @@ async fn a_question_and_a_sync_are_each_one_trace_across_the_split_processes() {
         .await;
     assert_eq!(s, 200, "{b}");
     let spans = receiver
-        .wait_for("answer span", |s| s.iter().any(|x| x.name == "answer"))
+        .wait_for("answer span and its parents", |s| {
+            with_parents(s, "answer", 2)
+        })
         .await;
     let answer = spans.iter().find(|x| x.name == "answer").unwrap();
     assert_eq!(answer.service, "smb-orchestrator");
@@ -487,7 +504,7 @@ async fn a_question_and_a_sync_are_each_one_trace_across_the_split_processes() {
     assert_eq!(run["status"], "succeeded", "{run}");
     let spans = receiver
         .wait_for("sync, consume and load spans", |s| {
-            s.iter().any(|x| x.name == "sync")
+            with_parents(s, "sync", 2)
                 && s.iter().any(|x| x.name == "load")
                 && s.iter().any(|x| x.name == CONSUME)
         })
@@ -593,7 +610,7 @@ async fn a_question_and_a_sync_are_each_one_trace_across_the_split_processes() {
     );
     const APPLY: &str = "smb.connector.webhook.received process";
     let spans = receiver
-        .wait_for("the webhook applied", |s| s.iter().any(|x| x.name == APPLY))
+        .wait_for("the webhook applied", |s| with_parents(s, APPLY, 2))
         .await;
     let applied = spans.iter().find(|x| x.name == APPLY).unwrap();
     assert_eq!(applied.service, "smb-workers");
