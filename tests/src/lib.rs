@@ -460,15 +460,14 @@ pub mod sync {
         "SELECT source || '|' || external_id || '|' || title || '|' || updated_at FROM products WHERE tenant_id = $1",
     ];
 
-    /// `customer_firsts` as stored, and as its definition computes it from the orders.
-    const FIRSTS: [&str; 2] = [
-        "SELECT scope || '|' || customer_key || '|' || CAST(first_day AS TEXT) AS r FROM customer_firsts \
-         WHERE tenant_id = $1 ORDER BY r",
-        "SELECT r FROM (SELECT '' || '|' || customer_key || '|' || CAST(MIN(local_date) AS TEXT) AS r FROM orders \
+    /// `customer_firsts` as stored (`s|…`) and as its definition computes it from the orders (`d|…`), in one
+    /// statement so both sides read the same snapshot while writers run.
+    const FIRSTS: &str = "SELECT 's|' || scope || '|' || customer_key || '|' || CAST(first_day AS TEXT) FROM customer_firsts \
+         WHERE tenant_id = $1 \
+         UNION ALL SELECT 'd|' || '' || '|' || customer_key || '|' || CAST(MIN(local_date) AS TEXT) FROM orders \
          WHERE tenant_id = $1 AND counted AND customer_key IS NOT NULL GROUP BY customer_key \
-         UNION ALL SELECT source || '|' || customer_key || '|' || CAST(MIN(local_date) AS TEXT) FROM orders \
-         WHERE tenant_id = $1 AND counted AND customer_key IS NOT NULL GROUP BY source, customer_key) x ORDER BY r",
-    ];
+         UNION ALL SELECT 'd|' || source || '|' || customer_key || '|' || CAST(MIN(local_date) AS TEXT) FROM orders \
+         WHERE tenant_id = $1 AND counted AND customer_key IS NOT NULL GROUP BY source, customer_key";
 
     pub async fn canonical(db: &Db, tenant: &str) -> Canonical {
         let t: smb_core::ids::TenantId = tenant.parse().unwrap();
@@ -487,14 +486,23 @@ pub mod sync {
         let tables = read.await.expect("canonical rows");
         // The first-order facts the loader keeps must be what the orders say, after every write and delete.
         let firsts = async {
-            let mut out = Vec::new();
-            for q in FIRSTS {
-                let rows: Vec<(String,)> = with_tenant!(db, &t, read, |tx| {
-                    sqlx::query_as(q).bind(tenant).fetch_all(&mut *tx).await?
-                });
-                out.push(rows.into_iter().map(|(r,)| r).collect::<Vec<_>>());
+            let rows: Vec<(String,)> = with_tenant!(db, &t, read, |tx| {
+                sqlx::query_as(FIRSTS)
+                    .bind(tenant)
+                    .fetch_all(&mut *tx)
+                    .await?
+            });
+            let (mut stored, mut defined) = (Vec::new(), Vec::new());
+            for (r,) in rows {
+                match r.split_once('|') {
+                    Some(("s", rest)) => stored.push(rest.to_string()),
+                    Some((_, rest)) => defined.push(rest.to_string()),
+                    None => {}
+                }
             }
-            Ok::<_, Error>(out)
+            stored.sort();
+            defined.sort();
+            Ok::<_, Error>([stored, defined])
         };
         let firsts = firsts.await.expect("customer_firsts");
         assert_eq!(

@@ -48,8 +48,9 @@ pub(crate) fn firsts_sql(d: Dialect) -> [String; 3] {
              AND o.external_id = j.value ->> 1",
         ),
         Dialect::Postgres => (
-            // Rows found per key (as below), then deleted by their row ids.
-            "",
+            // The keys as one text joined by U+001F: an immutable function of a parameter, so the array is
+            // an index condition on the primary key (an ARRAY(SELECT …) sub-plan ran as a filter).
+            "= ANY(string_to_array($2, chr(31)))",
             "json_array_elements_text($2::json) AS j(value) CROSS JOIN LATERAL (SELECT x.customer_key, x.source, \
              x.local_date FROM orders x WHERE x.tenant_id = $1 AND x.customer_key = j.value AND x.counted OFFSET 0) o",
             // The ids are taken apart behind a fence of their own: `->>` is not leakproof, so under row-level
@@ -60,14 +61,7 @@ pub(crate) fn firsts_sql(d: Dialect) -> [String; 3] {
         ),
     };
     [
-        match d {
-            Dialect::Sqlite => format!(
-                "DELETE FROM customer_firsts WHERE tenant_id = $1 AND customer_key {keys}"
-            ),
-            Dialect::Postgres => "DELETE FROM customer_firsts f USING json_array_elements_text($2::json) AS j(value) \
-                WHERE f.tenant_id = $1 AND f.customer_key = j.value"
-                .into(),
-        },
+        format!("DELETE FROM customer_firsts WHERE tenant_id = $1 AND customer_key {keys}"),
         format!(
             "WITH per AS (SELECT o.customer_key AS k, o.source AS s, MIN(o.local_date) AS d FROM {per_rows} \
              GROUP BY o.customer_key, o.source) \
@@ -79,7 +73,7 @@ pub(crate) fn firsts_sql(d: Dialect) -> [String; 3] {
     ]
 }
 
-/// Recomputes `customer_firsts` for the customers in `$keys` (a JSON array) inside the writer's transaction
+/// Recomputes `customer_firsts` for the customers in `$keys` (`&[String]`) inside the writer's transaction
 /// `$tx` (a place: `*tx`, `**tx`).
 ///
 /// On PostgreSQL the tenant's refreshes take turns (a transaction-level advisory lock held to the commit):
@@ -93,36 +87,45 @@ macro_rules! refresh_firsts {
                 .bind($t)
                 .execute(&mut $tx)
                 .await?;
-            // Every statement here is a keyed lookup. Without statistics (a new table, autovacuum off or
-            // behind a bulk load) the plan cached for the connection was a sequential scan of the growing
-            // table per page; measured: loading slowed to under 1,000 records/s by 300k orders.
-            sqlx::query("SET LOCAL enable_seqscan = off")
-                .execute(&mut $tx)
-                .await?;
+            // Every statement here is a nested loop of keyed lookups. Without statistics (a new table,
+            // autovacuum off or behind a bulk load) the planner underestimates a tenant's rows and scans
+            // them all per page instead (sequential, or a bitmap over the tenant then a hash join);
+            // measured: loading slowed to about 1,000 records/s by 300k-800k orders. The settings last to
+            // the commit; what follows in the transaction is keyed too.
+            sqlx::query(
+                "SELECT set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true), \
+                 set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true)",
+            )
+            .execute(&mut $tx)
+            .await?;
         }
+        let keys: &[String] = $keys;
+        let json = serde_json::Value::from(keys.to_vec()).to_string();
         let [delete, insert, _] = $crate::load::firsts_sql($dialect);
         sqlx::query(&delete)
             .bind($t)
-            .bind($keys)
+            .bind(match $dialect {
+                smb_core::store::Dialect::Postgres => keys.join("\u{1f}"),
+                smb_core::store::Dialect::Sqlite => json.clone(),
+            })
             .execute(&mut $tx)
             .await?;
         sqlx::query(&insert)
             .bind($t)
-            .bind($keys)
+            .bind(&json)
             .execute(&mut $tx)
             .await?;
     }};
 }
 pub(crate) use refresh_firsts;
 
-/// The customers whose first-order rows a batch's orders can change, as a JSON array: the customers the
-/// orders name and those they named as stored (read by `firsts_sql(..)[2]` before the write).
-fn firsts_keys(b: &Batch, stored: Vec<(Option<String>,)>) -> Option<String> {
+/// The customers whose first-order rows a batch's orders can change: the customers the orders name and
+/// those they named as stored (read by `firsts_sql(..)[2]` before the write).
+fn firsts_keys(b: &Batch, stored: Vec<(Option<String>,)>) -> Option<Vec<String>> {
     let mut keys: std::collections::BTreeSet<String> =
         stored.into_iter().filter_map(|k| k.0).collect();
     keys.extend(b.orders.iter().filter_map(|x| x.order.customer_key.clone()));
-    (!keys.is_empty())
-        .then(|| serde_json::Value::from(keys.into_iter().collect::<Vec<_>>()).to_string())
+    (!keys.is_empty()).then(|| keys.into_iter().collect())
 }
 
 fn order_ids_json(b: &Batch) -> String {

@@ -484,8 +484,7 @@ impl Worker {
             .await?;
             // The customer's first order may have been this one.
             if let Some((Some(key),)) = customer {
-                let keys = serde_json::Value::from(vec![key]).to_string();
-                crate::load::refresh_firsts!(*tx, self.db.dialect(), tenant.as_str(), &keys);
+                crate::load::refresh_firsts!(*tx, self.db.dialect(), tenant.as_str(), &[key]);
             }
             refunds
         });

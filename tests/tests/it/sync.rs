@@ -385,7 +385,11 @@ async fn killed_sync_resumes_from_its_checkpoint() {
         .filter(|u| u.contains("/orders.json") && !u.contains("page_info"))
         .count();
     assert_eq!(firsts, 1, "{log:?}");
-    let pages = log.iter().filter(|u| u.contains("/orders.json")).count();
-    assert_eq!(pages, sizes.orders.div_ceil(250), "{log:?}");
+    // Every page once, except the one held when the process died, which the fake may log as served (it is
+    // released after the kill, racing the closed connection) and the new process fetches again.
+    let orders: Vec<&String> = log.iter().filter(|u| u.contains("/orders.json")).collect();
+    let distinct: std::collections::HashSet<&&String> = orders.iter().collect();
+    assert_eq!(distinct.len(), sizes.orders.div_ceil(250), "{log:?}");
+    assert!(orders.len() <= distinct.len() + 1, "{log:?}");
     let _: Value = run;
 }
