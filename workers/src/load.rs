@@ -32,9 +32,11 @@ const PRODUCT_COLS: &str = "tenant_id, source, external_id, title, updated_at, r
 const PRODUCT_UPDATE: &str =
     "title = excluded.title, updated_at = excluded.updated_at, raw = excluded.raw";
 
-/// The SQL that keeps `customer_firsts` true for a set of customers, given as a JSON array of keys (`$2`,
-/// with `$1` the tenant): their rows deleted, then recomputed from their counted orders, over all sources
-/// (scope `''`) and per source. Each customer's orders are read from the `orders_customer` index.
+/// The SQL that keeps `customer_firsts` true for a set of customers (`$1` the tenant, `$2` the keys as a JSON
+/// array; for PostgreSQL's delete, joined by U+001F): their rows deleted, then recomputed from their counted
+/// orders, over all sources (scope `''`) and per source, each customer's orders read from the
+/// `orders_customer` index; and the read of the customers a page's orders named before (`$2` the page's
+/// (source, id) pairs as JSON).
 pub(crate) fn firsts_sql(d: Dialect) -> [String; 3] {
     // Driven from the keys and ids, one index seek each, whatever the statistics say: SQLite keeps a CROSS
     // JOIN's order; on PostgreSQL a LATERAL subquery behind OFFSET 0 cannot be flattened into a hash join,
