@@ -121,23 +121,30 @@ macro_rules! refresh_firsts {
 }
 pub(crate) use refresh_firsts;
 
-/// The customers whose first-order rows a batch's orders can change: the customers the orders name and
-/// those they named as stored (read by `firsts_sql(..)[2]` before the write).
-fn firsts_keys(b: &Batch, stored: Vec<(Option<String>,)>) -> Option<Vec<String>> {
-    let mut keys: std::collections::BTreeSet<String> =
-        stored.into_iter().filter_map(|k| k.0).collect();
-    keys.extend(b.orders.iter().filter_map(|x| x.order.customer_key.clone()));
-    (!keys.is_empty()).then(|| keys.into_iter().collect())
-}
-
-fn order_ids_json(b: &Batch) -> String {
-    serde_json::Value::from(
-        b.orders
-            .iter()
-            .map(|x| serde_json::json!([x.order.source, x.order.external_id]))
-            .collect::<Vec<_>>(),
-    )
-    .to_string()
+/// The customers whose first-order rows a batch's orders can change, read in the writer's transaction `$tx`
+/// before the write: the customers the orders name and those they named as stored (`firsts_sql(..)[2]`);
+/// `None` when there are none.
+macro_rules! firsts_keys {
+    ($tx:expr, $dialect:expr, $t:expr, $b:expr) => {{
+        let b: &Batch = $b;
+        let ids = serde_json::Value::from(
+            b.orders
+                .iter()
+                .map(|x| serde_json::json!([x.order.source, x.order.external_id]))
+                .collect::<Vec<_>>(),
+        )
+        .to_string();
+        let [_, _, stored] = firsts_sql($dialect);
+        let stored: Vec<(Option<String>,)> = sqlx::query_as(&stored)
+            .bind($t)
+            .bind(ids)
+            .fetch_all(&mut $tx)
+            .await?;
+        let mut keys: std::collections::BTreeSet<String> =
+            stored.into_iter().filter_map(|k| k.0).collect();
+        keys.extend(b.orders.iter().filter_map(|x| x.order.customer_key.clone()));
+        (!keys.is_empty()).then(|| keys.into_iter().collect::<Vec<String>>())
+    }};
 }
 
 /// The run bookkeeping that goes into the same transaction as the rows.
@@ -262,13 +269,7 @@ async fn sqlite_load(
 ) -> Result<(), sqlx::Error> {
     use serde_json::json;
     if !b.orders.is_empty() {
-        let [_, _, stored] = firsts_sql(Dialect::Sqlite);
-        let stored: Vec<(Option<String>,)> = sqlx::query_as(&stored)
-            .bind(t)
-            .bind(order_ids_json(b))
-            .fetch_all(&mut **tx)
-            .await?;
-        let firsts = firsts_keys(b, stored);
+        let firsts = firsts_keys!(**tx, Dialect::Sqlite, t, b);
         let rows: Vec<serde_json::Value> = b
             .orders
             .iter()
@@ -428,13 +429,7 @@ async fn postgres_load(
     b: &Batch,
 ) -> Result<(), sqlx::Error> {
     if !b.orders.is_empty() {
-        let [_, _, stored] = firsts_sql(Dialect::Postgres);
-        let stored: Vec<(Option<String>,)> = sqlx::query_as(&stored)
-            .bind(t)
-            .bind(order_ids_json(b))
-            .fetch_all(&mut **tx)
-            .await?;
-        let firsts = firsts_keys(b, stored);
+        let firsts = firsts_keys!(**tx, Dialect::Postgres, t, b);
         let o: Vec<_> = b.orders.iter().map(|x| &x.order).collect();
         let sql = format!(
             "INSERT INTO orders ({ORDER_COLS}) SELECT $1, u.source, u.external_id, u.name, u.customer_key, u.customer_ref, \
