@@ -1,7 +1,7 @@
 //! Metric computation in SQL over the canonical model, on tenant-local dates, for both store adapters.
 //! Sums are integer minor units (`CAST(SUM(..) AS BIGINT)` so both dialects decode an i64).
 
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 use smb_core::ids::TenantId;
 use smb_core::store::Db;
 use smb_core::{Error, with_tenant};
@@ -145,6 +145,73 @@ fn returning_from_firsts(s: &str, e: &str) -> String {
     )
 }
 
+/// Where a metric is read from the daily facts (`daily_orders`, `daily_lines`, `daily_refunds`, kept by the
+/// loader; alias `d`): the table, the two sums (the second is a ratio's denominator) and the count that says
+/// a row holds any of it.
+struct Daily {
+    table: &'static str,
+    a: &'static str,
+    b: &'static str,
+    any: &'static str,
+}
+
+/// The daily facts behind `metric` under `f`, or `None` where they are not kept: narrowed to a customer;
+/// lines and refunds narrowed to a currency (a property of their order); distinct and first customers.
+fn daily(metric: Metric, f: &Filter) -> Option<Daily> {
+    if f.customer_key.is_some() {
+        return None;
+    }
+    let (table, a, b, any) = match metric {
+        Metric::Revenue | Metric::TopCustomers => {
+            ("daily_orders", "SUM(d.revenue_minor)", "0", "d.orders")
+        }
+        Metric::Orders => ("daily_orders", "SUM(d.orders)", "0", "d.orders"),
+        Metric::Aov => (
+            "daily_orders",
+            "SUM(d.revenue_minor)",
+            "SUM(d.orders)",
+            "d.orders",
+        ),
+        Metric::Discounts => ("daily_orders", "SUM(d.discounts_minor)", "0", "d.orders"),
+        Metric::FailedPayments => ("daily_orders", "SUM(d.failed)", "0", "d.failed"),
+        _ if f.currency.is_some() => return None,
+        Metric::Units | Metric::TopProductsByUnits => {
+            ("daily_lines", "SUM(d.units)", "0", "d.lines")
+        }
+        Metric::ProductSales | Metric::TopProducts => {
+            ("daily_lines", "SUM(d.sales_minor)", "0", "d.lines")
+        }
+        Metric::Refunds => ("daily_refunds", "SUM(d.amount_minor)", "0", "d.refunds"),
+        _ => return None,
+    };
+    Some(Daily { table, a, b, any })
+}
+
+/// A daily facts query's narrowing (alias `d`) with its binds from `$first`: source, then the product
+/// (lines) or the currency (orders).
+fn daily_filters(d: &Daily, f: &Filter, first: usize) -> (String, Vec<String>) {
+    let mut sql = String::new();
+    let mut binds = Vec::new();
+    let narrowing = [
+        ("source", f.source.as_ref()),
+        (
+            "title",
+            f.product.as_ref().filter(|_| d.table == "daily_lines"),
+        ),
+        (
+            "currency",
+            f.currency.as_ref().filter(|_| d.table == "daily_orders"),
+        ),
+    ];
+    for (col, v) in narrowing {
+        if let Some(v) = v {
+            sql.push_str(&format!(" AND d.{col} = ${}", first + binds.len()));
+            binds.push(v.clone());
+        }
+    }
+    (sql, binds)
+}
+
 /// The SQL computing `metric` as one i64 (or two for AOV) over $1 tenant, $2..$3 dates, and its binds
 /// from $4.
 fn scalar_query(metric: Metric, f: &Filter) -> (String, Vec<String>) {
@@ -167,6 +234,17 @@ fn scalar_query(metric: Metric, f: &Filter) -> (String, Vec<String>) {
             );
         }
         _ => {}
+    }
+    if let Some(d) = daily(metric, f) {
+        let (fs, binds) = daily_filters(&d, f, 4);
+        return (
+            format!(
+                "SELECT CAST(COALESCE({}, 0) AS BIGINT), CAST(COALESCE({}, 0) AS BIGINT) FROM {} d \
+                 WHERE d.tenant_id = $1 AND d.day BETWEEN $2 AND $3{fs}",
+                d.a, d.b, d.table
+            ),
+            binds,
+        );
     }
     let binds = if metric == Metric::Refunds {
         refund_binds(f)
@@ -255,6 +333,69 @@ pub fn wrap(metric: Metric, a: i64, b: i64) -> Value {
     }
 }
 
+/// The `customer_years` rows (their `year`) that hold exactly the tenant's counted orders in `start..=end`:
+/// the range's calendar year when it has no counted order of that year outside the range; `'*'` (all time)
+/// when the tenant has none outside it at all; `None` otherwise, and when narrowed (those rows are over
+/// every source and currency). Read from `daily_orders`, a few hundred rows.
+async fn whole_years(
+    db: &Db,
+    tenant: &TenantId,
+    f: &Filter,
+    start: NaiveDate,
+    end: NaiveDate,
+) -> Result<Option<String>, Error> {
+    if f.source.is_some() || f.currency.is_some() || f.customer_key.is_some() {
+        return Ok(None);
+    }
+    let year_start = NaiveDate::from_ymd_opt(start.year(), 1, 1);
+    let year_end = NaiveDate::from_ymd_opt(end.year(), 12, 31);
+    let (in_years, anywhere): (i64, i64) = with_tenant!(db, tenant, read, |tx| {
+        sqlx::query_as(
+            "SELECT CAST(COALESCE(SUM(CASE WHEN d.day >= $4 AND d.day <= $5 THEN d.orders ELSE 0 END), 0) AS BIGINT), \
+             CAST(COALESCE(SUM(d.orders), 0) AS BIGINT) FROM daily_orders d \
+             WHERE d.tenant_id = $1 AND (d.day < $2 OR d.day > $3)",
+        )
+        .bind(tenant.as_str())
+        .bind(start)
+        .bind(end)
+        .bind(year_start)
+        .bind(year_end)
+        .fetch_one(&mut *tx)
+        .await?
+    });
+    Ok(if start.year() == end.year() && in_years == 0 {
+        Some(start.year().to_string())
+    } else if anywhere == 0 {
+        Some("*".to_string())
+    } else {
+        None
+    })
+}
+
+/// [`scalar_query`], or for distinct customers over whole years (see [`whole_years`]) a count of their
+/// `customer_years` rows.
+async fn scalar_plan(
+    db: &Db,
+    tenant: &TenantId,
+    metric: Metric,
+    f: &Filter,
+    start: NaiveDate,
+    end: NaiveDate,
+) -> Result<(String, Vec<String>), Error> {
+    if metric == Metric::Customers
+        && let Some(year) = whole_years(db, tenant, f, start, end).await?
+    {
+        // `$2 <= $3` holds; it keeps the range's parameters in the statement.
+        return Ok((
+            "SELECT CAST(COUNT(*) AS BIGINT), CAST(0 AS BIGINT) FROM customer_years y \
+             WHERE y.tenant_id = $1 AND y.year = $4 AND $2 <= $3"
+                .into(),
+            vec![year],
+        ));
+    }
+    Ok(scalar_query(metric, f))
+}
+
 /// The metric over `start..=end`.
 pub async fn scalar(
     db: &Db,
@@ -264,7 +405,7 @@ pub async fn scalar(
     start: NaiveDate,
     end: NaiveDate,
 ) -> Result<Value, Error> {
-    let (sql, binds) = scalar_query(metric, f);
+    let (sql, binds) = scalar_plan(db, tenant, metric, f, start, end).await?;
     let (a, b): (i64, i64) = ranged!(db, tenant, &sql, start, end, &binds, fetch_one);
     Ok(wrap(metric, a, b))
 }
@@ -280,7 +421,7 @@ pub async fn explain_scalar(
     start: NaiveDate,
     end: NaiveDate,
 ) -> Result<Vec<String>, Error> {
-    let (sql, binds) = scalar_query(metric, f);
+    let (sql, binds) = scalar_plan(db, tenant, metric, f, start, end).await?;
     Ok(match db {
         Db::Sqlite(_) => {
             let sql = format!("EXPLAIN QUERY PLAN {sql}");
@@ -307,6 +448,17 @@ pub async fn by_day(
     start: NaiveDate,
     end: NaiveDate,
 ) -> Result<Option<Vec<(NaiveDate, i64, i64)>>, Error> {
+    if let Some(d) = daily(metric, f).filter(|_| !metric.is_ranking()) {
+        let (fs, binds) = daily_filters(&d, f, 4);
+        let sql = format!(
+            "SELECT d.day, CAST({} AS BIGINT), CAST({} AS BIGINT) FROM {} d WHERE d.tenant_id = $1 \
+             AND d.day BETWEEN $2 AND $3{fs} GROUP BY d.day HAVING SUM({}) > 0",
+            d.a, d.b, d.table, d.any
+        );
+        let rows: Vec<(NaiveDate, i64, i64)> =
+            ranged!(db, tenant, &sql, start, end, &binds, fetch_all);
+        return Ok(Some(rows));
+    }
     let (expr, from, lines) = match metric {
         Metric::Revenue => ("SUM(o.total_minor - o.refunded_minor), 0", "orders", false),
         Metric::Orders => ("COUNT(*), 0", "orders", false),
@@ -446,6 +598,15 @@ pub async fn top(
     end: NaiveDate,
     n: usize,
 ) -> Result<Vec<(String, i64)>, Error> {
+    if metric == Metric::TopCustomers {
+        let whole = Filter {
+            customer_key: None,
+            ..f.clone()
+        };
+        if let Some(year) = whole_years(db, tenant, &whole, start, end).await? {
+            return top_customers_in(db, tenant, &year, start, end, n).await;
+        }
+    }
     let (sql, lines) = match metric {
         Metric::TopCustomers => (
             "SELECT COALESCE(MAX(o.customer_name), o.customer_key) AS label, CAST(SUM(o.total_minor - o.refunded_minor) AS BIGINT) AS v \
@@ -470,6 +631,18 @@ pub async fn top(
         customer_key: None,
         ..f.clone()
     };
+    let sql = match daily(metric, &f).filter(|d| lines && d.table == "daily_lines") {
+        Some(d) => {
+            let (fs, binds) = daily_filters(&d, &f, 4);
+            let sql = format!(
+                "SELECT d.title AS label, CAST({} AS BIGINT) AS v FROM daily_lines d WHERE d.tenant_id = $1 \
+                 AND d.day BETWEEN $2 AND $3{fs} GROUP BY d.title HAVING SUM({}) > 0 ORDER BY v DESC, label ASC LIMIT {n}",
+                d.a, d.any
+            );
+            return Ok(ranged!(db, tenant, &sql, start, end, &binds, fetch_all));
+        }
+        None => sql,
+    };
     let (fs, binds) = filters(&f, 4, lines);
     let sql = sql
         .replace("{f}", &fs)
@@ -478,11 +651,78 @@ pub async fn top(
     Ok(ranged!(db, tenant, &sql, start, end, &binds, fetch_all))
 }
 
-/// The currencies of the tenant's counted orders.
+/// The top `n` customers by revenue over whole years (`year` from [`whole_years`], which `start..=end`
+/// covers): the candidates from `customer_years` (every customer at or above the n-th revenue, so that ties
+/// there are ordered by name as over the orders), then their names from their orders in the range.
+async fn top_customers_in(
+    db: &Db,
+    tenant: &TenantId,
+    year: &str,
+    start: NaiveDate,
+    end: NaiveDate,
+    n: usize,
+) -> Result<Vec<(String, i64)>, Error> {
+    let Some(nth) = n.checked_sub(1) else {
+        return Ok(Vec::new());
+    };
+    // The floor when there are fewer than n customers: below any revenue (and a BIGINT, so the comparison
+    // stays an index range on PostgreSQL).
+    let sql = format!(
+        "SELECT y.customer_key, y.revenue_minor FROM customer_years y WHERE y.tenant_id = $1 AND y.year = $2 \
+         AND y.revenue_minor >= COALESCE((SELECT z.revenue_minor FROM customer_years z WHERE z.tenant_id = $1 \
+         AND z.year = $2 ORDER BY z.revenue_minor DESC LIMIT 1 OFFSET {nth}), -4611686018427387904)"
+    );
+    let candidates: Vec<(String, i64)> = with_tenant!(db, tenant, read, |tx| {
+        sqlx::query_as(&sql)
+            .bind(tenant.as_str())
+            .bind(year)
+            .fetch_all(&mut *tx)
+            .await?
+    });
+    if candidates.is_empty() {
+        return Ok(Vec::new());
+    }
+    let keys = serde_json::Value::from(
+        candidates
+            .iter()
+            .map(|c| c.0.clone())
+            .collect::<Vec<String>>(),
+    )
+    .to_string();
+    let of_keys = match db {
+        Db::Sqlite(_) => {
+            "json_each($4) j CROSS JOIN orders o WHERE o.tenant_id = $1 AND o.customer_key = j.value AND o.counted \
+             AND o.local_date BETWEEN $2 AND $3"
+        }
+        Db::Postgres(_) => {
+            "json_array_elements_text($4::json) AS j(value) CROSS JOIN LATERAL (SELECT x.customer_key, x.customer_name \
+             FROM orders x WHERE x.tenant_id = $1 AND x.customer_key = j.value AND x.counted \
+             AND x.local_date BETWEEN $2 AND $3 OFFSET 0) o"
+        }
+    };
+    let sql = format!(
+        "SELECT o.customer_key, MAX(o.customer_name) FROM {of_keys} GROUP BY o.customer_key"
+    );
+    let names: Vec<(String, Option<String>)> =
+        ranged!(db, tenant, &sql, start, end, [keys], fetch_all);
+    let names: std::collections::HashMap<String, String> = names
+        .into_iter()
+        .filter_map(|(k, name)| name.map(|name| (k, name)))
+        .collect();
+    let mut ranked: Vec<(String, i64)> = candidates
+        .into_iter()
+        .map(|(k, v)| (names.get(&k).cloned().unwrap_or(k), v))
+        .collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    ranked.truncate(n);
+    Ok(ranked)
+}
+
+/// The currencies of the tenant's counted orders (from the daily facts, not every order).
 pub async fn currencies(db: &Db, tenant: &TenantId) -> Result<Vec<String>, Error> {
     let rows: Vec<(String,)> = with_tenant!(db, tenant, read, |tx| {
         sqlx::query_as(
-            "SELECT DISTINCT currency FROM orders WHERE tenant_id = $1 AND counted ORDER BY currency",
+            "SELECT DISTINCT currency FROM daily_orders WHERE tenant_id = $1 AND orders > 0 ORDER BY currency",
         )
         .bind(tenant.as_str())
         .fetch_all(&mut *tx)
@@ -502,7 +742,6 @@ pub async fn first_day(db: &Db, tenant: &TenantId) -> Result<Option<NaiveDate>, 
     Ok(row.0)
 }
 
-/// Product titles the tenant sells (catalogue and order lines).
 /// Customers' names (lower-case) with their canonical key, from both sources: customer records and the
 /// names on orders and payments.
 pub async fn customer_names(db: &Db, tenant: &TenantId) -> Result<Vec<(String, String)>, Error> {
@@ -533,9 +772,11 @@ pub async fn sources(db: &Db, tenant: &TenantId) -> Result<Vec<(String, Option<i
     Ok(rows)
 }
 
+/// Product titles the tenant sells: the catalogue's and those on counted order lines (from the daily facts,
+/// not every line).
 pub async fn product_titles(db: &Db, tenant: &TenantId) -> Result<Vec<String>, Error> {
     let rows: Vec<(String,)> = with_tenant!(db, tenant, read, |tx| {
-        sqlx::query_as("SELECT title FROM products WHERE tenant_id = $1 UNION SELECT DISTINCT title FROM order_lines WHERE tenant_id = $1")
+        sqlx::query_as("SELECT title FROM products WHERE tenant_id = $1 UNION SELECT DISTINCT title FROM daily_lines WHERE tenant_id = $1")
             .bind(tenant.as_str())
             .fetch_all(&mut *tx)
             .await?

@@ -460,14 +460,61 @@ pub mod sync {
         "SELECT source || '|' || external_id || '|' || title || '|' || updated_at FROM products WHERE tenant_id = $1",
     ];
 
-    /// `customer_firsts` as stored (`s|…`) and as its definition computes it from the orders (`d|…`), in one
-    /// statement so both sides read the same snapshot while writers run.
-    const FIRSTS: &str = "SELECT 's|' || scope || '|' || customer_key || '|' || CAST(first_day AS TEXT) FROM customer_firsts \
-         WHERE tenant_id = $1 \
-         UNION ALL SELECT 'd|' || '' || '|' || customer_key || '|' || CAST(MIN(local_date) AS TEXT) FROM orders \
-         WHERE tenant_id = $1 AND counted AND customer_key IS NOT NULL GROUP BY customer_key \
-         UNION ALL SELECT 'd|' || source || '|' || customer_key || '|' || CAST(MIN(local_date) AS TEXT) FROM orders \
-         WHERE tenant_id = $1 AND counted AND customer_key IS NOT NULL GROUP BY source, customer_key";
+    /// The facts the loader keeps beside the orders, each as stored (`s|…`) and as its definition computes
+    /// it from the orders (`d|…`), in one statement so both sides read the same snapshot while writers run:
+    /// (table, statement).
+    const FACTS: [(&str, &str); 5] = [
+        (
+            "customer_firsts",
+            "SELECT 's|' || scope || '|' || customer_key || '|' || CAST(first_day AS TEXT) FROM customer_firsts \
+             WHERE tenant_id = $1 \
+             UNION ALL SELECT 'd|' || '' || '|' || customer_key || '|' || CAST(MIN(local_date) AS TEXT) FROM orders \
+             WHERE tenant_id = $1 AND counted AND customer_key IS NOT NULL GROUP BY customer_key \
+             UNION ALL SELECT 'd|' || source || '|' || customer_key || '|' || CAST(MIN(local_date) AS TEXT) FROM orders \
+             WHERE tenant_id = $1 AND counted AND customer_key IS NOT NULL GROUP BY source, customer_key",
+        ),
+        (
+            "daily_orders",
+            "SELECT 's|' || CAST(day AS TEXT) || '|' || source || '|' || currency || '|' || CAST(orders AS TEXT) || '|' \
+             || CAST(revenue_minor AS TEXT) || '|' || CAST(discounts_minor AS TEXT) || '|' || CAST(failed AS TEXT) \
+             FROM daily_orders WHERE tenant_id = $1 \
+             UNION ALL SELECT 'd|' || CAST(local_date AS TEXT) || '|' || source || '|' || currency || '|' \
+             || CAST(SUM(CASE WHEN counted THEN 1 ELSE 0 END) AS TEXT) || '|' \
+             || CAST(SUM(CASE WHEN counted THEN total_minor - refunded_minor ELSE 0 END) AS TEXT) || '|' \
+             || CAST(SUM(CASE WHEN counted THEN discounts_minor ELSE 0 END) AS TEXT) || '|' \
+             || CAST(SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END) AS TEXT) \
+             FROM orders WHERE tenant_id = $1 AND (counted OR status = 'failed') GROUP BY local_date, source, currency",
+        ),
+        (
+            "customer_years",
+            "SELECT 's|' || year || '|' || customer_key || '|' || CAST(orders AS TEXT) || '|' || CAST(revenue_minor AS TEXT) \
+             FROM customer_years WHERE tenant_id = $1 \
+             UNION ALL SELECT 'd|' || SUBSTR(CAST(local_date AS TEXT), 1, 4) || '|' || customer_key || '|' \
+             || CAST(COUNT(*) AS TEXT) || '|' || CAST(SUM(total_minor - refunded_minor) AS TEXT) FROM orders \
+             WHERE tenant_id = $1 AND counted AND customer_key IS NOT NULL \
+             GROUP BY SUBSTR(CAST(local_date AS TEXT), 1, 4), customer_key \
+             UNION ALL SELECT 'd|*|' || customer_key || '|' || CAST(COUNT(*) AS TEXT) || '|' \
+             || CAST(SUM(total_minor - refunded_minor) AS TEXT) FROM orders \
+             WHERE tenant_id = $1 AND counted AND customer_key IS NOT NULL GROUP BY customer_key",
+        ),
+        (
+            "daily_lines",
+            "SELECT 's|' || CAST(day AS TEXT) || '|' || source || '|' || title || '|' || CAST(lines AS TEXT) || '|' \
+             || CAST(units AS TEXT) || '|' || CAST(sales_minor AS TEXT) FROM daily_lines WHERE tenant_id = $1 \
+             UNION ALL SELECT 'd|' || CAST(local_date AS TEXT) || '|' || source || '|' || title || '|' \
+             || CAST(COUNT(*) AS TEXT) || '|' || CAST(SUM(quantity) AS TEXT) || '|' \
+             || CAST(SUM(price_minor * quantity) AS TEXT) \
+             FROM order_lines WHERE tenant_id = $1 AND counted GROUP BY local_date, source, title",
+        ),
+        (
+            "daily_refunds",
+            "SELECT 's|' || CAST(day AS TEXT) || '|' || source || '|' || CAST(refunds AS TEXT) || '|' \
+             || CAST(amount_minor AS TEXT) FROM daily_refunds WHERE tenant_id = $1 \
+             UNION ALL SELECT 'd|' || CAST(local_date AS TEXT) || '|' || source || '|' || CAST(COUNT(*) AS TEXT) || '|' \
+             || CAST(SUM(amount_minor) AS TEXT) FROM refunds WHERE tenant_id = $1 AND NOT test \
+             GROUP BY local_date, source",
+        ),
+    ];
 
     pub async fn canonical(db: &Db, tenant: &str) -> Canonical {
         let t: smb_core::ids::TenantId = tenant.parse().unwrap();
@@ -484,31 +531,30 @@ pub mod sync {
             Ok::<_, Error>(tables)
         };
         let tables = read.await.expect("canonical rows");
-        // The first-order facts the loader keeps must be what the orders say, after every write and delete.
-        let firsts = async {
-            let rows: Vec<(String,)> = with_tenant!(db, &t, read, |tx| {
-                sqlx::query_as(FIRSTS)
-                    .bind(tenant)
-                    .fetch_all(&mut *tx)
-                    .await?
-            });
-            let (mut stored, mut defined) = (Vec::new(), Vec::new());
-            for (r,) in rows {
-                match r.split_once('|') {
-                    Some(("s", rest)) => stored.push(rest.to_string()),
-                    Some((_, rest)) => defined.push(rest.to_string()),
-                    None => {}
+        // The facts the loader keeps must be what the orders say, after every write and delete.
+        for (table, sql) in FACTS {
+            let facts = async {
+                let rows: Vec<(String,)> = with_tenant!(db, &t, read, |tx| {
+                    sqlx::query_as(sql).bind(tenant).fetch_all(&mut *tx).await?
+                });
+                let (mut stored, mut defined) = (Vec::new(), Vec::new());
+                for (r,) in rows {
+                    match r.split_once('|') {
+                        Some(("s", rest)) => stored.push(rest.to_string()),
+                        Some((_, rest)) => defined.push(rest.to_string()),
+                        None => {}
+                    }
                 }
-            }
-            stored.sort();
-            defined.sort();
-            Ok::<_, Error>([stored, defined])
-        };
-        let firsts = firsts.await.expect("customer_firsts");
-        assert_eq!(
-            firsts[0], firsts[1],
-            "customer_firsts (left) differs from the orders' first counted days (right)"
-        );
+                stored.sort();
+                defined.sort();
+                Ok::<_, Error>([stored, defined])
+            };
+            let [stored, defined] = facts.await.expect(table);
+            assert_eq!(
+                stored, defined,
+                "{table} as stored (left) differs from what the orders define (right)"
+            );
+        }
         let keys: std::collections::HashSet<&str> = tables[3]
             .iter()
             .filter_map(|r| r.split('|').nth(3))

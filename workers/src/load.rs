@@ -32,22 +32,44 @@ const PRODUCT_COLS: &str = "tenant_id, source, external_id, title, updated_at, r
 const PRODUCT_UPDATE: &str =
     "title = excluded.title, updated_at = excluded.updated_at, raw = excluded.raw";
 
+/// The rows of `table` that belong to a set of orders (`$1` the tenant, `$2` the orders' (source, id) pairs as
+/// JSON), joined by `id_col` and narrowed by `cond` (on alias `x`): a FROM clause whose rows are `x` with
+/// `cols`. Driven from the ids, one index seek each, whatever the statistics say: SQLite keeps a CROSS JOIN's
+/// order; on PostgreSQL a LATERAL subquery behind OFFSET 0 cannot be flattened into a hash join, which stale
+/// statistics during a bulk load chose (a scan of the tenant's orders per page, 190 ms at 120k orders;
+/// 1.7 ms now). The ids are taken apart behind a fence of their own: `->>` is not leakproof, so under
+/// row-level security a comparison with it could not be an index condition (a filter over the tenant's rows).
+fn page_rows(d: Dialect, table: &str, id_col: &str, cols: &str, cond: &str) -> String {
+    // SQLite without statistics prefers a covering index over the tenant's rows (`order_lines_metrics`: a
+    // scan of every line of the tenant per id, 60 records/s by 7,000 orders) to the one on the order.
+    let indexed = match table {
+        "order_lines" => " INDEXED BY order_lines_order",
+        "refunds" => " INDEXED BY refunds_order",
+        _ => "",
+    };
+    match d {
+        Dialect::Sqlite => format!(
+            "json_each($2) j CROSS JOIN {table} x{indexed} WHERE x.tenant_id = $1 AND x.source = j.value ->> 0 \
+             AND x.{id_col} = j.value ->> 1{cond}"
+        ),
+        Dialect::Postgres => format!(
+            "(SELECT j ->> 0 AS s, j ->> 1 AS e FROM json_array_elements($2::json) j OFFSET 0) k CROSS JOIN LATERAL \
+             (SELECT {cols} FROM {table} x WHERE x.tenant_id = $1 AND x.source = k.s AND x.{id_col} = k.e{cond} \
+             OFFSET 0) x"
+        ),
+    }
+}
+
 /// The SQL that keeps `customer_firsts` true for a set of customers (`$1` the tenant, `$2` the keys as a JSON
 /// array; for PostgreSQL's delete, joined by U+001F): their rows deleted, then recomputed from their counted
 /// orders, over all sources (scope `''`) and per source, each customer's orders read from the
 /// `orders_customer` index; and the read of the customers a page's orders named before (`$2` the page's
 /// (source, id) pairs as JSON).
 pub(crate) fn firsts_sql(d: Dialect) -> [String; 3] {
-    // Driven from the keys and ids, one index seek each, whatever the statistics say: SQLite keeps a CROSS
-    // JOIN's order; on PostgreSQL a LATERAL subquery behind OFFSET 0 cannot be flattened into a hash join,
-    // which stale statistics during a bulk load chose (a scan of the tenant's orders per page, 190 ms at
-    // 120k orders; 1.7 ms now).
-    let (keys, per_rows, stored_rows) = match d {
+    let (keys, per_rows) = match d {
         Dialect::Sqlite => (
             "IN (SELECT value FROM json_each($2))",
             "json_each($2) j CROSS JOIN orders o WHERE o.tenant_id = $1 AND o.customer_key = j.value AND o.counted",
-            "json_each($2) j CROSS JOIN orders o WHERE o.tenant_id = $1 AND o.source = j.value ->> 0 \
-             AND o.external_id = j.value ->> 1",
         ),
         Dialect::Postgres => (
             // The keys as one text joined by U+001F: an immutable function of a parameter, so the array is
@@ -55,11 +77,6 @@ pub(crate) fn firsts_sql(d: Dialect) -> [String; 3] {
             "= ANY(string_to_array($2, chr(31)))",
             "json_array_elements_text($2::json) AS j(value) CROSS JOIN LATERAL (SELECT x.customer_key, x.source, \
              x.local_date FROM orders x WHERE x.tenant_id = $1 AND x.customer_key = j.value AND x.counted OFFSET 0) o",
-            // The ids are taken apart behind a fence of their own: `->>` is not leakproof, so under row-level
-            // security a comparison with it could not be an index condition (a filter over the tenant's rows).
-            "(SELECT j ->> 0 AS s, j ->> 1 AS e FROM json_array_elements($2::json) j OFFSET 0) k CROSS JOIN LATERAL \
-             (SELECT x.customer_key FROM orders x WHERE x.tenant_id = $1 AND x.source = k.s AND x.external_id = k.e \
-             OFFSET 0) o",
         ),
     };
     [
@@ -71,29 +88,137 @@ pub(crate) fn firsts_sql(d: Dialect) -> [String; 3] {
              SELECT $1, s, k, d FROM per UNION ALL SELECT $1, '', k, MIN(d) FROM per GROUP BY k"
         ),
         // The customers of a page's orders as stored before it is written (an order may change customer).
-        format!("SELECT DISTINCT o.customer_key FROM {stored_rows}"),
+        format!(
+            "SELECT DISTINCT x.customer_key FROM {}",
+            page_rows(d, "orders", "external_id", "x.customer_key", "")
+        ),
     ]
 }
 
-/// Recomputes `customer_firsts` for the customers in `$keys` (`&[String]`) inside the writer's transaction
-/// `$tx` (a place: `*tx`, `**tx`).
+/// The SQL that keeps the facts of migration 0008 (`daily_orders`, `daily_lines`, `daily_refunds`,
+/// `customer_years`) true: four statements that add `$3` (1 or -1) times what a set of orders (`$2`, as for
+/// [`page_rows`]) and their lines and refunds contribute as stored now, then four that delete the rows left
+/// at zero.
+pub(crate) fn facts_sql(d: Dialect) -> [String; 8] {
+    let (sign, year) = match d {
+        Dialect::Sqlite => ("$3", "substr(x.local_date, 1, 4)"),
+        Dialect::Postgres => ("$3::bigint", "to_char(x.local_date, 'YYYY')"),
+    };
+    let sum = |e: &str| format!("CAST({sign} * SUM({e}) AS BIGINT)");
+    let add = |cols: &[&str], table: &str| {
+        cols.iter()
+            .map(|c| format!("{c} = {table}.{c} + excluded.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    [
+        format!(
+            "INSERT INTO daily_orders (tenant_id, day, source, currency, orders, revenue_minor, discounts_minor, failed) \
+             SELECT $1, x.local_date, x.source, x.currency, {}, {}, {}, {} FROM {} \
+             GROUP BY x.local_date, x.source, x.currency ON CONFLICT (tenant_id, day, source, currency) DO UPDATE SET {}",
+            sum("CASE WHEN x.counted THEN 1 ELSE 0 END"),
+            sum("CASE WHEN x.counted THEN x.total_minor - x.refunded_minor ELSE 0 END"),
+            sum("CASE WHEN x.counted THEN x.discounts_minor ELSE 0 END"),
+            sum("CASE WHEN x.status = 'failed' THEN 1 ELSE 0 END"),
+            page_rows(
+                d,
+                "orders",
+                "external_id",
+                "x.local_date, x.source, x.currency, x.counted, x.status, x.total_minor, x.refunded_minor, x.discounts_minor",
+                " AND (x.counted OR x.status = 'failed')"
+            ),
+            add(
+                &["orders", "revenue_minor", "discounts_minor", "failed"],
+                "daily_orders"
+            ),
+        ),
+        format!(
+            "INSERT INTO daily_lines (tenant_id, day, source, title, lines, units, sales_minor) \
+             SELECT $1, x.local_date, x.source, x.title, {}, {}, {} FROM {} \
+             GROUP BY x.local_date, x.source, x.title ON CONFLICT (tenant_id, day, source, title) DO UPDATE SET {}",
+            sum("1"),
+            sum("x.quantity"),
+            sum("x.price_minor * x.quantity"),
+            page_rows(
+                d,
+                "order_lines",
+                "order_external_id",
+                "x.local_date, x.source, x.title, x.quantity, x.price_minor",
+                " AND x.counted"
+            ),
+            add(&["lines", "units", "sales_minor"], "daily_lines"),
+        ),
+        format!(
+            "INSERT INTO daily_refunds (tenant_id, day, source, refunds, amount_minor) \
+             SELECT $1, x.local_date, x.source, {}, {} FROM {} \
+             GROUP BY x.local_date, x.source ON CONFLICT (tenant_id, day, source) DO UPDATE SET {}",
+            sum("1"),
+            sum("x.amount_minor"),
+            page_rows(
+                d,
+                "refunds",
+                "order_external_id",
+                "x.local_date, x.source, x.amount_minor",
+                " AND NOT x.test"
+            ),
+            add(&["refunds", "amount_minor"], "daily_refunds"),
+        ),
+        format!(
+            "WITH per AS (SELECT {year} AS y, x.customer_key AS k, COUNT(*) AS n, SUM(x.total_minor - x.refunded_minor) AS r \
+             FROM {} GROUP BY {year}, x.customer_key) \
+             INSERT INTO customer_years (tenant_id, year, customer_key, orders, revenue_minor) \
+             SELECT $1, u.y, u.k, CAST({sign} * u.n AS BIGINT), CAST({sign} * u.r AS BIGINT) FROM \
+             (SELECT y, k, n, r FROM per UNION ALL SELECT '*', k, SUM(n), SUM(r) FROM per GROUP BY k) u WHERE true \
+             ON CONFLICT (tenant_id, year, customer_key) DO UPDATE SET {}",
+            page_rows(
+                d,
+                "orders",
+                "external_id",
+                "x.local_date, x.customer_key, x.total_minor, x.refunded_minor",
+                " AND x.counted AND x.customer_key IS NOT NULL"
+            ),
+            add(&["orders", "revenue_minor"], "customer_years"),
+        ),
+        // Each through its partial index of empty rows: never a read of the tenant's other rows.
+        "DELETE FROM customer_years WHERE tenant_id = $1 AND orders = 0".into(),
+        "DELETE FROM daily_orders WHERE tenant_id = $1 AND orders = 0 AND failed = 0".into(),
+        "DELETE FROM daily_lines WHERE tenant_id = $1 AND lines = 0".into(),
+        "DELETE FROM daily_refunds WHERE tenant_id = $1 AND refunds = 0".into(),
+    ]
+}
+
+/// A set of orders' (source, id) pairs as the JSON array the upkeep statements take, each pair once (a
+/// pair named twice would be counted twice).
+pub(crate) fn order_ids<'a>(ids: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    let ids: std::collections::BTreeSet<(&str, &str)> = ids.into_iter().collect();
+    serde_json::Value::from(
+        ids.into_iter()
+            .map(|(s, e)| serde_json::json!([s, e]))
+            .collect::<Vec<_>>(),
+    )
+    .to_string()
+}
+
+/// Takes the tenant's turn to change its orders, inside the writer's transaction `$tx` (a place: `*tx`,
+/// `**tx`), before anything is read: the facts kept beside the orders are deltas and recomputations from
+/// what the writer read, so two writers of one tenant must not interleave.
 ///
-/// On PostgreSQL the tenant's refreshes take turns (a transaction-level advisory lock held to the commit):
-/// two writers touching one customer at once — a sync page and a webhook, or two sources sharing an e-mail —
-/// would otherwise each compute from a snapshot without the other's orders, and the later commit would
-/// keep a stale day. The later one now starts after the earlier commits and sees its orders.
-macro_rules! refresh_firsts {
-    ($tx:expr, $dialect:expr, $t:expr, $keys:expr) => {{
+/// On PostgreSQL the turn is a transaction-level advisory lock held to the commit: two writers touching one
+/// order or customer at once — a sync page and a webhook, or two sources sharing an e-mail — would otherwise
+/// each compute from a snapshot without the other's change, and the later commit would keep a stale first
+/// day or subtract an old version twice. SQLite has one writer at a time already.
+macro_rules! tenant_turn {
+    ($tx:expr, $dialect:expr, $t:expr) => {{
         if $dialect == smb_core::store::Dialect::Postgres {
             sqlx::query("SELECT pg_advisory_xact_lock(7301, hashtext($1))")
                 .bind($t)
                 .execute(&mut $tx)
                 .await?;
-            // Every statement here is a nested loop of keyed lookups. Without statistics (a new table,
-            // autovacuum off or behind a bulk load) the planner underestimates a tenant's rows and scans
-            // them all per page instead (sequential, or a bitmap over the tenant then a hash join);
+            // Every statement of the upkeep is a nested loop of keyed lookups. Without statistics (a new
+            // table, autovacuum off or behind a bulk load) the planner underestimates a tenant's rows and
+            // scans them all per page instead (sequential, or a bitmap over the tenant then a hash join);
             // measured: loading slowed to about 1,000 records/s by 300k-800k orders. The settings last to
-            // the commit; what follows in the transaction is keyed too.
+            // the commit; the writes around them are keyed too.
             sqlx::query(
                 "SELECT set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true), \
                  set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true)",
@@ -101,6 +226,38 @@ macro_rules! refresh_firsts {
             .execute(&mut $tx)
             .await?;
         }
+    }};
+}
+pub(crate) use tenant_turn;
+
+/// Adds `$sign` (1 or -1) times what the orders `$ids` (from [`order_ids`]) contribute to the daily facts as
+/// stored now, in the writer's transaction `$tx` after [`tenant_turn!`]: -1 before a change to them, 1 after
+/// it (which also deletes the rows left at zero).
+macro_rules! facts_delta {
+    ($tx:expr, $dialect:expr, $t:expr, $ids:expr, $sign:expr) => {{
+        let sign: i64 = $sign;
+        let sql = $crate::load::facts_sql($dialect);
+        for s in &sql[..4] {
+            sqlx::query(s)
+                .bind($t)
+                .bind($ids)
+                .bind(sign)
+                .execute(&mut $tx)
+                .await?;
+        }
+        if sign > 0 {
+            for s in &sql[4..] {
+                sqlx::query(s).bind($t).execute(&mut $tx).await?;
+            }
+        }
+    }};
+}
+pub(crate) use facts_delta;
+
+/// Recomputes `customer_firsts` for the customers in `$keys` (`&[String]`) inside the writer's transaction
+/// `$tx` (a place: `*tx`, `**tx`), after [`tenant_turn!`].
+macro_rules! refresh_firsts {
+    ($tx:expr, $dialect:expr, $t:expr, $keys:expr) => {{
         let keys: &[String] = $keys;
         let json = serde_json::Value::from(keys.to_vec()).to_string();
         let [delete, insert, _] = $crate::load::firsts_sql($dialect);
@@ -122,28 +279,51 @@ macro_rules! refresh_firsts {
 pub(crate) use refresh_firsts;
 
 /// The customers whose first-order rows a batch's orders can change, read in the writer's transaction `$tx`
-/// before the write: the customers the orders name and those they named as stored (`firsts_sql(..)[2]`);
-/// `None` when there are none.
+/// before the write: the customers the orders name and those they named as stored (`firsts_sql(..)[2]`,
+/// `$ids` from [`order_ids`]); `None` when there are none.
 macro_rules! firsts_keys {
-    ($tx:expr, $dialect:expr, $t:expr, $b:expr) => {{
+    ($tx:expr, $dialect:expr, $t:expr, $ids:expr, $b:expr) => {{
         let b: &Batch = $b;
-        let ids = serde_json::Value::from(
-            b.orders
-                .iter()
-                .map(|x| serde_json::json!([x.order.source, x.order.external_id]))
-                .collect::<Vec<_>>(),
-        )
-        .to_string();
         let [_, _, stored] = firsts_sql($dialect);
         let stored: Vec<(Option<String>,)> = sqlx::query_as(&stored)
             .bind($t)
-            .bind(ids)
+            .bind($ids)
             .fetch_all(&mut $tx)
             .await?;
         let mut keys: std::collections::BTreeSet<String> =
             stored.into_iter().filter_map(|k| k.0).collect();
         keys.extend(b.orders.iter().filter_map(|x| x.order.customer_key.clone()));
         (!keys.is_empty()).then(|| keys.into_iter().collect::<Vec<String>>())
+    }};
+}
+
+/// Before a batch's orders are written (in the writer's transaction `$tx`): takes the tenant's turn, reads
+/// the customers whose first orders may change, and takes the orders' stored contribution out of the daily
+/// facts. Returns (ids, customers) for [`after_orders!`].
+macro_rules! before_orders {
+    ($tx:expr, $dialect:expr, $t:expr, $b:expr) => {{
+        let b: &Batch = $b;
+        tenant_turn!($tx, $dialect, $t);
+        let ids = order_ids(
+            b.orders
+                .iter()
+                .map(|x| (x.order.source.as_str(), x.order.external_id.as_str())),
+        );
+        let firsts = firsts_keys!($tx, $dialect, $t, &ids, b);
+        facts_delta!($tx, $dialect, $t, &ids, -1);
+        (ids, firsts)
+    }};
+}
+
+/// After a batch's orders, lines and refunds are written: their contribution as stored now goes back into
+/// the daily facts, and the first orders of the customers [`before_orders!`] found are recomputed.
+macro_rules! after_orders {
+    ($tx:expr, $dialect:expr, $t:expr, $before:expr) => {{
+        let (ids, firsts): &(String, Option<Vec<String>>) = $before;
+        facts_delta!($tx, $dialect, $t, ids, 1);
+        if let Some(keys) = firsts {
+            refresh_firsts!($tx, $dialect, $t, keys);
+        }
     }};
 }
 
@@ -269,7 +449,7 @@ async fn sqlite_load(
 ) -> Result<(), sqlx::Error> {
     use serde_json::json;
     if !b.orders.is_empty() {
-        let firsts = firsts_keys!(**tx, Dialect::Sqlite, t, b);
+        let before = before_orders!(**tx, Dialect::Sqlite, t, b);
         let rows: Vec<serde_json::Value> = b
             .orders
             .iter()
@@ -375,9 +555,7 @@ async fn sqlite_load(
                 .execute(&mut **tx)
                 .await?;
         }
-        if let Some(keys) = &firsts {
-            refresh_firsts!(**tx, Dialect::Sqlite, t, keys);
-        }
+        after_orders!(**tx, Dialect::Sqlite, t, &before);
     }
     if !b.customers.is_empty() {
         let rows: Vec<serde_json::Value> = b
@@ -429,7 +607,7 @@ async fn postgres_load(
     b: &Batch,
 ) -> Result<(), sqlx::Error> {
     if !b.orders.is_empty() {
-        let firsts = firsts_keys!(**tx, Dialect::Postgres, t, b);
+        let before = before_orders!(**tx, Dialect::Postgres, t, b);
         let o: Vec<_> = b.orders.iter().map(|x| &x.order).collect();
         let sql = format!(
             "INSERT INTO orders ({ORDER_COLS}) SELECT $1, u.source, u.external_id, u.name, u.customer_key, u.customer_ref, \
@@ -542,9 +720,7 @@ async fn postgres_load(
             .execute(&mut **tx)
             .await?;
         }
-        if let Some(keys) = &firsts {
-            refresh_firsts!(**tx, Dialect::Postgres, t, keys);
-        }
+        after_orders!(**tx, Dialect::Postgres, t, &before);
     }
     if !b.customers.is_empty() {
         let c = &b.customers;
@@ -602,7 +778,12 @@ pub async fn apply_refund(
         "INSERT INTO refunds ({REFUND_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, {raw}) \
          ON CONFLICT (tenant_id, source, external_id) DO UPDATE SET {REFUND_UPDATE}"
     );
+    // The refund and its order's refunded total change the daily facts: the order's contribution (with its
+    // refunds, this one among them if it was there) comes out before and goes back after.
+    let ids = order_ids([(r.source.as_str(), r.order_external_id.as_str())]);
     smb_core::with_tenant!(db, tenant, write, |tx| {
+        tenant_turn!(*tx, db.dialect(), t);
+        facts_delta!(*tx, db.dialect(), t, &ids, -1);
         sqlx::query(&insert)
             .bind(t)
             .bind(&r.source)
@@ -626,6 +807,7 @@ pub async fn apply_refund(
         .bind(r.created_at)
         .execute(&mut *tx)
         .await?;
+        facts_delta!(*tx, db.dialect(), t, &ids, 1);
     });
     Ok(())
 }

@@ -440,8 +440,13 @@ impl Worker {
             (_, "products") => ("products", Kind::Product),
             _ => return Err(Error::invalid(format!("cannot delete {source} {what}"))),
         };
+        let d = self.db.dialect();
+        let ids = crate::load::order_ids([(source, id)]);
         let refunds: Vec<(String,)> = with_tenant!(&self.db, tenant, write, |tx| {
+            crate::load::tenant_turn!(*tx, d, tenant.as_str());
             let refunds: Vec<(String,)> = if table == "orders" {
+                // What the order and its lines and refunds added to the daily facts comes out.
+                crate::load::facts_delta!(*tx, d, tenant.as_str(), &ids, -1);
                 let r = sqlx::query_as(
                     "SELECT external_id FROM refunds WHERE tenant_id = $1 AND source = $2 AND order_external_id = $3",
                 )
@@ -484,7 +489,11 @@ impl Worker {
             .await?;
             // The customer's first order may have been this one.
             if let Some((Some(key),)) = customer {
-                crate::load::refresh_firsts!(*tx, self.db.dialect(), tenant.as_str(), &[key]);
+                crate::load::refresh_firsts!(*tx, d, tenant.as_str(), &[key]);
+            }
+            if table == "orders" {
+                // Deletes the facts' rows left at zero.
+                crate::load::facts_delta!(*tx, d, tenant.as_str(), &ids, 1);
             }
             refunds
         });

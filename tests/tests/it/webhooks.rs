@@ -340,6 +340,8 @@ async fn out_of_order_events_never_overwrite_newer_state() {
             ("ch_9".to_string(), 9000, 9000)
         ]
     );
+    // The facts kept beside the orders followed every version, the refund on its own among them.
+    canonical(&h.db, &h.owner.tenant_id).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
