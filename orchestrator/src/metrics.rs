@@ -470,11 +470,8 @@ pub async fn by_day(
         Metric::Discounts => ("SUM(o.discounts_minor), 0", "orders", false),
         Metric::Units => ("SUM(l.quantity), 0", "lines", true),
         Metric::ProductSales => ("SUM(l.price_minor * l.quantity), 0", "lines", true),
-        Metric::Refunds
-            if f.source.is_none() && f.customer_key.is_none() && f.currency.is_none() =>
-        {
-            ("SUM(r.amount_minor), 0", "refunds", false)
-        }
+        // Refunds narrowed to a customer or currency are computed per bucket (`by_bucket`); unnarrowed
+        // ones come from the daily facts above.
         _ => return Ok(None),
     };
     let (a, b) = expr.split_once(", ").unwrap_or((expr, "0"));
@@ -485,17 +482,12 @@ pub async fn by_day(
             "SELECT o.local_date, {cols} FROM orders o WHERE o.tenant_id = $1 AND o.local_date BETWEEN $2 AND $3 \
              AND o.counted{fs} GROUP BY o.local_date"
         ),
-        "lines" => format!(
+        _ => format!(
             "SELECT l.local_date, {cols} FROM order_lines l{} WHERE l.tenant_id = $1 \
              AND l.local_date BETWEEN $2 AND $3 AND l.counted{fs} GROUP BY l.local_date",
             lines_join(f)
         ),
-        _ => format!(
-            "SELECT r.local_date, {cols} FROM refunds r WHERE r.tenant_id = $1 \
-             AND r.local_date BETWEEN $2 AND $3 AND NOT r.test GROUP BY r.local_date"
-        ),
     };
-    let binds = if from == "refunds" { Vec::new() } else { binds };
     let rows: Vec<(NaiveDate, i64, i64)> = ranged!(db, tenant, &sql, start, end, &binds, fetch_all);
     Ok(Some(rows))
 }
@@ -631,18 +623,15 @@ pub async fn top(
         customer_key: None,
         ..f.clone()
     };
-    let sql = match daily(metric, &f).filter(|d| lines && d.table == "daily_lines") {
-        Some(d) => {
-            let (fs, binds) = daily_filters(&d, &f, 4);
-            let sql = format!(
-                "SELECT d.title AS label, CAST({} AS BIGINT) AS v FROM daily_lines d WHERE d.tenant_id = $1 \
-                 AND d.day BETWEEN $2 AND $3{fs} GROUP BY d.title HAVING SUM({}) > 0 ORDER BY v DESC, label ASC LIMIT {n}",
-                d.a, d.any
-            );
-            return Ok(ranged!(db, tenant, &sql, start, end, &binds, fetch_all));
-        }
-        None => sql,
-    };
+    if let Some(d) = daily(metric, &f).filter(|_| lines) {
+        let (fs, binds) = daily_filters(&d, &f, 4);
+        let sql = format!(
+            "SELECT d.title AS label, CAST({} AS BIGINT) AS v FROM daily_lines d WHERE d.tenant_id = $1 \
+             AND d.day BETWEEN $2 AND $3{fs} GROUP BY d.title HAVING SUM({}) > 0 ORDER BY v DESC, label ASC LIMIT {n}",
+            d.a, d.any
+        );
+        return Ok(ranged!(db, tenant, &sql, start, end, &binds, fetch_all));
+    }
     let (fs, binds) = filters(&f, 4, lines);
     let sql = sql
         .replace("{f}", &fs)

@@ -99,7 +99,18 @@ pub(crate) fn firsts_sql(d: Dialect) -> [String; 3] {
 /// `customer_years`) true: four statements that add `$3` (1 or -1) times what a set of orders (`$2`, as for
 /// [`page_rows`]) and their lines and refunds contribute as stored now, then four that delete the rows left
 /// at zero.
-pub(crate) fn facts_sql(d: Dialect) -> [String; 8] {
+pub(crate) fn facts_sql(d: Dialect) -> &'static [String; 8] {
+    // Built once per dialect: every write of orders runs them twice.
+    static SQL: std::sync::LazyLock<[[String; 8]; 2]> = std::sync::LazyLock::new(|| {
+        [
+            build_facts_sql(Dialect::Sqlite),
+            build_facts_sql(Dialect::Postgres),
+        ]
+    });
+    &SQL[usize::from(d == Dialect::Postgres)]
+}
+
+fn build_facts_sql(d: Dialect) -> [String; 8] {
     let (sign, year) = match d {
         Dialect::Sqlite => ("$3", "substr(x.local_date, 1, 4)"),
         Dialect::Postgres => ("$3::bigint", "to_char(x.local_date, 'YYYY')"),

@@ -443,8 +443,8 @@ impl Worker {
         let d = self.db.dialect();
         let ids = crate::load::order_ids([(source, id)]);
         let refunds: Vec<(String,)> = with_tenant!(&self.db, tenant, write, |tx| {
-            crate::load::tenant_turn!(*tx, d, tenant.as_str());
             let refunds: Vec<(String,)> = if table == "orders" {
+                crate::load::tenant_turn!(*tx, d, tenant.as_str());
                 // What the order and its lines and refunds added to the daily facts comes out.
                 crate::load::facts_delta!(*tx, d, tenant.as_str(), &ids, -1);
                 let r = sqlx::query_as(
