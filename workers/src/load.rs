@@ -63,8 +63,8 @@ fn page_rows(d: Dialect, table: &str, id_col: &str, cols: &str, cond: &str) -> S
 /// The SQL that keeps `customer_firsts` true for a set of customers (`$1` the tenant, `$2` the keys as a JSON
 /// array; for PostgreSQL's delete, joined by U+001F): their rows deleted, then recomputed from their counted
 /// orders, over all sources (scope `''`) and per source, each customer's orders read from the
-/// `orders_customer` index; and the read of the customers a page's orders named before (`$2` the page's
-/// (source, id) pairs as JSON).
+/// `orders_customer` index; and the read of a page's orders as stored before it is written, with their
+/// customers (`$2` the page's (source, id) pairs as JSON).
 pub(crate) fn firsts_sql(d: Dialect) -> [String; 3] {
     let (keys, per_rows) = match d {
         Dialect::Sqlite => (
@@ -87,12 +87,119 @@ pub(crate) fn firsts_sql(d: Dialect) -> [String; 3] {
              INSERT INTO customer_firsts (tenant_id, scope, customer_key, first_day) \
              SELECT $1, s, k, d FROM per UNION ALL SELECT $1, '', k, MIN(d) FROM per GROUP BY k"
         ),
-        // The customers of a page's orders as stored before it is written (an order may change customer).
+        // A page's orders as stored before it is written, with their customers (an order may change
+        // customer).
         format!(
-            "SELECT DISTINCT x.customer_key FROM {}",
-            page_rows(d, "orders", "external_id", "x.customer_key", "")
+            "SELECT x.source, x.external_id, x.customer_key FROM {}",
+            page_rows(
+                d,
+                "orders",
+                "external_id",
+                "x.source, x.external_id, x.customer_key",
+                ""
+            )
         ),
     ]
+}
+
+/// The SQL that makes customers' first days earlier where new orders say so (`$1` the tenant, `$2` a JSON
+/// array of [scope, customer, day], each (scope, customer) once): what a new order can do to them, without
+/// reading the customers' other orders.
+fn earliest_sql(d: Dialect) -> &'static str {
+    match d {
+        Dialect::Sqlite => {
+            "INSERT INTO customer_firsts (tenant_id, scope, customer_key, first_day) \
+             SELECT $1, j.value ->> 0, j.value ->> 1, j.value ->> 2 FROM json_each($2) j WHERE true \
+             ON CONFLICT (tenant_id, customer_key, scope) DO UPDATE SET first_day = excluded.first_day \
+             WHERE excluded.first_day < customer_firsts.first_day"
+        }
+        Dialect::Postgres => {
+            "INSERT INTO customer_firsts (tenant_id, scope, customer_key, first_day) \
+             SELECT $1, j ->> 0, j ->> 1, CAST(j ->> 2 AS date) FROM json_array_elements($2::json) j \
+             ON CONFLICT (tenant_id, customer_key, scope) DO UPDATE SET first_day = excluded.first_day \
+             WHERE excluded.first_day < customer_firsts.first_day"
+        }
+    }
+}
+
+/// What a batch's write of orders must do to the facts and first days, decided from the batch and its
+/// orders as stored before the write (read after [`tenant_turn!`]).
+///
+/// Only orders stored before contribute to the facts before the write, so the subtracting pass reads those
+/// alone, and none at all for a page of new orders — except refunds, which can wait for their order
+/// (`apply_refund`); lines are only ever written and deleted with their order. A customer's first day can only move earlier with a new order, so the customers of new
+/// orders get an upsert of their earliest day; those of orders that were stored (as they were, and as they
+/// are now) are recomputed from all their orders.
+pub(crate) struct Upkeep {
+    /// Every order of the batch, as (source, id) pairs for [`page_rows`].
+    pub(crate) all: String,
+    /// The batch's orders that were stored before the write, likewise; `None` when there were none.
+    pub(crate) stored: Option<String>,
+    /// Customers whose first days are recomputed from their orders.
+    pub(crate) recompute: Vec<String>,
+    /// [scope, customer, day] for the new orders' other customers, as JSON for [`earliest_sql`].
+    pub(crate) earliest: Option<String>,
+}
+
+impl Upkeep {
+    pub(crate) fn new(b: &Batch, stored: Vec<(String, String, Option<String>)>) -> Self {
+        use std::collections::{BTreeMap, BTreeSet, HashMap};
+        let all = order_ids(
+            b.orders
+                .iter()
+                .map(|x| (x.order.source.as_str(), x.order.external_id.as_str())),
+        );
+        let mut seen: HashMap<(&str, &str), usize> = HashMap::new();
+        for x in &b.orders {
+            *seen
+                .entry((x.order.source.as_str(), x.order.external_id.as_str()))
+                .or_default() += 1;
+        }
+        let was: BTreeSet<(&str, &str)> = stored
+            .iter()
+            .map(|(s, e, _)| (s.as_str(), e.as_str()))
+            .collect();
+        let mut recompute: BTreeSet<String> =
+            stored.iter().filter_map(|(_, _, k)| k.clone()).collect();
+        // An order named twice in one batch is recomputed rather than trusted to be the one stored.
+        for x in &b.orders {
+            let id = (x.order.source.as_str(), x.order.external_id.as_str());
+            if was.contains(&id) || seen[&id] > 1 {
+                recompute.extend(x.order.customer_key.clone());
+            }
+        }
+        let mut earliest: BTreeMap<(&str, &str), chrono::NaiveDate> = BTreeMap::new();
+        for x in &b.orders {
+            let o = &x.order;
+            let Some(k) = o.customer_key.as_deref() else {
+                continue;
+            };
+            if !o.counted || recompute.contains(k) {
+                continue;
+            }
+            for scope in ["", o.source.as_str()] {
+                let d = earliest.entry((scope, k)).or_insert(o.local_date);
+                *d = (*d).min(o.local_date);
+            }
+        }
+        let stored = (!stored.is_empty())
+            .then(|| order_ids(stored.iter().map(|(s, e, _)| (s.as_str(), e.as_str()))));
+        let earliest = (!earliest.is_empty()).then(|| {
+            serde_json::Value::from(
+                earliest
+                    .into_iter()
+                    .map(|((s, k), d)| serde_json::json!([s, k, d.to_string()]))
+                    .collect::<Vec<_>>(),
+            )
+            .to_string()
+        });
+        Upkeep {
+            all,
+            stored,
+            recompute: recompute.into_iter().collect(),
+            earliest,
+        }
+    }
 }
 
 /// The SQL that keeps the facts of migration 0008 (`daily_orders`, `daily_lines`, `daily_refunds`,
@@ -241,17 +348,25 @@ macro_rules! tenant_turn {
 }
 pub(crate) use tenant_turn;
 
-/// Adds `$sign` (1 or -1) times what the orders `$ids` (from [`order_ids`]) contribute to the daily facts as
-/// stored now, in the writer's transaction `$tx` after [`tenant_turn!`]: -1 before a change to them, 1 after
-/// it (which also deletes the rows left at zero).
+/// Adds `$sign` (1 or -1) times what a set of orders contributes to the facts as stored now, in the
+/// writer's transaction `$tx` after [`tenant_turn!`]: -1 before a change to them, 1 after it (which also
+/// deletes the rows left at zero). `$orders` (`Option<&String>`, from [`order_ids`]) names the orders whose
+/// own rows and lines count, `None` for none; `$refunds` the orders whose refunds count (a refund can be
+/// stored before its order).
 macro_rules! facts_delta {
-    ($tx:expr, $dialect:expr, $t:expr, $ids:expr, $sign:expr) => {{
+    ($tx:expr, $dialect:expr, $t:expr, $orders:expr, $refunds:expr, $sign:expr) => {{
         let sign: i64 = $sign;
+        let orders: Option<&String> = $orders;
+        let refunds: &String = $refunds;
         let sql = $crate::load::facts_sql($dialect);
-        for s in &sql[..4] {
+        // daily_orders, daily_lines, daily_refunds, customer_years; then their deletes of empty rows.
+        for (i, s) in sql[..4].iter().enumerate() {
+            let Some(ids) = (if i == 2 { Some(refunds) } else { orders }) else {
+                continue;
+            };
             sqlx::query(s)
                 .bind($t)
-                .bind($ids)
+                .bind(ids)
                 .bind(sign)
                 .execute(&mut $tx)
                 .await?;
@@ -289,51 +404,45 @@ macro_rules! refresh_firsts {
 }
 pub(crate) use refresh_firsts;
 
-/// The customers whose first-order rows a batch's orders can change, read in the writer's transaction `$tx`
-/// before the write: the customers the orders name and those they named as stored (`firsts_sql(..)[2]`,
-/// `$ids` from [`order_ids`]); `None` when there are none.
-macro_rules! firsts_keys {
-    ($tx:expr, $dialect:expr, $t:expr, $ids:expr, $b:expr) => {{
-        let b: &Batch = $b;
-        let [_, _, stored] = firsts_sql($dialect);
-        let stored: Vec<(Option<String>,)> = sqlx::query_as(&stored)
-            .bind($t)
-            .bind($ids)
-            .fetch_all(&mut $tx)
-            .await?;
-        let mut keys: std::collections::BTreeSet<String> =
-            stored.into_iter().filter_map(|k| k.0).collect();
-        keys.extend(b.orders.iter().filter_map(|x| x.order.customer_key.clone()));
-        (!keys.is_empty()).then(|| keys.into_iter().collect::<Vec<String>>())
-    }};
-}
-
 /// Before a batch's orders are written (in the writer's transaction `$tx`): takes the tenant's turn, reads
-/// the customers whose first orders may change, and takes the orders' stored contribution out of the daily
-/// facts. Returns (ids, customers) for [`after_orders!`].
+/// the batch's orders as stored, and takes their contribution out of the facts. Returns the [`Upkeep`] for
+/// [`after_orders!`].
 macro_rules! before_orders {
     ($tx:expr, $dialect:expr, $t:expr, $b:expr) => {{
         let b: &Batch = $b;
         tenant_turn!($tx, $dialect, $t);
-        let ids = order_ids(
+        let [_, _, stored] = firsts_sql($dialect);
+        let all = order_ids(
             b.orders
                 .iter()
                 .map(|x| (x.order.source.as_str(), x.order.external_id.as_str())),
         );
-        let firsts = firsts_keys!($tx, $dialect, $t, &ids, b);
-        facts_delta!($tx, $dialect, $t, &ids, -1);
-        (ids, firsts)
+        let stored: Vec<(String, String, Option<String>)> = sqlx::query_as(&stored)
+            .bind($t)
+            .bind(&all)
+            .fetch_all(&mut $tx)
+            .await?;
+        let upkeep = Upkeep::new(b, stored);
+        facts_delta!($tx, $dialect, $t, upkeep.stored.as_ref(), &upkeep.all, -1);
+        upkeep
     }};
 }
 
 /// After a batch's orders, lines and refunds are written: their contribution as stored now goes back into
-/// the daily facts, and the first orders of the customers [`before_orders!`] found are recomputed.
+/// the facts, and the first days of their customers are brought up to date.
 macro_rules! after_orders {
-    ($tx:expr, $dialect:expr, $t:expr, $before:expr) => {{
-        let (ids, firsts): &(String, Option<Vec<String>>) = $before;
-        facts_delta!($tx, $dialect, $t, ids, 1);
-        if let Some(keys) = firsts {
-            refresh_firsts!($tx, $dialect, $t, keys);
+    ($tx:expr, $dialect:expr, $t:expr, $upkeep:expr) => {{
+        let u: &Upkeep = $upkeep;
+        facts_delta!($tx, $dialect, $t, Some(&u.all), &u.all, 1);
+        if !u.recompute.is_empty() {
+            refresh_firsts!($tx, $dialect, $t, &u.recompute);
+        }
+        if let Some(earliest) = &u.earliest {
+            sqlx::query(earliest_sql($dialect))
+                .bind($t)
+                .bind(earliest)
+                .execute(&mut $tx)
+                .await?;
         }
     }};
 }
@@ -794,7 +903,7 @@ pub async fn apply_refund(
     let ids = order_ids([(r.source.as_str(), r.order_external_id.as_str())]);
     smb_core::with_tenant!(db, tenant, write, |tx| {
         tenant_turn!(*tx, db.dialect(), t);
-        facts_delta!(*tx, db.dialect(), t, &ids, -1);
+        facts_delta!(*tx, db.dialect(), t, Some(&ids), &ids, -1);
         sqlx::query(&insert)
             .bind(t)
             .bind(&r.source)
@@ -818,7 +927,7 @@ pub async fn apply_refund(
         .bind(r.created_at)
         .execute(&mut *tx)
         .await?;
-        facts_delta!(*tx, db.dialect(), t, &ids, 1);
+        facts_delta!(*tx, db.dialect(), t, Some(&ids), &ids, 1);
     });
     Ok(())
 }

@@ -446,7 +446,7 @@ impl Worker {
             let refunds: Vec<(String,)> = if table == "orders" {
                 crate::load::tenant_turn!(*tx, d, tenant.as_str());
                 // What the order and its lines and refunds added to the daily facts comes out.
-                crate::load::facts_delta!(*tx, d, tenant.as_str(), &ids, -1);
+                crate::load::facts_delta!(*tx, d, tenant.as_str(), Some(&ids), &ids, -1);
                 let r = sqlx::query_as(
                     "SELECT external_id FROM refunds WHERE tenant_id = $1 AND source = $2 AND order_external_id = $3",
                 )
@@ -493,7 +493,7 @@ impl Worker {
             }
             if table == "orders" {
                 // Deletes the facts' rows left at zero.
-                crate::load::facts_delta!(*tx, d, tenant.as_str(), &ids, 1);
+                crate::load::facts_delta!(*tx, d, tenant.as_str(), Some(&ids), &ids, 1);
             }
             refunds
         });
