@@ -931,3 +931,97 @@ pub async fn apply_refund(
     });
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transform::OrderRow;
+    use chrono::NaiveDate;
+
+    fn order(id: &str, key: Option<&str>, day: u32, counted: bool) -> OrderBundle {
+        OrderBundle {
+            order: OrderRow {
+                source: "shopify".into(),
+                external_id: id.into(),
+                name: format!("#{id}"),
+                customer_key: key.map(Into::into),
+                customer_ref: None,
+                customer_email: None,
+                customer_name: None,
+                created_at: 0,
+                updated_at: 0,
+                local_date: NaiveDate::from_ymd_opt(2025, 3, day).unwrap(),
+                status: "paid".into(),
+                counted,
+                test: false,
+                total_minor: 100,
+                refunded_minor: 0,
+                discounts_minor: 0,
+                currency: "USD".into(),
+                note: None,
+                tags: None,
+                city: None,
+                raw: "{}".into(),
+            },
+            lines: Vec::new(),
+            refunds: Vec::new(),
+        }
+    }
+
+    fn json(s: &str) -> serde_json::Value {
+        serde_json::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn a_page_of_new_orders_subtracts_nothing_and_moves_first_days_earlier() {
+        let b = Batch {
+            orders: vec![
+                order("1", Some("ann"), 9, true),
+                order("2", Some("ann"), 4, true),
+                order("3", Some("bob"), 5, false),
+                order("4", None, 6, true),
+            ],
+            ..Default::default()
+        };
+        let u = Upkeep::new(&b, Vec::new());
+        assert_eq!(u.stored, None);
+        assert!(u.recompute.is_empty());
+        assert_eq!(
+            json(&u.all),
+            json(r#"[["shopify","1"],["shopify","2"],["shopify","3"],["shopify","4"]]"#)
+        );
+        // Each (scope, customer) once, at its earliest counted day; the uncounted order names no one.
+        assert_eq!(
+            json(u.earliest.as_deref().unwrap()),
+            json(r#"[["","ann","2025-03-04"],["shopify","ann","2025-03-04"]]"#)
+        );
+    }
+
+    #[test]
+    fn customers_of_stored_or_repeated_orders_are_recomputed_and_left_out_of_the_upsert() {
+        let b = Batch {
+            orders: vec![
+                // Stored before under another customer: both are recomputed.
+                order("1", Some("ann"), 9, true),
+                // New, but for a customer being recomputed anyway.
+                order("2", Some("ann"), 2, true),
+                // Named twice in the batch.
+                order("3", Some("cat"), 5, true),
+                order("3", Some("cat"), 5, true),
+                order("4", Some("dan"), 7, true),
+            ],
+            ..Default::default()
+        };
+        let stored = vec![("shopify".into(), "1".into(), Some("bob".to_string()))];
+        let u = Upkeep::new(&b, stored);
+        assert_eq!(
+            u.stored.as_deref().map(json),
+            Some(json(r#"[["shopify","1"]]"#))
+        );
+        assert_eq!(u.recompute, ["ann", "bob", "cat"]);
+        assert_eq!(
+            json(u.earliest.as_deref().unwrap()),
+            json(r#"[["","dan","2025-03-07"],["shopify","dan","2025-03-07"]]"#)
+        );
+    }
+}
