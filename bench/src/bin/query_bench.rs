@@ -48,6 +48,15 @@ struct Args {
     /// Print the store's plan (EXPLAIN) of the slowest questions' metrics over their periods.
     #[arg(long)]
     explain: bool,
+    /// On PostgreSQL, then make each fixture tenant this many tenants in one database (copies made by SQL
+    /// from the loaded one) and ask every tenant's questions in turn: each tenant's uncached p50 against
+    /// its fixture's p50 alone, from the same run.
+    #[arg(long, default_value_t = 1)]
+    tenants: usize,
+    /// Keep the SQLite database at this path (a new file) instead of a temporary one: copied into a data
+    /// directory as `smb.db`, it is a big shop for `smb up` (startup, memory).
+    #[arg(long)]
+    keep: Option<PathBuf>,
 }
 
 /// The metrics with one scalar query, by name.
@@ -342,6 +351,7 @@ async fn run(
             }
         }
     }
+    let uncached_by_tenant = p50_by_tenant(&asked, &uncached);
     for v in [&mut uncached, &mut cached, &mut fresh] {
         v.sort();
     }
@@ -356,6 +366,132 @@ async fn run(
         qs.len(),
         args.rounds
     );
+    if let (Some(url), true) = (owner, args.tenants > 1) {
+        many_tenants(
+            label,
+            &sqlx_db,
+            url,
+            &nocache,
+            &callers,
+            &uncached_by_tenant,
+            args,
+            qs,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// The uncached p50 of each fixture tenant's questions, from samples in question order (`rounds` times).
+fn p50_by_tenant<'a>(
+    qs: &[&'a smb_bench::fixtures::Question],
+    samples: &[Duration],
+) -> Vec<(&'a str, Duration)> {
+    let mut by: std::collections::BTreeMap<&str, Vec<Duration>> = Default::default();
+    for (q, d) in qs.iter().cycle().zip(samples) {
+        by.entry(q.tenant.as_str()).or_default().push(*d);
+    }
+    by.into_iter()
+        .map(|(t, mut v)| {
+            v.sort();
+            (t, percentile(&v, 50.0))
+        })
+        .collect()
+}
+
+/// `--tenants N` on PostgreSQL: each fixture tenant copied until there are N of it in the database, then
+/// every tenant's questions asked in turn (round-robin over tenants, so they share the server's caches as
+/// a busy database's tenants do), each answer checked against its published value; each tenant's p50
+/// against its fixture's p50 when it was alone (`alone`, measured before the copies existed).
+#[allow(clippy::too_many_arguments)]
+async fn many_tenants(
+    label: &str,
+    db: &Db,
+    owner: &str,
+    svc: &OrchestratorServiceImpl,
+    callers: &[(&str, Caller)],
+    alone: &[(&str, Duration)],
+    args: &Args,
+    qs: &[smb_bench::fixtures::Question],
+) -> anyhow::Result<()> {
+    let t0 = Instant::now();
+    let admin = sqlx::PgPool::connect(owner).await?;
+    let mut all: Vec<(&str, Caller)> = callers.to_vec();
+    for (name, c) in callers {
+        for _ in 1..args.tenants {
+            let id = smb_bench::fixtures::clone_tenant(&admin, db, &c.tenant, name).await?;
+            all.push((
+                name,
+                Caller {
+                    tenant: id,
+                    user: UserId::generate(),
+                    role: "owner".into(),
+                },
+            ));
+        }
+    }
+    sqlx::query("VACUUM (ANALYZE)").execute(&admin).await?;
+    let (size,): (String,) =
+        sqlx::query_as("SELECT pg_size_pretty(pg_database_size(current_database()))")
+            .fetch_one(&admin)
+            .await?;
+    admin.close().await;
+    println!(
+        "{label}: {} tenants in one database ({size}), copies made and vacuumed in {:.1} s",
+        all.len(),
+        t0.elapsed().as_secs_f64()
+    );
+    let mut wrong = 0;
+    let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); all.len()];
+    for round in 0..=args.rounds {
+        for q in qs {
+            for (i, (name, c)) in all.iter().enumerate() {
+                if *name != q.tenant {
+                    continue;
+                }
+                let (d, r) = answer(svc, c, q).await?;
+                if round == 0 {
+                    // The first round checks every answer (and warms nothing the others did not).
+                    let got = smb_proto::json::answer(&r)["result"]["value"].as_f64();
+                    if let Some(want) = q.scaled_value(args.scale)
+                        && got.is_none_or(|g| (g - want).abs() > 0.011 + want.abs() * 1e-9)
+                    {
+                        wrong += 1;
+                    }
+                } else {
+                    samples[i].push(d);
+                }
+            }
+        }
+    }
+    println!(
+        "{label}: {wrong} wrong published values over {} tenants",
+        all.len()
+    );
+    let mut worst: f64 = 0.0;
+    for (i, (name, c)) in all.iter().enumerate() {
+        let v = &mut samples[i];
+        v.sort();
+        let p50 = percentile(v, 50.0);
+        let base = alone
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(Duration::ZERO, |(_, d)| *d);
+        let ratio = p50.as_secs_f64() / base.as_secs_f64().max(1e-9);
+        worst = worst.max(ratio);
+        println!(
+            "  {name:<10} {}  p50 {:>7.3} ms  p99 {:>8.3} ms  ({ratio:.2}x its p50 alone, {:.3} ms)",
+            &c.tenant.as_str()[..8.min(c.tenant.as_str().len())],
+            ms(p50),
+            ms(percentile(v, 99.0)),
+            ms(base)
+        );
+    }
+    println!(
+        "{label}: {} tenants, the largest p50 growth over alone: {:.0}% (goal: at most 20%)",
+        all.len(),
+        (worst - 1.0) * 100.0
+    );
     Ok(())
 }
 
@@ -365,7 +501,14 @@ async fn main() -> anyhow::Result<()> {
     let qs = smb_bench::fixtures::questions(&args.questions)?;
     let dir = TempDir::new()?;
     if args.stores.iter().any(|s| s == "sqlite") {
-        let sqlite = Db::open_sqlite(&dir.path().join("bench.db"), 4).await?;
+        let path = match &args.keep {
+            Some(p) if p.exists() => {
+                anyhow::bail!("{} exists: --keep takes a new file", p.display())
+            }
+            Some(p) => p.clone(),
+            None => dir.path().join("bench.db"),
+        };
+        let sqlite = Db::open_sqlite(&path, 4).await?;
         run("SQLite", sqlite, None, &args, &qs).await?;
     }
     if args.stores.iter().any(|s| s == "postgres") {
