@@ -156,6 +156,10 @@ impl Db {
         }
     }
 
+    /// The size past which SQLite's write-ahead log is checkpointed whole and truncated (frames are
+    /// pages of 4 KiB).
+    pub const WAL_LIMIT_BYTES: i64 = 64 * 1024 * 1024;
+
     pub async fn open_sqlite(path: &Path, max_connections: u32) -> anyhow::Result<Self> {
         let opts = SqliteConnectOptions::new()
             .filename(path)
@@ -168,7 +172,9 @@ impl Db {
             .pragma("mmap_size", "268435456")
             .pragma("cache_size", "-32768")
             // Checkpoints (and their fsync) run in the background task below, not inside a request's commit.
-            .pragma("wal_autocheckpoint", "0");
+            .pragma("wal_autocheckpoint", "0")
+            // A write-ahead log that was reset is cut back to this size, not kept at its largest.
+            .pragma("journal_size_limit", Self::WAL_LIMIT_BYTES.to_string());
         let pool = SqlitePoolOptions::new()
             .max_connections(max_connections.max(2))
             .connect_with(opts)
@@ -182,11 +188,26 @@ impl Db {
                 if weak.is_closed() {
                     return;
                 }
-                if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-                    .execute(&weak)
-                    .await
-                {
-                    tracing::warn!(error = %e, "WAL checkpoint failed");
+                // (busy, frames in the log, frames copied into the database)
+                let passive: Result<(i64, i64, i64), _> =
+                    sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+                        .fetch_one(&weak)
+                        .await;
+                match passive {
+                    // A passive checkpoint copies frames but never starts the log over, and under a
+                    // steady writer it never finds the moment to: a 1M-order load left a 52 GB log
+                    // beside a 4.7 GB database. Past the limit, wait for the writer (and readers of
+                    // older snapshots) once, copy the rest and truncate the log.
+                    Ok((_, frames, _)) if frames > Self::WAL_LIMIT_BYTES / 4096 => {
+                        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                            .execute(&weak)
+                            .await
+                        {
+                            tracing::warn!(error = %e, "WAL truncation failed");
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
                 }
             }
         });

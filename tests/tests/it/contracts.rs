@@ -369,3 +369,40 @@ async fn embedded_log_is_pruned_by_retention_on_postgres() {
     log_retention(pg.db.clone()).await;
     pg.drop_db().await;
 }
+
+/// SQLite's write-ahead log stays bounded under a steady writer: past the limit the background checkpoint
+/// copies the rest and truncates it (passive checkpoints alone let a 1M-order load grow it to 52 GB
+/// beside a 4.7 GB database).
+#[tokio::test]
+async fn sqlite_write_ahead_log_stays_bounded_under_a_steady_writer() {
+    let (db, dir) = sqlite().await.unwrap();
+    let Db::Sqlite(pool) = &db else {
+        unreachable!("testing::sqlite opens SQLite")
+    };
+    sqlx::query("CREATE TABLE scratch (x BLOB)")
+        .execute(pool)
+        .await
+        .unwrap();
+    let wal = dir.path().join("smb.db-wal");
+    let limit = Db::WAL_LIMIT_BYTES as u64;
+    // Three times the limit, one 1 MiB row per transaction, back to back.
+    for _ in 0..(3 * limit / (1 << 20)) {
+        sqlx::query("INSERT INTO scratch VALUES (randomblob(1048576))")
+            .execute(pool)
+            .await
+            .unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let size = std::fs::metadata(&wal).map_or(0, |m| m.len());
+        if size <= limit {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the write-ahead log is {size} bytes, past the limit of {limit}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    db.close().await;
+}
