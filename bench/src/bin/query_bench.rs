@@ -48,9 +48,9 @@ struct Args {
     /// Print the store's plan (EXPLAIN) of the slowest questions' metrics over their periods.
     #[arg(long)]
     explain: bool,
-    /// On PostgreSQL, then make each fixture tenant this many tenants in one database (copies made by SQL
-    /// from the loaded one) and ask every tenant's questions in turn: each tenant's uncached p50 against
-    /// its fixture's p50 alone, from the same run.
+    /// On PostgreSQL, then make northwind this many tenants in one database (copies made by SQL from the
+    /// loaded one) and ask every tenant's questions in turn: each tenant's uncached p50 against its
+    /// fixture's p50 alone, from the same run.
     #[arg(long, default_value_t = 1)]
     tenants: usize,
     /// Keep the SQLite database at this path (a new file) instead of a temporary one: copied into a data
@@ -399,7 +399,7 @@ fn p50_by_tenant<'a>(
         .collect()
 }
 
-/// `--tenants N` on PostgreSQL: each fixture tenant copied until there are N of it in the database, then
+/// `--tenants N` on PostgreSQL: northwind copied until there are N of it in the database, then
 /// every tenant's questions asked in turn (round-robin over tenants, so they share the server's caches as
 /// a busy database's tenants do), each answer checked against its published value; each tenant's p50
 /// against its fixture's p50 when it was alone (`alone`, measured before the copies existed).
@@ -417,7 +417,9 @@ async fn many_tenants(
     let t0 = Instant::now();
     let admin = sqlx::PgPool::connect(owner).await?;
     let mut all: Vec<(&str, Caller)> = callers.to_vec();
-    for (name, c) in callers {
+    // Northwind only (1,030,500 orders at x150): ten copies of both fixture tenants would not fit this
+    // machine's disk. Brightside stays one tenant among them.
+    for (name, c) in callers.iter().filter(|(n, _)| *n == "northwind") {
         for _ in 1..args.tenants {
             let id = smb_bench::fixtures::clone_tenant(&admin, db, &c.tenant, name).await?;
             all.push((
@@ -481,7 +483,8 @@ async fn many_tenants(
         worst = worst.max(ratio);
         println!(
             "  {name:<10} {}  p50 {:>7.3} ms  p99 {:>8.3} ms  ({ratio:.2}x its p50 alone, {:.3} ms)",
-            &c.tenant.as_str()[..8.min(c.tenant.as_str().len())],
+            // The end of the id: the start is a timestamp, shared by copies made within a millisecond.
+            &c.tenant.as_str()[c.tenant.as_str().len().saturating_sub(8)..],
             ms(p50),
             ms(percentile(v, 99.0)),
             ms(base)
