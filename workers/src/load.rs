@@ -127,9 +127,10 @@ fn earliest_sql(d: Dialect) -> &'static str {
 ///
 /// Only orders stored before contribute to the facts before the write, so the subtracting pass reads those
 /// alone, and none at all for a page of new orders — except refunds, which can wait for their order
-/// (`apply_refund`); lines are only ever written and deleted with their order. A customer's first day can only move earlier with a new order, so the customers of new
-/// orders get an upsert of their earliest day; those of orders that were stored (as they were, and as they
-/// are now) are recomputed from all their orders.
+/// (`apply_refund`); lines are only ever written and deleted with their order. A customer's first day can
+/// only move earlier with a new order, so the customers of new orders get an upsert of their earliest day;
+/// those of orders that were stored (as they were, and as they are now) are recomputed from all their
+/// orders.
 pub(crate) struct Upkeep {
     /// Every order of the batch, as (source, id) pairs for [`page_rows`].
     pub(crate) all: String,
