@@ -65,7 +65,22 @@ fn page_rows(d: Dialect, table: &str, id_col: &str, cols: &str, cond: &str) -> S
 /// orders, over all sources (scope `''`) and per source, each customer's orders read from the
 /// `orders_customer` index; and the read of a page's orders as stored before it is written, with their
 /// customers (`$2` the page's (source, id) pairs as JSON).
-pub(crate) fn firsts_sql(d: Dialect) -> [String; 3] {
+pub(crate) fn firsts_sql(d: Dialect) -> &'static [String; 3] {
+    static SQL: std::sync::LazyLock<[[String; 3]; 2]> = std::sync::LazyLock::new(|| {
+        [
+            build_firsts_sql(Dialect::Sqlite),
+            build_firsts_sql(Dialect::Postgres),
+        ]
+    });
+    per_dialect(&SQL, d)
+}
+
+/// The statements of a dialect from a pair built once (every write of orders runs them).
+fn per_dialect<T>(pair: &'static [T; 2], d: Dialect) -> &'static T {
+    &pair[usize::from(d == Dialect::Postgres)]
+}
+
+fn build_firsts_sql(d: Dialect) -> [String; 3] {
     let (keys, per_rows) = match d {
         Dialect::Sqlite => (
             "IN (SELECT value FROM json_each($2))",
@@ -143,13 +158,14 @@ pub(crate) struct Upkeep {
 }
 
 impl Upkeep {
-    pub(crate) fn new(b: &Batch, stored: Vec<(String, String, Option<String>)>) -> Self {
+    /// `all`: the batch's orders from [`order_ids`]; `stored`: those of them stored before the write, as
+    /// (source, id, customer).
+    pub(crate) fn new(
+        b: &Batch,
+        all: String,
+        stored: Vec<(String, String, Option<String>)>,
+    ) -> Self {
         use std::collections::{BTreeMap, BTreeSet, HashMap};
-        let all = order_ids(
-            b.orders
-                .iter()
-                .map(|x| (x.order.source.as_str(), x.order.external_id.as_str())),
-        );
         let mut seen: HashMap<(&str, &str), usize> = HashMap::new();
         for x in &b.orders {
             *seen
@@ -208,14 +224,13 @@ impl Upkeep {
 /// [`page_rows`]) and their lines and refunds contribute as stored now, then four that delete the rows left
 /// at zero.
 pub(crate) fn facts_sql(d: Dialect) -> &'static [String; 8] {
-    // Built once per dialect: every write of orders runs them twice.
     static SQL: std::sync::LazyLock<[[String; 8]; 2]> = std::sync::LazyLock::new(|| {
         [
             build_facts_sql(Dialect::Sqlite),
             build_facts_sql(Dialect::Postgres),
         ]
     });
-    &SQL[usize::from(d == Dialect::Postgres)]
+    per_dialect(&SQL, d)
 }
 
 fn build_facts_sql(d: Dialect) -> [String; 8] {
@@ -388,7 +403,7 @@ macro_rules! refresh_firsts {
         let keys: &[String] = $keys;
         let json = serde_json::Value::from(keys.to_vec()).to_string();
         let [delete, insert, _] = $crate::load::firsts_sql($dialect);
-        sqlx::query(&delete)
+        sqlx::query(delete)
             .bind($t)
             .bind(match $dialect {
                 smb_core::store::Dialect::Postgres => keys.join("\u{1f}"),
@@ -396,7 +411,7 @@ macro_rules! refresh_firsts {
             })
             .execute(&mut $tx)
             .await?;
-        sqlx::query(&insert)
+        sqlx::query(insert)
             .bind($t)
             .bind(&json)
             .execute(&mut $tx)
@@ -418,12 +433,12 @@ macro_rules! before_orders {
                 .iter()
                 .map(|x| (x.order.source.as_str(), x.order.external_id.as_str())),
         );
-        let stored: Vec<(String, String, Option<String>)> = sqlx::query_as(&stored)
+        let stored: Vec<(String, String, Option<String>)> = sqlx::query_as(stored)
             .bind($t)
             .bind(&all)
             .fetch_all(&mut $tx)
             .await?;
-        let upkeep = Upkeep::new(b, stored);
+        let upkeep = Upkeep::new(b, all, stored);
         facts_delta!($tx, $dialect, $t, upkeep.stored.as_ref(), &upkeep.all, -1);
         upkeep
     }};
@@ -969,22 +984,35 @@ mod tests {
         }
     }
 
+    /// A batch of orders and the plan for it, given what was stored.
+    fn plan(orders: Vec<OrderBundle>, stored: Vec<(String, String, Option<String>)>) -> Upkeep {
+        let b = Batch {
+            orders,
+            ..Default::default()
+        };
+        let all = order_ids(
+            b.orders
+                .iter()
+                .map(|x| (x.order.source.as_str(), x.order.external_id.as_str())),
+        );
+        Upkeep::new(&b, all, stored)
+    }
+
     fn json(s: &str) -> serde_json::Value {
         serde_json::from_str(s).unwrap()
     }
 
     #[test]
     fn a_page_of_new_orders_subtracts_nothing_and_moves_first_days_earlier() {
-        let b = Batch {
-            orders: vec![
+        let u = plan(
+            vec![
                 order("1", Some("ann"), 9, true),
                 order("2", Some("ann"), 4, true),
                 order("3", Some("bob"), 5, false),
                 order("4", None, 6, true),
             ],
-            ..Default::default()
-        };
-        let u = Upkeep::new(&b, Vec::new());
+            Vec::new(),
+        );
         assert_eq!(u.stored, None);
         assert!(u.recompute.is_empty());
         assert_eq!(
@@ -1000,8 +1028,9 @@ mod tests {
 
     #[test]
     fn customers_of_stored_or_repeated_orders_are_recomputed_and_left_out_of_the_upsert() {
-        let b = Batch {
-            orders: vec![
+        let stored = vec![("shopify".into(), "1".into(), Some("bob".to_string()))];
+        let u = plan(
+            vec![
                 // Stored before under another customer: both are recomputed.
                 order("1", Some("ann"), 9, true),
                 // New, but for a customer being recomputed anyway.
@@ -1011,10 +1040,8 @@ mod tests {
                 order("3", Some("cat"), 5, true),
                 order("4", Some("dan"), 7, true),
             ],
-            ..Default::default()
-        };
-        let stored = vec![("shopify".into(), "1".into(), Some("bob".to_string()))];
-        let u = Upkeep::new(&b, stored);
+            stored,
+        );
         assert_eq!(
             u.stored.as_deref().map(json),
             Some(json(r#"[["shopify","1"]]"#))
