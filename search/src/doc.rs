@@ -4,8 +4,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-/// The bump that re-indexes everything: change it whenever the text a document is built from changes.
-pub const MAPPING_VERSION: u32 = 1;
+/// The bump that re-indexes everything: change it whenever the text a document is built from changes, or
+/// how the index lays it out (2: the embedded index's payload and word indexes moved to disk, so a
+/// generation built before keeps them in memory until rebuilt).
+pub const MAPPING_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -12,11 +12,11 @@ use async_trait::async_trait;
 use qdrant_edge::external::ordered_float::OrderedFloat;
 use qdrant_edge::{
     Condition, CountRequest, CreateIndex, Distance, EdgeConfig, EdgeShard, EdgeSparseVectorParams,
-    EdgeVectorParams, FieldCondition, FieldIndexOperations, Filter as EFilter, Fusion, Match, Mmr,
-    Modifier, NamedQuery, PayloadFieldSchema, PayloadSchemaType, PointId, PointInsertOperations,
-    PointOperations, PointStruct, Prefetch, QueryEnum, QueryRequest, Range, ScoredPoint,
-    ScoringQuery, UpdateOperation, ValueVariants, VectorInternal, Vectors, WithPayloadInterface,
-    WithVector,
+    EdgeVectorParams, FieldCondition, FieldIndexOperations, Filter as EFilter, Fusion,
+    IntegerIndexParams, KeywordIndexParams, Match, Mmr, Modifier, NamedQuery, PayloadFieldSchema,
+    PayloadSchemaParams, PayloadSchemaType, PointId, PointInsertOperations, PointOperations,
+    PointStruct, Prefetch, QueryEnum, QueryRequest, Range, ScoredPoint, ScoringQuery,
+    UpdateOperation, ValueVariants, VectorInternal, Vectors, WithPayloadInterface, WithVector,
 };
 use smb_core::Error;
 use uuid::Uuid;
@@ -32,6 +32,9 @@ struct Shard {
     shard: EdgeShard,
     /// Serialises writes, flushes and optimisation on this shard (Edge's flush asserts it is alone).
     write: Mutex<()>,
+    /// Points written since the last optimisation: they sit in an appendable segment whose indexes live in
+    /// memory, so past `OPTIMIZE_AFTER` they are moved into an optimised (memory-mapped) segment.
+    unoptimized: std::sync::atomic::AtomicUsize,
 }
 
 type Shards = Mutex<HashMap<String, Arc<Shard>>>;
@@ -47,6 +50,10 @@ pub struct EdgeIndex {
     /// The last process did not flush everything: the engine re-checks the index against the store.
     unclean: AtomicBool,
 }
+
+/// Points an appendable segment takes before it is optimised. Its indexes are in memory (measured: about
+/// 230 MB per 100,000 records when nothing optimised them); optimised segments keep theirs on disk.
+const OPTIMIZE_AFTER: usize = 50_000;
 
 /// Present while writes may not be durable.
 const DIRTY: &str = "DIRTY";
@@ -131,19 +138,12 @@ impl EdgeIndex {
             std::fs::create_dir_all(&path).map_err(|e| index_error("search index directory", e))?;
             let shard = EdgeShard::new(&path, config(space))
                 .map_err(|e| index_error("creating the search index", e))?;
-            for (field, ty) in [
-                ("tenant_id", PayloadSchemaType::Keyword),
-                ("kind", PayloadSchemaType::Keyword),
-                ("source", PayloadSchemaType::Keyword),
-                ("customer_key", PayloadSchemaType::Keyword),
-                ("day", PayloadSchemaType::Integer),
-                ("terms", PayloadSchemaType::Integer),
-            ] {
+            for (field, schema) in payload_indexes() {
                 shard
                     .update(UpdateOperation::FieldIndexOperation(
                         FieldIndexOperations::CreateIndex(CreateIndex {
                             field_name: key(field),
-                            field_schema: Some(PayloadFieldSchema::FieldType(ty)),
+                            field_schema: Some(schema),
                         }),
                     ))
                     .map_err(|e| index_error("creating a payload index", e))?;
@@ -155,6 +155,7 @@ impl EdgeIndex {
         let s = Arc::new(Shard {
             shard,
             write: Mutex::new(()),
+            unoptimized: Default::default(),
         });
         shards.insert(collection.to_string(), s.clone());
         Ok(Some(s))
@@ -208,12 +209,42 @@ fn flusher(shards: Weak<Shards>, dirty: Arc<AtomicBool>, root: PathBuf) {
     }
 }
 
+/// The payload fields filtered on, and how each is indexed. Optimised segments keep these indexes on disk
+/// (memory-mapped); `terms` (one entry per word of every record) is only ever matched exactly, and `day`
+/// only by range, so neither builds the structure it would not use.
+fn payload_indexes() -> Vec<(&'static str, PayloadFieldSchema)> {
+    let keyword = |tenant: bool| {
+        PayloadFieldSchema::FieldParams(PayloadSchemaParams::Keyword(KeywordIndexParams {
+            is_tenant: Some(tenant),
+            on_disk: Some(true),
+            ..Default::default()
+        }))
+    };
+    let integer = |lookup: bool, range: bool| {
+        PayloadFieldSchema::FieldParams(PayloadSchemaParams::Integer(IntegerIndexParams {
+            lookup: Some(lookup),
+            range: Some(range),
+            on_disk: Some(true),
+            ..Default::default()
+        }))
+    };
+    vec![
+        ("tenant_id", keyword(true)),
+        ("kind", keyword(false)),
+        ("source", keyword(false)),
+        ("customer_key", keyword(false)),
+        ("day", integer(false, true)),
+        ("terms", integer(true, false)),
+    ]
+}
+
 fn config(space: &Space) -> EdgeConfig {
     let mut c = EdgeConfig::default();
     c.sparse_vectors.insert(
         SPARSE.to_string(),
         EdgeSparseVectorParams {
             modifier: Some(Modifier::Idf),
+            on_disk: Some(true),
             ..Default::default()
         },
     );
@@ -363,6 +394,7 @@ impl VectorIndex for EdgeIndex {
                 );
             }
             self.mark_dirty();
+            let n = structs.len();
             Self::blocking(move || {
                 let _w = shard.write.lock().unwrap_or_else(|p| p.into_inner());
                 shard
@@ -370,7 +402,20 @@ impl VectorIndex for EdgeIndex {
                     .update(UpdateOperation::PointOperation(
                         PointOperations::UpsertPoints(PointInsertOperations::PointsList(structs)),
                     ))
-                    .map_err(|e| index_error("writing to the search index", e))
+                    .map_err(|e| index_error("writing to the search index", e))?;
+                if shard.unoptimized.fetch_add(n, Ordering::SeqCst) + n >= OPTIMIZE_AFTER {
+                    let t = std::time::Instant::now();
+                    shard
+                        .shard
+                        .optimize()
+                        .map_err(|e| index_error("optimising the search index", e))?;
+                    shard.unoptimized.store(0, Ordering::SeqCst);
+                    tracing::info!(
+                        elapsed_ms = t.elapsed().as_millis() as u64,
+                        "search segment optimised"
+                    );
+                }
+                Ok(())
             })
             .await?;
             self.mark_dirty();
@@ -631,6 +676,7 @@ impl VectorIndex for EdgeIndex {
                     .shard
                     .optimize()
                     .map_err(|e| index_error("optimising the search index", e))?;
+                shard.unoptimized.store(0, Ordering::SeqCst);
                 shard.shard.flush();
                 Ok(())
             })
