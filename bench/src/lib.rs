@@ -2,6 +2,10 @@
 
 use std::time::Duration;
 
+/// The allocator `smb` runs with, so memory figures measured in a benchmark's own process compare.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The `p`-th percentile (0–100) of sorted samples.
 pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {

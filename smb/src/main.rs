@@ -177,6 +177,12 @@ enum Command {
     },
 }
 
+/// mimalloc returns freed memory to the system where glibc's malloc kept it in per-thread arenas: indexing
+/// 100,000 records into the embedded search index left 161 MB anonymous memory with glibc and 53 MB with
+/// mimalloc (same program, same run).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread()
