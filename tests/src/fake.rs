@@ -345,6 +345,17 @@ struct Inner {
     pages: AtomicUsize,
     held: AtomicUsize,
     log: Mutex<Vec<String>>,
+    /// Pages already served, by request path and query, while [`FakeSaas::prepare`] is on.
+    prepared: std::sync::Mutex<Option<HashMap<String, Page>>>,
+    /// Pages answered from `prepared`.
+    hits: AtomicUsize,
+}
+
+/// A served list page: its body and its `Link` header.
+#[derive(Clone)]
+struct Page {
+    body: axum::body::Bytes,
+    link: Option<HeaderValue>,
 }
 
 /// A running fake Shopify + Stripe on one loopback port.
@@ -366,6 +377,8 @@ impl FakeSaas {
             pages: AtomicUsize::new(0),
             held: AtomicUsize::new(0),
             log: Mutex::new(Vec::new()),
+            prepared: std::sync::Mutex::new(None),
+            hits: AtomicUsize::new(0),
         });
         let app = axum::Router::new()
             .route("/admin/api/2024-10/shop.json", get(shop))
@@ -386,6 +399,17 @@ impl FakeSaas {
         let mut d = self.inner.data.lock().await;
         f(&mut d);
         d.sort();
+        if let Some(pages) = self.inner.prepared().as_mut() {
+            pages.clear();
+        }
+    }
+
+    /// From now on every list page is kept once served, and the same request is answered with the same
+    /// bytes without reading the data again (until [`FakeSaas::edit`]). For benchmarks: a second sync of
+    /// unchanged data is then served as fast as the fake can write bytes, so the sync, not the source, is
+    /// what is measured.
+    pub fn prepare(&self) {
+        self.inner.prepared().get_or_insert_with(HashMap::new);
     }
 
     /// The next `n` data requests answer `status` (with `Retry-After` for 429s).
@@ -431,9 +455,42 @@ impl FakeSaas {
         self.inner.pages.load(Ordering::SeqCst)
     }
 
+    /// Pages answered from those kept by [`FakeSaas::prepare`].
+    pub fn pages_prepared(&self) -> usize {
+        self.inner.hits.load(Ordering::SeqCst)
+    }
+
     /// Every served data request's path and query, in order; cleared by [`FakeSaas::take_log`].
     pub async fn take_log(&self) -> Vec<String> {
         std::mem::take(&mut *self.inner.log.lock().await)
+    }
+}
+
+impl Inner {
+    fn prepared(&self) -> std::sync::MutexGuard<'_, Option<HashMap<String, Page>>> {
+        self.prepared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The page kept for `uri`, counted and logged as served.
+    async fn kept(&self, uri: &axum::http::Uri) -> Option<Page> {
+        let page = self.prepared().as_ref()?.get(&uri.to_string()).cloned()?;
+        self.hits.fetch_add(1, Ordering::SeqCst);
+        self.served(uri).await;
+        Some(page)
+    }
+
+    /// Counts and logs a served page, keeping it when preparing.
+    async fn serve(&self, uri: &axum::http::Uri, page: Page) -> Page {
+        if let Some(pages) = self.prepared().as_mut() {
+            pages.insert(uri.to_string(), page.clone());
+        }
+        self.served(uri).await;
+        page
+    }
+
+    async fn served(&self, uri: &axum::http::Uri) {
+        self.pages.fetch_add(1, Ordering::SeqCst);
+        self.log.lock().await.push(uri.to_string());
     }
 }
 
@@ -507,6 +564,9 @@ async fn shopify_list(
     if let Some(r) = faults(&inner).await {
         return r;
     }
+    if let Some(p) = inner.kept(&uri).await {
+        return shopify_page(p);
+    }
     // page_info carries the position and the original filters, as Shopify's opaque cursor does.
     let (offset, since, limit) = match q.get("page_info") {
         Some(p) => {
@@ -567,8 +627,9 @@ async fn shopify_list(
             (page, offset + limit < m.len())
         }
     };
-    let mut resp = json_response(list_body(&format!("{{\"{stream}\":["), &page, "]}"));
-    if has_more {
+    let body = list_body(&format!("{{\"{stream}\":["), &page, "]}");
+    drop(data);
+    let link = has_more.then(|| {
         let token = URL_SAFE_NO_PAD.encode(format!(
             "{}|{}|{}",
             offset + limit,
@@ -579,16 +640,24 @@ async fn shopify_list(
             "<{}/admin/api/2024-10/{stream}.json?limit={limit}&page_info={token}>; rel=\"next\"",
             inner.url
         );
-        resp.headers_mut()
-            .insert("link", HeaderValue::from_str(&link).unwrap());
+        HeaderValue::from_str(&link).unwrap()
+    });
+    let page = Page {
+        body: body.into(),
+        link,
+    };
+    shopify_page(inner.serve(&uri, page).await)
+}
+
+fn shopify_page(p: Page) -> Response {
+    let mut resp = json_response(p.body);
+    if let Some(link) = p.link {
+        resp.headers_mut().insert("link", link);
     }
     resp.headers_mut().insert(
         "x-shopify-shop-api-call-limit",
         HeaderValue::from_static("1/40"),
     );
-    drop(data);
-    inner.pages.fetch_add(1, Ordering::SeqCst);
-    inner.log.lock().await.push(uri.to_string());
     resp
 }
 
@@ -606,10 +675,10 @@ fn list_body(head: &str, items: &[&Value], tail: &str) -> Vec<u8> {
     out
 }
 
-fn json_response(body: Vec<u8>) -> Response {
+fn json_response(body: impl Into<axum::body::Body>) -> Response {
     (
         [(axum::http::header::CONTENT_TYPE, "application/json")],
-        body,
+        Into::<axum::body::Body>::into(body),
     )
         .into_response()
 }
@@ -646,6 +715,9 @@ async fn stripe_list(
     }
     if let Some(r) = faults(&inner).await {
         return r;
+    }
+    if let Some(p) = inner.kept(&uri).await {
+        return json_response(p.body);
     }
     let limit: usize = q
         .get("limit")
@@ -705,7 +777,9 @@ async fn stripe_list(
         "]}",
     );
     drop(data);
-    inner.pages.fetch_add(1, Ordering::SeqCst);
-    inner.log.lock().await.push(uri.to_string());
-    json_response(body)
+    let page = Page {
+        body: body.into(),
+        link: None,
+    };
+    json_response(inner.serve(&uri, page).await.body)
 }

@@ -2,7 +2,9 @@
 //! 1. the load stage (transform done beforehand; `load_batch` per 250-record page, as the workers do) into
 //!    PostgreSQL, next to a raw `COPY` of exactly the same rows into an identical empty schema, same run;
 //! 2. end-to-end sync records/s: the real `smb` binary syncing a scaled dataset from our fake Shopify and
-//!    Stripe (fetch → bus → transform → load), on SQLite and on PostgreSQL.
+//!    Stripe (fetch → bus → transform → load → search index), on SQLite and on PostgreSQL. A first sync
+//!    makes the fake's pages; the measured syncs are served the same pages as prepared bytes, and the
+//!    fake's own ceiling (those pages fetched by a plain client) is printed beside them.
 //!
 //! Run with a release build: `cargo build --release -p smb -p smb-bench && target/release/sync_bench`.
 
@@ -272,12 +274,17 @@ async fn load_vs_copy(data: &Dataset) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn end_to_end(data: &Dataset, label: &str, env: &[(&str, &str)]) -> anyhow::Result<()> {
-    let fake = FakeSaas::start(data.clone()).await;
+/// Syncs the fake's whole data into a new `smb up` (both sources at once); records and seconds.
+async fn end_to_end(
+    fake: &FakeSaas,
+    label: &str,
+    env: &[(&str, &str)],
+) -> anyhow::Result<(i64, f64)> {
     let app = App::start(env);
     let owner = app.owner("America/New_York").await;
     let shop = smb_tests::sync::connect_shopify(&app, &owner, &fake).await;
     let stripe = smb_tests::sync::connect_stripe(&app, &owner, &fake).await;
+    let (served0, prepared0) = (fake.pages_served(), fake.pages_prepared());
     let start = Instant::now();
     let (a, b) = tokio::join!(
         smb_tests::sync::trigger(&app, &owner, &shop),
@@ -287,6 +294,10 @@ async fn end_to_end(data: &Dataset, label: &str, env: &[(&str, &str)]) -> anyhow
     let ra = smb_tests::sync::wait(&app, &owner, &shop, &a, timeout).await;
     let rb = smb_tests::sync::wait(&app, &owner, &stripe, &b, timeout).await;
     let elapsed = start.elapsed();
+    let (served, prepared) = (
+        fake.pages_served() - served0,
+        fake.pages_prepared() - prepared0,
+    );
     anyhow::ensure!(
         ra["status"] == "succeeded" && rb["status"] == "succeeded",
         "sync failed: {ra} {rb}"
@@ -295,9 +306,39 @@ async fn end_to_end(data: &Dataset, label: &str, env: &[(&str, &str)]) -> anyhow
         ra["records_synced"].as_i64().unwrap_or(0) + rb["records_synced"].as_i64().unwrap_or(0);
     let rate = records as f64 / elapsed.as_secs_f64();
     println!(
-        "end-to-end sync on {label}: {records} records in {:.2} s = {rate:.0} records/s ({:.0}x the documented 276/s)",
+        "end-to-end sync on {label}: {records} records in {:.2} s = {rate:.0} records/s ({:.0}x the documented 276/s); \
+         {served} pages, {prepared} of them prepared",
         elapsed.as_secs_f64(),
         rate / 276.0
+    );
+    Ok((records, elapsed.as_secs_f64()))
+}
+
+/// The fake's own ceiling: the pages of a sync requested again by a plain client, two at a time (the two
+/// connectors' pace, each reading its pages in order), with nothing done with them.
+async fn ceiling(fake: &FakeSaas, uris: &[String], records: i64) -> anyhow::Result<()> {
+    use futures::StreamExt;
+    let http = reqwest::Client::new();
+    let start = Instant::now();
+    let bytes: Vec<usize> = futures::stream::iter(uris)
+        .map(|u| {
+            let req = http
+                .get(format!("{}{u}", fake.url()))
+                .header("x-shopify-access-token", smb_tests::fake::SHOP_TOKEN)
+                .bearer_auth(smb_tests::fake::STRIPE_KEY);
+            async move { anyhow::Ok(req.send().await?.error_for_status()?.bytes().await?.len()) }
+        })
+        .buffer_unordered(2)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<_>>()?;
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "the fake's ceiling (prepared pages): {} pages, {:.0} MB in {secs:.2} s = {:.0} records/s",
+        uris.len(),
+        bytes.iter().sum::<usize>() as f64 / 1e6,
+        records as f64 / secs
     );
     Ok(())
 }
@@ -319,11 +360,23 @@ async fn main() -> anyhow::Result<()> {
     if args.load_only {
         return Ok(());
     }
-    end_to_end(&data, "SQLite", &[]).await?;
+    let search = if smb_search::model::is_installed(&smb_search::model::default_dir()) {
+        "words and the local model"
+    } else {
+        "words only: the model is not installed"
+    };
+    println!("search indexing on ({search})");
+    // The first sync reads the data and keeps every page it was served; the measured ones get the same
+    // pages as prepared bytes.
+    let fake = FakeSaas::start(data).await;
+    fake.prepare();
+    let (records, _) = end_to_end(&fake, "SQLite, pages made while serving", &[]).await?;
+    ceiling(&fake, &fake.take_log().await, records).await?;
+    end_to_end(&fake, "SQLite", &[]).await?;
     let pg = PgTestDb::create().await?;
     let (url, migrate) = (pg.app_url.clone(), pg.owner_url.clone());
     end_to_end(
-        &data,
+        &fake,
         "PostgreSQL",
         &[
             ("SMB_DATABASE__URL", &url),
