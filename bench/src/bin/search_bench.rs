@@ -6,6 +6,9 @@
 //! 3. indexing cost: the real `smb` binary syncing the fixture tenants (×`--scale`) with search off and with
 //!    search on (Edge + the local model), records/s and their ratio.
 //!
+//! `--big N` runs only a big-shop part instead: N documents in one tenant (words only, no model needed),
+//! the process's memory while they are written, and search latency over them.
+//!
 //! Needs the local model (`smb models install`). Run with a release build:
 //! `cargo build --release -p smb -p smb-bench && target/release/search_bench`.
 
@@ -61,6 +64,10 @@ struct Args {
     shared_penalty: Option<f32>,
     #[arg(long)]
     unknown_weight: Option<f32>,
+    /// Only the big-shop part: index this many documents (the fixture tenant's records copied under new
+    /// ids into one tenant, words only), printing the process's memory as it goes, then time searches.
+    #[arg(long)]
+    big: Option<usize>,
     /// Another search set: a TSV of `question<TAB>#order` lines (`NONE`: must find nothing).
     #[arg(long)]
     cases: Option<std::path::PathBuf>,
@@ -162,6 +169,9 @@ async fn engine(
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(n) = args.big {
+        return big(n, args.searches).await;
+    }
     let model_dir = smb_search::model::default_dir();
     anyhow::ensure!(
         smb_search::model::is_installed(&model_dir),
@@ -466,6 +476,92 @@ fn scale(d: Dataset, factor: usize) -> Dataset {
 }
 
 /// Ten tenants' copies of the fixture, isolated by payload filter vs by collection: query latency.
+/// Resident memory of this process: (anonymous, file-backed) in MB.
+fn rss_mb() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .map_or(0, |kb| kb / 1024)
+    };
+    (field("RssAnon:"), field("RssFile:"))
+}
+
+/// A tenant with `n` records in the embedded index (words only, as a shop without the model has): the
+/// memory while they are written in the rebuild's batches, then search latency over our search set.
+async fn big(n: usize, searches: usize) -> anyhow::Result<()> {
+    let tenant = "00000000-0000-4000-8000-000000000001";
+    let base = docs(tenant, &load("northwind"));
+    let tmp = std::env::temp_dir().join(format!("smb-search-big-{}", std::process::id()));
+    let e = engine(&tmp, None, Isolation::Filter).await;
+    println!(
+        "== a big shop: {n} documents ({} of northwind, copied under new ids), words only",
+        base.len()
+    );
+    let start = Instant::now();
+    let (mut peak_anon, mut peak_file) = (0, 0);
+    let mut written = 0;
+    let all = (0..).flat_map(|k| base.iter().map(move |d| (k, d))).take(n);
+    let mut batch = Vec::with_capacity(500);
+    for (k, d) in all {
+        let mut d = d.clone();
+        if k > 0 {
+            d.record_id = format!("{}~{k}", d.record_id);
+        }
+        batch.push(d);
+        if batch.len() == 500 {
+            e.index(std::mem::take(&mut batch)).await?;
+            written += 500;
+            let (a, f) = rss_mb();
+            (peak_anon, peak_file) = (peak_anon.max(a), peak_file.max(f));
+            if written % 100_000 == 0 {
+                println!(
+                    "   {written:>8} written in {:>5.0} s: RSS {a} MB anonymous + {f} MB file-backed",
+                    start.elapsed().as_secs_f64()
+                );
+            }
+        }
+    }
+    e.index(batch).await?;
+    e.flush().await?;
+    let (a, f) = rss_mb();
+    println!(
+        "   all written and optimised in {:.0} s ({:.0} docs/s); RSS now {a} + {f} MB, peak {peak_anon} + {peak_file} MB",
+        start.elapsed().as_secs_f64(),
+        n as f64 / start.elapsed().as_secs_f64()
+    );
+    let queries: Vec<(String, Vec<smb_search::Kind>)> =
+        CASES.iter().map(|(q, _)| plan(q)).collect();
+    let mut times = Vec::with_capacity(searches);
+    for i in 0..searches {
+        let (words, kinds) = &queries[i % queries.len()];
+        let t = Instant::now();
+        e.search(&SearchRequest {
+            filter: Filter {
+                tenant_id: tenant.into(),
+                kinds: kinds.clone(),
+                ..Default::default()
+            },
+            words: words.clone(),
+            limit: 5,
+            mode: None,
+        })
+        .await?;
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    let (a, f) = rss_mb();
+    println!(
+        "   search over {n} documents, {searches} searches of our search set: p50 {:.1} ms, p99 {:.1} ms; RSS {a} + {f} MB",
+        pct(&mut times, 0.5),
+        pct(&mut times, 0.99)
+    );
+    drop(e);
+    let _ = std::fs::remove_dir_all(&tmp);
+    Ok(())
+}
+
 async fn isolation(
     tmp: &std::path::Path,
     embedder: DynEmbedder,
