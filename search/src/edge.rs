@@ -14,9 +14,9 @@ use qdrant_edge::{
     Condition, CountRequest, CreateIndex, Distance, EdgeConfig, EdgeShard, EdgeSparseVectorParams,
     EdgeVectorParams, FieldCondition, FieldIndexOperations, Filter as EFilter, Fusion,
     IntegerIndexParams, KeywordIndexParams, Match, Mmr, Modifier, NamedQuery, PayloadFieldSchema,
-    PayloadSchemaParams, PayloadSchemaType, PointId, PointInsertOperations, PointOperations,
-    PointStruct, Prefetch, QueryEnum, QueryRequest, Range, ScoredPoint, ScoringQuery,
-    UpdateOperation, ValueVariants, VectorInternal, Vectors, WithPayloadInterface, WithVector,
+    PayloadSchemaParams, PointId, PointInsertOperations, PointOperations, PointStruct, Prefetch,
+    QueryEnum, QueryRequest, Range, ScoredPoint, ScoringQuery, UpdateOperation, ValueVariants,
+    VectorInternal, Vectors, WithPayloadInterface, WithVector,
 };
 use smb_core::Error;
 use uuid::Uuid;
@@ -49,6 +49,8 @@ pub struct EdgeIndex {
     dirty: Arc<AtomicBool>,
     /// The last process did not flush everything: the engine re-checks the index against the store.
     unclean: AtomicBool,
+    /// Points a shard's appendable segment takes before it is optimised.
+    optimize_after: usize,
 }
 
 /// Points an appendable segment takes before it is optimised. Its indexes are in memory (measured: about
@@ -80,7 +82,14 @@ impl EdgeIndex {
             shards,
             dirty,
             unclean: AtomicBool::new(unclean),
+            optimize_after: OPTIMIZE_AFTER,
         })
+    }
+
+    /// Optimises a shard's appendable segment once it holds `points` (default `OPTIMIZE_AFTER`).
+    pub fn optimize_after(mut self, points: usize) -> Self {
+        self.optimize_after = points.max(1);
+        self
     }
 
     /// The tenant's records (and that match `also`).
@@ -394,7 +403,7 @@ impl VectorIndex for EdgeIndex {
                 );
             }
             self.mark_dirty();
-            let n = structs.len();
+            let (n, optimize_after) = (structs.len(), self.optimize_after);
             Self::blocking(move || {
                 let _w = shard.write.lock().unwrap_or_else(|p| p.into_inner());
                 shard
@@ -403,7 +412,7 @@ impl VectorIndex for EdgeIndex {
                         PointOperations::UpsertPoints(PointInsertOperations::PointsList(structs)),
                     ))
                     .map_err(|e| index_error("writing to the search index", e))?;
-                if shard.unoptimized.fetch_add(n, Ordering::SeqCst) + n >= OPTIMIZE_AFTER {
+                if shard.unoptimized.fetch_add(n, Ordering::SeqCst) + n >= optimize_after {
                     let t = std::time::Instant::now();
                     shard
                         .shard
