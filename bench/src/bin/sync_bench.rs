@@ -282,8 +282,8 @@ async fn end_to_end(
 ) -> anyhow::Result<(i64, f64)> {
     let app = App::start(env);
     let owner = app.owner("America/New_York").await;
-    let shop = smb_tests::sync::connect_shopify(&app, &owner, &fake).await;
-    let stripe = smb_tests::sync::connect_stripe(&app, &owner, &fake).await;
+    let shop = smb_tests::sync::connect_shopify(&app, &owner, fake).await;
+    let stripe = smb_tests::sync::connect_stripe(&app, &owner, fake).await;
     let (served0, prepared0) = (fake.pages_served(), fake.pages_prepared());
     let start = Instant::now();
     let (a, b) = tokio::join!(
