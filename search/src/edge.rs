@@ -30,11 +30,21 @@ use crate::index::{
 
 struct Shard {
     shard: EdgeShard,
-    /// Serialises writes, flushes and optimisation on this shard (Edge's flush asserts it is alone).
-    write: Mutex<()>,
-    /// Points written since the last optimisation: they sit in an appendable segment whose indexes live in
-    /// memory, so past `OPTIMIZE_AFTER` they are moved into an optimised (memory-mapped) segment.
-    unoptimized: std::sync::atomic::AtomicUsize,
+    /// Serialises writes, flushes and optimisation on this shard (Edge's flush asserts it is alone), and
+    /// counts the points written since the last optimisation: they sit in an appendable segment whose
+    /// indexes live in memory, so past `optimize_after` they are moved into an optimised segment.
+    write: Mutex<usize>,
+}
+
+impl Shard {
+    /// Optimises the shard; `unoptimized` is the count held under the write lock.
+    fn optimize(&self, unoptimized: &mut usize) -> Result<(), Error> {
+        self.shard
+            .optimize()
+            .map_err(|e| index_error("optimising the search index", e))?;
+        *unoptimized = 0;
+        Ok(())
+    }
 }
 
 type Shards = Mutex<HashMap<String, Arc<Shard>>>;
@@ -163,8 +173,7 @@ impl EdgeIndex {
         };
         let s = Arc::new(Shard {
             shard,
-            write: Mutex::new(()),
-            unoptimized: Default::default(),
+            write: Mutex::new(0),
         });
         shards.insert(collection.to_string(), s.clone());
         Ok(Some(s))
@@ -405,20 +414,17 @@ impl VectorIndex for EdgeIndex {
             self.mark_dirty();
             let (n, optimize_after) = (structs.len(), self.optimize_after);
             Self::blocking(move || {
-                let _w = shard.write.lock().unwrap_or_else(|p| p.into_inner());
+                let mut unoptimized = shard.write.lock().unwrap_or_else(|p| p.into_inner());
                 shard
                     .shard
                     .update(UpdateOperation::PointOperation(
                         PointOperations::UpsertPoints(PointInsertOperations::PointsList(structs)),
                     ))
                     .map_err(|e| index_error("writing to the search index", e))?;
-                if shard.unoptimized.fetch_add(n, Ordering::SeqCst) + n >= optimize_after {
+                *unoptimized += n;
+                if *unoptimized >= optimize_after {
                     let t = std::time::Instant::now();
-                    shard
-                        .shard
-                        .optimize()
-                        .map_err(|e| index_error("optimising the search index", e))?;
-                    shard.unoptimized.store(0, Ordering::SeqCst);
+                    shard.optimize(&mut unoptimized)?;
                     tracing::info!(
                         elapsed_ms = t.elapsed().as_millis() as u64,
                         "search segment optimised"
@@ -680,12 +686,8 @@ impl VectorIndex for EdgeIndex {
                 continue;
             };
             Self::blocking(move || {
-                let _w = shard.write.lock().unwrap_or_else(|p| p.into_inner());
-                shard
-                    .shard
-                    .optimize()
-                    .map_err(|e| index_error("optimising the search index", e))?;
-                shard.unoptimized.store(0, Ordering::SeqCst);
+                let mut unoptimized = shard.write.lock().unwrap_or_else(|p| p.into_inner());
+                shard.optimize(&mut unoptimized)?;
                 shard.shard.flush();
                 Ok(())
             })
