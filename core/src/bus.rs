@@ -81,6 +81,9 @@ pub trait Bus: Send + Sync + 'static {
     /// group's committed position (on Kafka, on the partitions assigned to this process, so the sum over
     /// replicas is the group's lag; the embedded log has one partition, so every replica reports all of it).
     async fn lag(&self) -> Result<Vec<Lag>>;
+    /// Leaves this process's consumer groups (at shutdown, after its consumers have stopped), so their
+    /// partitions go to the other replicas at once rather than when the broker gives up on this one.
+    async fn close(&self) {}
 }
 
 /// A consumer group's backlog on one topic.

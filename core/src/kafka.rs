@@ -13,9 +13,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers as _, Message as _, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -60,10 +62,43 @@ fn kafka_err(context: &str, e: KafkaError) -> Error {
     ))
 }
 
+/// A consumer that logs its group's rebalances: which partitions this process was given or lost, so a
+/// stalled pipeline can be traced to the member that holds its partitions.
+type GroupConsumer = StreamConsumer<Membership>;
+
+struct Membership {
+    group: String,
+}
+
+impl ClientContext for Membership {}
+
+impl ConsumerContext for Membership {
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let partitions = |l: &TopicPartitionList| {
+            l.elements()
+                .iter()
+                .map(|e| format!("{}/{}", e.topic(), e.partition()))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        match rebalance {
+            Rebalance::Assign(l) => {
+                tracing::info!(group = %self.group, partitions = %partitions(l), "partitions assigned")
+            }
+            Rebalance::Revoke(l) => {
+                tracing::info!(group = %self.group, partitions = %partitions(l), "partitions revoked")
+            }
+            Rebalance::Error(e) => {
+                tracing::warn!(group = %self.group, error = %e, "consumer group rebalance failed")
+            }
+        }
+    }
+}
+
 pub struct KafkaBus {
     settings: KafkaSettings,
     producer: FutureProducer,
-    consumers: Mutex<HashMap<(String, String), Arc<StreamConsumer>>>,
+    consumers: Mutex<HashMap<(String, String), Arc<GroupConsumer>>>,
 }
 
 impl KafkaBus {
@@ -138,13 +173,13 @@ impl KafkaBus {
         Ok(())
     }
 
-    async fn consumer(&self, group: &str, topic: &str) -> Result<Arc<StreamConsumer>> {
+    async fn consumer(&self, group: &str, topic: &str) -> Result<Arc<GroupConsumer>> {
         let key = (group.to_string(), topic.to_string());
         let mut map = self.consumers.lock().await;
         if let Some(c) = map.get(&key) {
             return Ok(c.clone());
         }
-        let c: StreamConsumer = ClientConfig::new()
+        let c: GroupConsumer = ClientConfig::new()
             .set("bootstrap.servers", &self.settings.brokers)
             .set("group.id", self.name(group))
             .set("enable.auto.commit", "false")
@@ -152,7 +187,9 @@ impl KafkaBus {
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "10000")
             .set("fetch.wait.max.ms", "100")
-            .create()
+            .create_with_context(Membership {
+                group: self.name(group),
+            })
             .map_err(|e| kafka_err("consumer", e))?;
         c.subscribe(&[&self.name(topic)])
             .map_err(|e| kafka_err("subscribe", e))?;
@@ -160,12 +197,10 @@ impl KafkaBus {
         map.insert(key, c.clone());
         Ok(c)
     }
-
-    /// Closes this process's consumers (they leave their groups).
-    pub async fn close(&self) {
-        self.consumers.lock().await.clear();
-    }
 }
+
+/// How long shutdown waits for this process's consumers to leave their groups.
+const CLOSE_WAIT: Duration = Duration::from_secs(10);
 
 /// The message header that carries the W3C trace context.
 const TRACEPARENT: &str = "traceparent";
@@ -264,8 +299,38 @@ impl Bus for KafkaBus {
         .map_err(|e| kafka_err("rewind", e))
     }
 
+    /// Each consumer unsubscribes (it leaves its group once its pending join, if any, is answered) and is
+    /// then closed, which waits for the leave; at most `CLOSE_WAIT` in all.
+    async fn close(&self) {
+        let consumers: Vec<Arc<GroupConsumer>> = self
+            .consumers
+            .lock()
+            .await
+            .drain()
+            .map(|(_, c)| c)
+            .collect();
+        if consumers.is_empty() {
+            return;
+        }
+        let closing = tokio::task::spawn_blocking(move || {
+            for c in consumers {
+                c.unsubscribe();
+                // The last reference: dropping it closes the consumer (librdkafka's close, which serves
+                // the revocation and sends the leave). A call still in flight holds another and closes it
+                // when it ends.
+                drop(c);
+            }
+        });
+        if tokio::time::timeout(CLOSE_WAIT, closing).await.is_err() {
+            tracing::warn!(
+                wait_secs = CLOSE_WAIT.as_secs(),
+                "the bus consumers did not leave their groups in time; the broker will time them out"
+            );
+        }
+    }
+
     async fn lag(&self) -> Result<Vec<Lag>> {
-        let consumers: Vec<((String, String), Arc<StreamConsumer>)> = self
+        let consumers: Vec<((String, String), Arc<GroupConsumer>)> = self
             .consumers
             .lock()
             .await

@@ -538,6 +538,7 @@ pub async fn up(addr: String, data_dir: PathBuf) -> anyhow::Result<()> {
     signal.abort();
     shutdown.cancel();
     drain(tasks, Duration::from_secs(cfg.server.shutdown_grace_secs)).await;
+    platform.bus.close().await;
     platform.db.close().await;
     Ok(())
 }
@@ -738,6 +739,7 @@ pub async fn serve(service: &str) -> anyhow::Result<()> {
             .serve_with_shutdown(addr, shutdown.clone().cancelled_owned())
             .await?;
         drain(tasks, Duration::from_secs(cfg.server.shutdown_grace_secs)).await;
+        platform.bus.close().await;
         platform.db.close().await;
         return Ok(());
     }

@@ -352,7 +352,8 @@ impl Drop for App {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        if !self.keep_dir {
+        // A failing test leaves its directory (and the processes' logs in it) for a look.
+        if !self.keep_dir && !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
@@ -413,6 +414,20 @@ pub mod sync {
         sync_id: &str,
         timeout: Duration,
     ) -> Value {
+        finished(app, owner, connector, sync_id, timeout)
+            .await
+            .unwrap_or_else(|b| panic!("sync {sync_id} did not finish in {timeout:?}: {b}"))
+    }
+
+    /// Polls the run until it has finished and returns it, or, once `timeout` has passed, the run as it
+    /// stands as the error (for a caller that adds its own diagnosis).
+    pub async fn finished(
+        app: &App,
+        owner: &Owner,
+        connector: &str,
+        sync_id: &str,
+        timeout: Duration,
+    ) -> Result<Value, Value> {
         let start = Instant::now();
         loop {
             let (s, b, _) = app
@@ -425,12 +440,11 @@ pub mod sync {
                 .await;
             assert_eq!(s, 200, "{b}");
             if b["status"] == "succeeded" || b["status"] == "failed" {
-                return b;
+                return Ok(b);
             }
-            assert!(
-                start.elapsed() < timeout,
-                "sync {sync_id} did not finish in {timeout:?}: {b}"
-            );
+            if start.elapsed() >= timeout {
+                return Err(b);
+            }
             tokio::time::sleep(Duration::from_millis(150)).await;
         }
     }
@@ -740,9 +754,8 @@ pub mod split {
             ));
         }
 
-        /// The warnings and errors every process of the deployment logged so far (at most the last
-        /// `max` lines of each), for a failing assertion's message.
-        pub fn problems(&self, max: usize) -> String {
+        /// The last `max` lines every process of the deployment logged, for a failing assertion's message.
+        pub fn tails(&self, max: usize) -> String {
             let mut out = String::new();
             let Ok(dir) = std::fs::read_dir(self.dir.join("logs")) else {
                 return out;
@@ -751,16 +764,10 @@ pub mod split {
             files.sort();
             for f in files {
                 let text = std::fs::read_to_string(&f).unwrap_or_default();
-                let bad: Vec<&str> = text
-                    .lines()
-                    .filter(|l| l.contains("WARN") || l.contains("ERROR"))
-                    .collect();
+                let lines: Vec<&str> = text.lines().collect();
                 let name = f.file_name().unwrap_or_default().to_string_lossy();
-                out.push_str(&format!(
-                    "\n--- {name}: {} warnings and errors\n",
-                    bad.len()
-                ));
-                for l in &bad[bad.len().saturating_sub(max)..] {
+                out.push_str(&format!("\n--- {name}: {} lines\n", lines.len()));
+                for l in &lines[lines.len().saturating_sub(max)..] {
                     out.push_str(l);
                     out.push('\n');
                 }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use smb_core::bus::{StoreBus, contract as bus_contract};
+use smb_core::bus::{Bus, StoreBus, contract as bus_contract};
 use smb_core::cache::{MemoryCache, RedisCache, contract as cache_contract};
 use smb_core::ids::TenantId;
 use smb_core::store::Db;

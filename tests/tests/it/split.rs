@@ -18,7 +18,9 @@ use smb_proto::orchestrator::v1::actions_service_client::ActionsServiceClient;
 use smb_proto::orchestrator::v1::orchestrator_service_client::OrchestratorServiceClient;
 use smb_tests::fake::{Dataset, FakeSaas, Sizes};
 use smb_tests::split::Split;
-use smb_tests::sync::{canonical, connect, connect_shopify, connect_stripe, sync, trigger, wait};
+use smb_tests::sync::{
+    canonical, connect, connect_shopify, connect_stripe, finished, sync, trigger,
+};
 use smb_tests::{App, Owner};
 use tonic::Code;
 
@@ -315,6 +317,28 @@ async fn answers(app: &App, owner: &Owner) -> Vec<Value> {
     out
 }
 
+/// Where a sync that does not finish stands: the events not yet relayed to the broker and the connectors'
+/// leases.
+async fn stuck(split: &Split) -> String {
+    let r: Result<(i64, Vec<(String, Option<String>)>), smb_core::Error> = async {
+        Ok(smb_core::with_global!(split.db(), read, |tx| {
+            let (outbox,): (i64,) = sqlx::query_as("SELECT count(*) FROM outbox")
+                .fetch_one(&mut *tx)
+                .await?;
+            let leases: Vec<(String, Option<String>)> =
+                sqlx::query_as("SELECT connector_id::text, lease_owner FROM connector_schedule")
+                    .fetch_all(&mut *tx)
+                    .await?;
+            (outbox, leases)
+        }))
+    }
+    .await;
+    match r {
+        Ok((outbox, leases)) => format!("outbox: {outbox} events not relayed; leases: {leases:?}"),
+        Err(e) => format!("(the database could not be read: {e})"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn split_deployment_syncs_answers_and_loses_nothing_when_a_worker_dies() {
     let fake = FakeSaas::start(Dataset::generate(SIZES)).await;
@@ -407,7 +431,14 @@ async fn split_deployment_syncs_answers_and_loses_nothing_when_a_worker_dies() {
         .into_iter()
         .zip(&runs)
     {
-        let run = wait(app, &owner, c, id, Duration::from_secs(240)).await;
+        let run = match finished(app, &owner, c, id, Duration::from_secs(240)).await {
+            Ok(run) => run,
+            Err(run) => panic!(
+                "sync {id} did not finish in 240 s: {run}\n{}\nthe processes said (last lines):{}",
+                stuck(&split).await,
+                split.tails(40)
+            ),
+        };
         assert_eq!(run["status"], "succeeded", "{run}");
         assert_eq!(&run["records_synced"], expected, "counted once: {run}");
     }
@@ -447,8 +478,9 @@ async fn split_deployment_syncs_answers_and_loses_nothing_when_a_worker_dies() {
         // Generous: on a loaded machine the broker may still be settling the replica's return.
         assert!(
             start.elapsed() < Duration::from_secs(150),
-            "the webhook's order never arrived: {now:?}; the processes said: {}",
-            split.problems(30)
+            "the webhook's order never arrived: {now:?}\n{}\nthe processes said (last lines):{}",
+            stuck(&split).await,
+            split.tails(40)
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
