@@ -320,12 +320,13 @@ async fn answers(app: &App, owner: &Owner) -> Vec<Value> {
 /// Where a sync that does not finish stands: the events not yet relayed to the broker and the connectors'
 /// leases.
 async fn stuck(split: &Split) -> String {
-    let r: Result<(i64, Vec<(String, Option<String>)>), smb_core::Error> = async {
+    type Leases = Vec<(String, Option<String>)>;
+    let r: Result<(i64, Leases), smb_core::Error> = async {
         Ok(smb_core::with_global!(split.db(), read, |tx| {
             let (outbox,): (i64,) = sqlx::query_as("SELECT count(*) FROM outbox")
                 .fetch_one(&mut *tx)
                 .await?;
-            let leases: Vec<(String, Option<String>)> =
+            let leases: Leases =
                 sqlx::query_as("SELECT connector_id::text, lease_owner FROM connector_schedule")
                     .fetch_all(&mut *tx)
                     .await?;
