@@ -4,6 +4,9 @@
 //! Needs a Kafka-compatible broker: `--brokers HOST:PORT`, or it starts `tansu` (memory storage) itself.
 //! Run with a release build: `cargo build --release -p smb-bench && target/release/bus_bench`.
 
+// Linked for its global allocator (mimalloc, as `smb` runs): memory figures compare.
+use smb_bench as _;
+
 use std::time::{Duration, Instant};
 
 use clap::Parser;

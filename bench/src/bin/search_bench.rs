@@ -12,6 +12,9 @@
 //! Needs the local model (`smb models install`). Run with a release build:
 //! `cargo build --release -p smb -p smb-bench && target/release/search_bench`.
 
+// Linked for its global allocator (mimalloc, as `smb` runs): memory figures compare.
+use smb_bench as _;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -8,6 +8,9 @@
 //!
 //! Run with a release build: `cargo build --release -p smb -p smb-bench && target/release/sync_bench`.
 
+// Linked for its global allocator (mimalloc, as `smb` runs): memory figures compare.
+use smb_bench as _;
+
 use std::time::{Duration, Instant};
 
 use clap::Parser;

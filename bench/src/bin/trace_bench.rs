@@ -10,6 +10,9 @@
 //!
 //! Run with a release build: `cargo build --release -p smb -p smb-bench && target/release/trace_bench`.
 
+// Linked for its global allocator (mimalloc, as `smb` runs): memory figures compare.
+use smb_bench as _;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
