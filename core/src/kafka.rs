@@ -99,6 +99,8 @@ pub struct KafkaBus {
     settings: KafkaSettings,
     producer: FutureProducer,
     consumers: Mutex<HashMap<(String, String), Arc<GroupConsumer>>>,
+    /// Set by `close`: no consumer joins a group after it (a call that outlived shutdown gets an error).
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl KafkaBus {
@@ -127,6 +129,7 @@ impl KafkaBus {
             settings,
             producer,
             consumers: Mutex::new(HashMap::new()),
+            closed: std::sync::atomic::AtomicBool::new(false),
         };
         let mut all: Vec<&str> = topics::ALL.to_vec();
         all.extend_from_slice(extra);
@@ -178,6 +181,11 @@ impl KafkaBus {
         let mut map = self.consumers.lock().await;
         if let Some(c) = map.get(&key) {
             return Ok(c.clone());
+        }
+        if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::unavailable(
+                "the event bus is shutting down; retry on another replica",
+            ));
         }
         let c: GroupConsumer = ClientConfig::new()
             .set("bootstrap.servers", &self.settings.brokers)
@@ -302,13 +310,11 @@ impl Bus for KafkaBus {
     /// Each consumer unsubscribes (it leaves its group once its pending join, if any, is answered) and is
     /// then closed, which waits for the leave; at most `CLOSE_WAIT` in all.
     async fn close(&self) {
-        let consumers: Vec<Arc<GroupConsumer>> = self
-            .consumers
-            .lock()
-            .await
-            .drain()
-            .map(|(_, c)| c)
-            .collect();
+        let consumers: Vec<Arc<GroupConsumer>> = {
+            let mut map = self.consumers.lock().await;
+            self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+            map.drain().map(|(_, c)| c).collect()
+        };
         if consumers.is_empty() {
             return;
         }
