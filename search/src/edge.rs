@@ -35,11 +35,21 @@ struct Shard {
     /// counts the points written since the last optimisation: they sit in an appendable segment whose
     /// indexes live in memory, so past `optimize_after` they are moved into an optimised segment.
     write: Mutex<usize>,
-    /// Bumped after every write to the shard's points: a count taken at an older generation is stale.
+    /// Bumped after every write to the shard's points (`write_points`): a count taken at another generation
+    /// is stale.
     generation: AtomicU64,
 }
 
 impl Shard {
+    /// Applies a point write (the caller holds `write`) and moves the shard to its next generation.
+    fn write_points(&self, op: PointOperations, what: &str) -> Result<(), Error> {
+        self.shard
+            .update(UpdateOperation::PointOperation(op))
+            .map_err(|e| index_error(what, e))?;
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
     /// Optimises the shard; `unoptimized` is the count held under the write lock.
     fn optimize(&self, unoptimized: &mut usize) -> Result<(), Error> {
         self.shard
@@ -128,9 +138,9 @@ impl EdgeIndex {
         let Some(shard) = self.shard(&collection, space, false)? else {
             return Ok(0);
         };
-        let key = (collection, tenant.to_string(), term);
+        let kept = (collection, tenant.to_string(), term);
         let generation = shard.generation.load(Ordering::SeqCst);
-        if let Some((at, n)) = self.counts.get(&key)
+        if let Some((at, n)) = self.counts.get(&kept)
             && at == generation
         {
             return Ok(n);
@@ -141,7 +151,7 @@ impl EdgeIndex {
         });
         f.must.get_or_insert_with(Vec::new).extend(term.map(|t| {
             Condition::Field(FieldCondition::new_match(
-                key_path("terms"),
+                key("terms"),
                 Match::new_value(ValueVariants::Integer(i64::from(t))),
             ))
         }));
@@ -157,7 +167,7 @@ impl EdgeIndex {
         })
         .await?;
         // Taken at `generation` or later: a write in between makes it look stale, never fresh.
-        self.counts.insert(key, (generation, n));
+        self.counts.insert(kept, (generation, n));
         Ok(n)
     }
 
@@ -196,7 +206,7 @@ impl EdgeIndex {
                 shard
                     .update(UpdateOperation::FieldIndexOperation(
                         FieldIndexOperations::CreateIndex(CreateIndex {
-                            field_name: key_path(field),
+                            field_name: key(field),
                             field_schema: Some(schema),
                         }),
                     ))
@@ -329,7 +339,7 @@ fn config(space: &Space) -> EdgeConfig {
     c
 }
 
-fn key_path(field: &str) -> qdrant_edge::JsonPath {
+fn key(field: &str) -> qdrant_edge::JsonPath {
     field
         .try_into()
         .expect("static payload keys are valid JSON paths")
@@ -337,7 +347,7 @@ fn key_path(field: &str) -> qdrant_edge::JsonPath {
 
 fn eq(field: &str, value: &str) -> Condition {
     Condition::Field(FieldCondition::new_match(
-        key_path(field),
+        key(field),
         Match::new_value(ValueVariants::String(value.to_string())),
     ))
 }
@@ -366,7 +376,7 @@ fn filter(f: &Filter) -> EFilter {
     }
     if let Some((from, to)) = f.days {
         must.push(Condition::Field(FieldCondition::new_range(
-            key_path("day"),
+            key("day"),
             Range {
                 gte: Some(OrderedFloat(from as f64)),
                 lte: Some(OrderedFloat(to as f64)),
@@ -469,13 +479,10 @@ impl VectorIndex for EdgeIndex {
             let (n, optimize_after) = (structs.len(), self.optimize_after);
             Self::blocking(move || {
                 let mut unoptimized = shard.write.lock().unwrap_or_else(|p| p.into_inner());
-                shard
-                    .shard
-                    .update(UpdateOperation::PointOperation(
-                        PointOperations::UpsertPoints(PointInsertOperations::PointsList(structs)),
-                    ))
-                    .map_err(|e| index_error("writing to the search index", e))?;
-                shard.generation.fetch_add(1, Ordering::SeqCst);
+                shard.write_points(
+                    PointOperations::UpsertPoints(PointInsertOperations::PointsList(structs)),
+                    "writing to the search index",
+                )?;
                 *unoptimized += n;
                 if *unoptimized >= optimize_after {
                     let t = std::time::Instant::now();
@@ -512,13 +519,10 @@ impl VectorIndex for EdgeIndex {
         let dirty = self.dirty.clone();
         Self::blocking(move || {
             let _w = shard.write.lock().unwrap_or_else(|p| p.into_inner());
-            shard
-                .shard
-                .update(UpdateOperation::PointOperation(
-                    PointOperations::DeletePoints { ids: mine },
-                ))
-                .map_err(|e| index_error("deleting from the search index", e))?;
-            shard.generation.fetch_add(1, Ordering::SeqCst);
+            shard.write_points(
+                PointOperations::DeletePoints { ids: mine },
+                "deleting from the search index",
+            )?;
             dirty.store(true, Ordering::SeqCst);
             Ok(())
         })
@@ -543,8 +547,8 @@ impl VectorIndex for EdgeIndex {
                 .retrieve(
                     &pids,
                     Some(WithPayloadInterface::Fields(vec![
-                        key_path("tenant_id"),
-                        key_path("version"),
+                        key("tenant_id"),
+                        key("version"),
                     ])),
                     Some(WithVector::Bool(false)),
                 )

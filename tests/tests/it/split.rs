@@ -317,8 +317,8 @@ async fn answers(app: &App, owner: &Owner) -> Vec<Value> {
     out
 }
 
-/// Where a sync that does not finish stands: the events not yet relayed to the broker and the connectors'
-/// leases.
+/// Where a deployment that stalled stands: the events not yet relayed to the broker, the connectors' leases
+/// and what every process logged last.
 async fn stuck(split: &Split) -> String {
     type Leases = Vec<(String, Option<String>)>;
     let r: Result<(i64, Leases), smb_core::Error> = async {
@@ -334,10 +334,14 @@ async fn stuck(split: &Split) -> String {
         }))
     }
     .await;
-    match r {
+    let state = match r {
         Ok((outbox, leases)) => format!("outbox: {outbox} events not relayed; leases: {leases:?}"),
         Err(e) => format!("(the database could not be read: {e})"),
-    }
+    };
+    format!(
+        "{state}\nthe processes said (last lines):{}",
+        split.tails(40)
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -435,9 +439,8 @@ async fn split_deployment_syncs_answers_and_loses_nothing_when_a_worker_dies() {
         let run = match finished(app, &owner, c, id, Duration::from_secs(240)).await {
             Ok(run) => run,
             Err(run) => panic!(
-                "sync {id} did not finish in 240 s: {run}\n{}\nthe processes said (last lines):{}",
-                stuck(&split).await,
-                split.tails(40)
+                "sync {id} did not finish in 240 s: {run}\n{}",
+                stuck(&split).await
             ),
         };
         assert_eq!(run["status"], "succeeded", "{run}");
@@ -479,9 +482,8 @@ async fn split_deployment_syncs_answers_and_loses_nothing_when_a_worker_dies() {
         // Generous: on a loaded machine the broker may still be settling the replica's return.
         assert!(
             start.elapsed() < Duration::from_secs(150),
-            "the webhook's order never arrived: {now:?}\n{}\nthe processes said (last lines):{}",
-            stuck(&split).await,
-            split.tails(40)
+            "the webhook's order never arrived: {now:?}\n{}",
+            stuck(&split).await
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
