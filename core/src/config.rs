@@ -53,6 +53,10 @@ pub struct DatabaseConfig {
     /// PostgreSQL only: a URL with the rights to run migrations (owner of the schema). Defaults to `url`.
     pub migrate_url: Option<SecretString>,
     pub max_connections: u32,
+    /// SQLite only: the page cache of the whole pool in MiB, split evenly over its connections (each
+    /// connection keeps its own cache). Reads of the first 2 GiB of the file go through a memory map instead,
+    /// shared by every connection.
+    pub sqlite_cache_mib: u32,
     /// PostgreSQL roles granted everything but writes to the identity tables (tenants, users, sessions,
     /// refresh tokens) when a process migrates: give the orchestrator, connectors and workers each one of
     /// these as their `database.url` user, and no `migrate_url`. The roles must exist.
@@ -328,6 +332,7 @@ impl Default for DatabaseConfig {
             url: None,
             migrate_url: None,
             max_connections: 10,
+            sqlite_cache_mib: 64,
             restricted_roles: Vec::new(),
         }
     }

@@ -132,11 +132,21 @@ impl Db {
         match url.as_deref() {
             None | Some("") => {
                 std::fs::create_dir_all(data_dir)?;
-                Self::open_sqlite(&data_dir.join("smb.db"), cfg.max_connections).await
+                Self::open_sqlite_with(
+                    &data_dir.join("smb.db"),
+                    cfg.max_connections,
+                    cfg.sqlite_cache_mib,
+                )
+                .await
             }
             Some(u) if u.starts_with("sqlite:") => {
                 let opts = SqliteConnectOptions::from_str(u)?;
-                Self::open_sqlite(opts.get_filename(), cfg.max_connections).await
+                Self::open_sqlite_with(
+                    opts.get_filename(),
+                    cfg.max_connections,
+                    cfg.sqlite_cache_mib,
+                )
+                .await
             }
             Some(u) if u.starts_with("postgres:") || u.starts_with("postgresql:") => {
                 let migrate = cfg
@@ -160,7 +170,24 @@ impl Db {
     /// pages of 4 KiB).
     pub const WAL_LIMIT_BYTES: i64 = 64 * 1024 * 1024;
 
+    /// Opens (creating) a SQLite database with the default page-cache budget.
     pub async fn open_sqlite(path: &Path, max_connections: u32) -> anyhow::Result<Self> {
+        let budget = crate::config::DatabaseConfig::default().sqlite_cache_mib;
+        Self::open_sqlite_with(path, max_connections, budget).await
+    }
+
+    /// Opens (creating) a SQLite database whose connections share `cache_mib` MiB of page cache.
+    pub async fn open_sqlite_with(
+        path: &Path,
+        max_connections: u32,
+        cache_mib: u32,
+    ) -> anyhow::Result<Self> {
+        let max_connections = max_connections.max(2);
+        // A negative cache_size is KiB. Each connection has a cache of its own, so a budget per connection
+        // grew with the pool: 32 MiB each, ten connections, held 320 MiB once a big shop's reads had passed
+        // through all of them. At least 1 MiB each.
+        let per_connection_kib =
+            (u64::from(cache_mib) * 1024 / u64::from(max_connections)).max(1024);
         let opts = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -168,15 +195,17 @@ impl Db {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(30))
-            // Reads through memory mapping and a 32 MiB page cache per connection, not a pread per page.
-            .pragma("mmap_size", "268435456")
-            .pragma("cache_size", "-32768")
+            // Reads through memory mapping, not a pread and a copy per page: the mapped file's pages are
+            // the kernel's, shared by every connection and dropped under memory pressure. 2 GiB is the
+            // ceiling SQLite is built with (SQLITE_MAX_MMAP_SIZE); pages past it go through the cache.
+            .pragma("mmap_size", (2u64 << 30).to_string())
+            .pragma("cache_size", format!("-{per_connection_kib}"))
             // Checkpoints (and their fsync) run in the background task below, not inside a request's commit.
             .pragma("wal_autocheckpoint", "0")
             // A write-ahead log that was reset is cut back to this size, not kept at its largest.
             .pragma("journal_size_limit", Self::WAL_LIMIT_BYTES.to_string());
         let pool = SqlitePoolOptions::new()
-            .max_connections(max_connections.max(2))
+            .max_connections(max_connections)
             .connect_with(opts)
             .await?;
         SQLITE_MIGRATIONS.run(&pool).await?;
