@@ -333,67 +333,75 @@ pub fn wrap(metric: Metric, a: i64, b: i64) -> Value {
     }
 }
 
-/// The `customer_years` rows (their `year`) that hold exactly the tenant's counted orders in `start..=end`:
-/// the range's calendar year when it has no counted order of that year outside the range; `'*'` (all time)
-/// when the tenant has none outside it at all; `None` otherwise, and when narrowed (those rows are over
-/// every source and currency). Read from `daily_orders`, a few hundred rows.
-async fn whole_years(
-    db: &Db,
-    tenant: &TenantId,
-    f: &Filter,
-    start: NaiveDate,
-    end: NaiveDate,
-) -> Result<Option<String>, Error> {
-    if f.source.is_some() || f.currency.is_some() || f.customer_key.is_some() {
-        return Ok(None);
-    }
-    let year_start = NaiveDate::from_ymd_opt(start.year(), 1, 1);
-    let year_end = NaiveDate::from_ymd_opt(end.year(), 12, 31);
-    let (in_years, anywhere): (i64, i64) = with_tenant!(db, tenant, read, |tx| {
-        sqlx::query_as(
-            "SELECT CAST(COALESCE(SUM(CASE WHEN d.day >= $4 AND d.day <= $5 THEN d.orders ELSE 0 END), 0) AS BIGINT), \
-             CAST(COALESCE(SUM(d.orders), 0) AS BIGINT) FROM daily_orders d \
-             WHERE d.tenant_id = $1 AND (d.day < $2 OR d.day > $3)",
-        )
-        .bind(tenant.as_str())
-        .bind(start)
-        .bind(end)
-        .bind(year_start)
-        .bind(year_end)
-        .fetch_one(&mut *tx)
-        .await?
-    });
-    Ok(if start.year() == end.year() && in_years == 0 {
-        Some(start.year().to_string())
-    } else if anywhere == 0 {
-        Some("*".to_string())
-    } else {
-        None
-    })
+/// The `customer_years` rows that may hold exactly the tenant's counted orders in `start..=end`: those of
+/// the range's calendar year when it lies in one, else those over all time (`'*'`); `None` when the metric
+/// is narrowed (those rows are over every source and currency). They hold exactly the range when the tenant
+/// has no counted order on the other days they cover: a statement that reads them also reads that count
+/// ([`Whole::outside`]), so both come from one snapshot and an order written in between cannot slip in.
+struct Whole {
+    /// `$4..$6` of the statement: the rows' `year`, and the first and last day they cover.
+    binds: [String; 3],
 }
 
-/// [`scalar_query`], or for distinct customers over whole years (see [`whole_years`]) a count of their
-/// `customer_years` rows.
-async fn scalar_plan(
+impl Whole {
+    fn of(f: &Filter, start: NaiveDate, end: NaiveDate) -> Option<Self> {
+        if f.source.is_some() || f.currency.is_some() || f.customer_key.is_some() {
+            return None;
+        }
+        let (year, from, to) = if start.year() == end.year() {
+            let y = start.year();
+            (
+                y.to_string(),
+                format!("{y:04}-01-01"),
+                format!("{y:04}-12-31"),
+            )
+        } else {
+            ("*".into(), "0001-01-01".into(), "9999-12-31".into())
+        };
+        Some(Self {
+            binds: [year, from, to],
+        })
+    }
+
+    /// A column: the tenant's counted orders on the days of `$5..=$6` outside `$2..=$3`, from
+    /// `daily_orders` (a few hundred rows). The rows of `$4` hold exactly the range when it is 0.
+    fn outside(db: &Db) -> &'static str {
+        match db {
+            Db::Sqlite(_) => {
+                "(SELECT CAST(COALESCE(SUM(d.orders), 0) AS BIGINT) FROM daily_orders d WHERE d.tenant_id = $1 \
+                 AND d.day >= $5 AND d.day <= $6 AND (d.day < $2 OR d.day > $3))"
+            }
+            Db::Postgres(_) => {
+                "(SELECT CAST(COALESCE(SUM(d.orders), 0) AS BIGINT) FROM daily_orders d WHERE d.tenant_id = $1 \
+                 AND d.day >= CAST($5 AS DATE) AND d.day <= CAST($6 AS DATE) AND (d.day < $2 OR d.day > $3))"
+            }
+        }
+    }
+
+    /// Distinct customers as the number of the rows, and the count of [`Whole::outside`].
+    fn customers_sql(db: &Db) -> String {
+        format!(
+            "SELECT CAST(COUNT(*) AS BIGINT), {} FROM customer_years y WHERE y.tenant_id = $1 AND y.year = $4",
+            Self::outside(db)
+        )
+    }
+}
+
+/// For distinct customers over whole years, the count from `customer_years` (see [`Whole`]) when it is
+/// exact; `None` when it is not (the caller counts over the orders).
+async fn whole_customers(
     db: &Db,
     tenant: &TenantId,
-    metric: Metric,
     f: &Filter,
     start: NaiveDate,
     end: NaiveDate,
-) -> Result<(String, Vec<String>), Error> {
-    if metric == Metric::Customers
-        && let Some(year) = whole_years(db, tenant, f, start, end).await?
-    {
-        // `$2 <= $3` holds; it keeps the range's parameters in the statement.
-        return Ok((
-            "SELECT CAST(COUNT(*) AS BIGINT), CAST(0 AS BIGINT) FROM customer_years y \
-             WHERE y.tenant_id = $1 AND y.year = $4 AND $2 <= $3"
-                .into(),
-            vec![year],
-        ));
-    }
-    Ok(scalar_query(metric, f))
+) -> Result<Option<i64>, Error> {
+    let Some(whole) = Whole::of(f, start, end) else {
+        return Ok(None);
+    };
+    let sql = Whole::customers_sql(db);
+    let (n, outside): (i64, i64) = ranged!(db, tenant, &sql, start, end, &whole.binds, fetch_one);
+    Ok((outside == 0).then_some(n))
 }
 
 /// The metric over `start..=end`.
@@ -405,7 +413,12 @@ pub async fn scalar(
     start: NaiveDate,
     end: NaiveDate,
 ) -> Result<Value, Error> {
-    let (sql, binds) = scalar_plan(db, tenant, metric, f, start, end).await?;
+    if metric == Metric::Customers
+        && let Some(n) = whole_customers(db, tenant, f, start, end).await?
+    {
+        return Ok(Value::Count(n));
+    }
+    let (sql, binds) = scalar_query(metric, f);
     let (a, b): (i64, i64) = ranged!(db, tenant, &sql, start, end, &binds, fetch_one);
     Ok(wrap(metric, a, b))
 }
@@ -421,7 +434,13 @@ pub async fn explain_scalar(
     start: NaiveDate,
     end: NaiveDate,
 ) -> Result<Vec<String>, Error> {
-    let (sql, binds) = scalar_plan(db, tenant, metric, f, start, end).await?;
+    let whole = match Whole::of(f, start, end) {
+        Some(w) if metric == Metric::Customers => whole_customers(db, tenant, f, start, end)
+            .await?
+            .map(|_| (Whole::customers_sql(db), w.binds.to_vec())),
+        _ => None,
+    };
+    let (sql, binds) = whole.unwrap_or_else(|| scalar_query(metric, f));
     Ok(match db {
         Db::Sqlite(_) => {
             let sql = format!("EXPLAIN QUERY PLAN {sql}");
@@ -595,8 +614,10 @@ pub async fn top(
             customer_key: None,
             ..f.clone()
         };
-        if let Some(year) = whole_years(db, tenant, &whole, start, end).await? {
-            return top_customers_in(db, tenant, &year, start, end, n).await;
+        if let Some(whole) = Whole::of(&whole, start, end)
+            && let Some(ranked) = top_customers_in(db, tenant, &whole, start, end, n).await?
+        {
+            return Ok(ranked);
         }
     }
     let (sql, lines) = match metric {
@@ -640,36 +661,37 @@ pub async fn top(
     Ok(ranged!(db, tenant, &sql, start, end, &binds, fetch_all))
 }
 
-/// The top `n` customers by revenue over whole years (`year` from [`whole_years`], which `start..=end`
-/// covers): the candidates from `customer_years` (every customer at or above the n-th revenue, so that ties
-/// there are ordered by name as over the orders), then their names from their orders in the range.
+/// The top `n` customers by revenue over whole years (see [`Whole`]), or `None` when those rows do not hold
+/// exactly `start..=end`: the candidates from `customer_years` (every customer at or above the n-th
+/// revenue, so that ties there are ordered by name as over the orders), then their names from their orders
+/// in the range.
 async fn top_customers_in(
     db: &Db,
     tenant: &TenantId,
-    year: &str,
+    whole: &Whole,
     start: NaiveDate,
     end: NaiveDate,
     n: usize,
-) -> Result<Vec<(String, i64)>, Error> {
+) -> Result<Option<Vec<(String, i64)>>, Error> {
     let Some(nth) = n.checked_sub(1) else {
-        return Ok(Vec::new());
+        return Ok(Some(Vec::new()));
     };
     // The floor when there are fewer than n customers: below any revenue (and a BIGINT, so the comparison
     // stays an index range on PostgreSQL).
     let sql = format!(
-        "SELECT y.customer_key, y.revenue_minor FROM customer_years y WHERE y.tenant_id = $1 AND y.year = $2 \
+        "SELECT y.customer_key, y.revenue_minor, {} FROM customer_years y WHERE y.tenant_id = $1 AND y.year = $4 \
          AND y.revenue_minor >= COALESCE((SELECT z.revenue_minor FROM customer_years z WHERE z.tenant_id = $1 \
-         AND z.year = $2 ORDER BY z.revenue_minor DESC LIMIT 1 OFFSET {nth}), -4611686018427387904)"
+         AND z.year = $4 ORDER BY z.revenue_minor DESC LIMIT 1 OFFSET {nth}), -4611686018427387904)",
+        Whole::outside(db)
     );
-    let candidates: Vec<(String, i64)> = with_tenant!(db, tenant, read, |tx| {
-        sqlx::query_as(&sql)
-            .bind(tenant.as_str())
-            .bind(year)
-            .fetch_all(&mut *tx)
-            .await?
-    });
+    let candidates: Vec<(String, i64, i64)> =
+        ranged!(db, tenant, &sql, start, end, &whole.binds, fetch_all);
+    if candidates.iter().any(|c| c.2 != 0) {
+        return Ok(None);
+    }
+    // With no rows there is no customer in the year (or ever), so none in the range either.
     if candidates.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Some(Vec::new()));
     }
     let keys = serde_json::Value::from(
         candidates
@@ -702,11 +724,11 @@ async fn top_customers_in(
         .collect();
     let mut ranked: Vec<(String, i64)> = candidates
         .into_iter()
-        .map(|(k, v)| (names.get(&k).cloned().unwrap_or(k), v))
+        .map(|(k, v, _)| (names.get(&k).cloned().unwrap_or(k), v))
         .collect();
     ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     ranked.truncate(n);
-    Ok(ranked)
+    Ok(Some(ranked))
 }
 
 /// The currencies of the tenant's counted orders (from the daily facts, not every order).

@@ -369,6 +369,54 @@ async fn breakdowns_in_one_query_match_each_bucket_alone() {
             }
         }
         assert!(nonzero > 20, "the comparison saw data: {nonzero}");
+        // Top customers over each week (part of a year that has other orders: the rows kept per customer
+        // and year must not answer for it) and over whole years (they may): the values of the customers'
+        // revenues over that period alone, highest first.
+        let keys: std::collections::BTreeSet<String> = metrics::customer_names(&db, &tenant)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(_, key)| key)
+            .collect();
+        let years = [
+            (day(2024, 1, 1), day(2024, 12, 31)),
+            (day(2025, 1, 1), day(2025, 12, 31)),
+        ];
+        let mut ranked = 0;
+        for (s, e) in buckets.iter().chain(&years) {
+            let top = metrics::top(
+                &db,
+                &tenant,
+                Metric::TopCustomers,
+                &Filter::default(),
+                *s,
+                *e,
+                5,
+            )
+            .await
+            .unwrap();
+            let mut alone = Vec::new();
+            for key in &keys {
+                let f = Filter {
+                    customer_key: Some(key.clone()),
+                    ..Filter::default()
+                };
+                let of = |m| metrics::scalar(&db, &tenant, m, &f, *s, *e);
+                if let (metrics::Value::Count(n), metrics::Value::Money(v)) = (
+                    of(Metric::Orders).await.unwrap(),
+                    of(Metric::Revenue).await.unwrap(),
+                ) && n > 0
+                {
+                    alone.push(v);
+                }
+            }
+            alone.sort_unstable_by(|a, b| b.cmp(a));
+            alone.truncate(5);
+            let values: Vec<i64> = top.iter().map(|r| r.1).collect();
+            assert_eq!(values, alone, "top customers {s}..{e}: {top:?}");
+            ranked += usize::from(!alone.is_empty());
+        }
+        assert!(ranked >= 4, "the ranking saw data: {ranked}");
         if env.is_empty() {
             db.close().await;
         }
