@@ -365,17 +365,16 @@ impl Whole {
 
     /// A column: the tenant's counted orders on the days of `$5..=$6` outside `$2..=$3`, from
     /// `daily_orders` (a few hundred rows). The rows of `$4` hold exactly the range when it is 0.
-    fn outside(db: &Db) -> &'static str {
-        match db {
-            Db::Sqlite(_) => {
-                "(SELECT CAST(COALESCE(SUM(d.orders), 0) AS BIGINT) FROM daily_orders d WHERE d.tenant_id = $1 \
-                 AND d.day >= $5 AND d.day <= $6 AND (d.day < $2 OR d.day > $3))"
-            }
-            Db::Postgres(_) => {
-                "(SELECT CAST(COALESCE(SUM(d.orders), 0) AS BIGINT) FROM daily_orders d WHERE d.tenant_id = $1 \
-                 AND d.day >= CAST($5 AS DATE) AND d.day <= CAST($6 AS DATE) AND (d.day < $2 OR d.day > $3))"
-            }
-        }
+    fn outside(db: &Db) -> String {
+        // PostgreSQL compares a date with a text parameter only once it is cast; SQLite keeps dates as text.
+        let (from, to) = match db {
+            Db::Sqlite(_) => ("$5", "$6"),
+            Db::Postgres(_) => ("CAST($5 AS DATE)", "CAST($6 AS DATE)"),
+        };
+        format!(
+            "(SELECT CAST(COALESCE(SUM(d.orders), 0) AS BIGINT) FROM daily_orders d WHERE d.tenant_id = $1 \
+             AND d.day >= {from} AND d.day <= {to} AND (d.day < $2 OR d.day > $3))"
+        )
     }
 
     /// Distinct customers as the number of the rows, and the count of [`Whole::outside`].
@@ -385,23 +384,21 @@ impl Whole {
             Self::outside(db)
         )
     }
-}
 
-/// For distinct customers over whole years, the count from `customer_years` (see [`Whole`]) when it is
-/// exact; `None` when it is not (the caller counts over the orders).
-async fn whole_customers(
-    db: &Db,
-    tenant: &TenantId,
-    f: &Filter,
-    start: NaiveDate,
-    end: NaiveDate,
-) -> Result<Option<i64>, Error> {
-    let Some(whole) = Whole::of(f, start, end) else {
-        return Ok(None);
-    };
-    let sql = Whole::customers_sql(db);
-    let (n, outside): (i64, i64) = ranged!(db, tenant, &sql, start, end, &whole.binds, fetch_one);
-    Ok((outside == 0).then_some(n))
+    /// Distinct customers over these rows when they hold exactly `start..=end`; `None` when they do not
+    /// (the caller counts over the orders).
+    async fn customers(
+        &self,
+        db: &Db,
+        tenant: &TenantId,
+        start: NaiveDate,
+        end: NaiveDate,
+    ) -> Result<Option<i64>, Error> {
+        let sql = Self::customers_sql(db);
+        let (n, outside): (i64, i64) =
+            ranged!(db, tenant, &sql, start, end, &self.binds, fetch_one);
+        Ok((outside == 0).then_some(n))
+    }
 }
 
 /// The metric over `start..=end`.
@@ -414,7 +411,8 @@ pub async fn scalar(
     end: NaiveDate,
 ) -> Result<Value, Error> {
     if metric == Metric::Customers
-        && let Some(n) = whole_customers(db, tenant, f, start, end).await?
+        && let Some(whole) = Whole::of(f, start, end)
+        && let Some(n) = whole.customers(db, tenant, start, end).await?
     {
         return Ok(Value::Count(n));
     }
@@ -434,13 +432,14 @@ pub async fn explain_scalar(
     start: NaiveDate,
     end: NaiveDate,
 ) -> Result<Vec<String>, Error> {
-    let whole = match Whole::of(f, start, end) {
-        Some(w) if metric == Metric::Customers => whole_customers(db, tenant, f, start, end)
-            .await?
-            .map(|_| (Whole::customers_sql(db), w.binds.to_vec())),
-        _ => None,
+    let (sql, binds) = if metric == Metric::Customers
+        && let Some(whole) = Whole::of(f, start, end)
+        && whole.customers(db, tenant, start, end).await?.is_some()
+    {
+        (Whole::customers_sql(db), whole.binds.to_vec())
+    } else {
+        scalar_query(metric, f)
     };
-    let (sql, binds) = whole.unwrap_or_else(|| scalar_query(metric, f));
     Ok(match db {
         Db::Sqlite(_) => {
             let sql = format!("EXPLAIN QUERY PLAN {sql}");
