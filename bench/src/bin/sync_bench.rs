@@ -4,13 +4,16 @@
 //! 2. end-to-end sync records/s: the real `smb` binary syncing a scaled dataset from our fake Shopify and
 //!    Stripe (fetch → bus → transform → load → search index), on SQLite and on PostgreSQL. A first sync
 //!    makes the fake's pages; the measured syncs are served the same pages as prepared bytes, and the
-//!    fake's own ceiling (those pages fetched by a plain client) is printed beside them.
+//!    fake's own ceiling (those pages fetched by a plain client) is printed beside them; on SQLite also
+//!    with search off, and each stage alone (transform, the SQLite loader, the search index) in this
+//!    process over the same pages.
 //!
 //! Run with a release build: `cargo build --release -p smb -p smb-bench && target/release/sync_bench`.
 
 // Linked for its global allocator (mimalloc, as `smb` runs): memory figures compare.
 use smb_bench as _;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -40,6 +43,13 @@ struct Args {
     /// Skip the end-to-end part.
     #[arg(long)]
     load_only: bool,
+    /// Only the stages alone (no PostgreSQL figures, no end-to-end syncs).
+    #[arg(long)]
+    stages_only: bool,
+    /// Points a search shard's appendable segment takes before it is sealed, for the index stage alone
+    /// (default: the platform's).
+    #[arg(long)]
+    optimize_after: Option<usize>,
 }
 
 fn pages(data: &Dataset) -> Vec<Batch> {
@@ -213,8 +223,7 @@ fn rows(batches: &[Batch]) -> usize {
         .sum()
 }
 
-async fn load_vs_copy(data: &Dataset) -> anyhow::Result<()> {
-    let batches = pages(data);
+async fn load_vs_copy(batches: &[Batch]) -> anyhow::Result<()> {
     let records: usize = batches.iter().map(Batch::accepted).sum();
     let table_rows = rows(&batches);
     let tenant = TenantId::generate();
@@ -223,14 +232,14 @@ async fn load_vs_copy(data: &Dataset) -> anyhow::Result<()> {
     let a = PgTestDb::create().await?;
     add_tenant(&a.db, &tenant).await?;
     let start = Instant::now();
-    for batch in &batches {
+    for batch in batches {
         load_batch(&a.db, &tenant, batch).await?;
     }
     let load = start.elapsed();
     a.drop_db().await;
 
     // Raw COPY of the same rows as a superuser (no row-level security), one COPY per table.
-    let bodies = copy_bodies(tenant.as_str(), &batches);
+    let bodies = copy_bodies(tenant.as_str(), batches);
     let c = PgTestDb::create().await?;
     add_tenant(&c.db, &tenant).await?;
     let base = admin_url();
@@ -273,6 +282,65 @@ async fn load_vs_copy(data: &Dataset) -> anyhow::Result<()> {
     println!(
         "  ratio loader/COPY: {:.2}",
         copy.as_secs_f64() / load.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Each stage of a sync alone over the same pages, one page after another as the workers take them, in
+/// this process: what bounds the end-to-end figure. The workers load a page and index it at the same time.
+async fn stages(
+    batches: &[Batch],
+    transform: Duration,
+    model: Option<&std::path::Path>,
+    optimize_after: Option<usize>,
+) -> anyhow::Result<()> {
+    let records: usize = batches.iter().map(Batch::accepted).sum();
+    let per_s = |d: Duration| records as f64 / d.as_secs_f64();
+    let tenant = TenantId::generate();
+    println!(
+        "each stage alone ({records} records, {} pages)",
+        batches.len()
+    );
+    println!(
+        "  transform (JSON records to canonical rows): {:>9.0} records/s",
+        per_s(transform)
+    );
+
+    let (db, _dir) = smb_core::store::testing::sqlite().await?;
+    add_tenant(&db, &tenant).await?;
+    let start = Instant::now();
+    for batch in batches {
+        load_batch(&db, &tenant, batch).await?;
+    }
+    println!(
+        "  SQLite loader (1 tx/page, facts kept):      {:>9.0} records/s",
+        per_s(start.elapsed())
+    );
+    drop(db);
+
+    let dir = smb_core::store::testing::TempDir::new()?;
+    let mut index =
+        smb_search::edge::EdgeIndex::open(dir.path(), smb_search::index::Isolation::Collection)?;
+    if let Some(n) = optimize_after {
+        index = index.optimize_after(n);
+    }
+    let index: smb_search::index::DynIndex = Arc::new(index);
+    let embedder: Option<smb_search::embed::DynEmbedder> = match model {
+        Some(m) => Some(Arc::new(smb_search::embed::LocalEmbedder::load(m)?)),
+        None => None,
+    };
+    let engine = smb_search::SearchEngine::new(index, embedder, "bench").await?;
+    let start = Instant::now();
+    for batch in batches {
+        engine
+            .index(smb_workers::index::docs(&tenant, batch))
+            .await?;
+    }
+    engine.flush().await?;
+    println!(
+        "  search index (Edge, words{}):          {:>9.0} records/s",
+        if model.is_some() { " + model" } else { " only" },
+        per_s(start.elapsed())
     );
     Ok(())
 }
@@ -359,16 +427,27 @@ async fn main() -> anyhow::Result<()> {
         data.charges.len(),
         data.stripe_customers.len()
     );
-    load_vs_copy(&data).await?;
+    let start = Instant::now();
+    let batches = pages(&data);
+    let transform = start.elapsed();
+    if !args.stages_only {
+        load_vs_copy(&batches).await?;
+    }
     if args.load_only {
         return Ok(());
     }
-    let search = if smb_search::model::is_installed(&smb_search::model::default_dir()) {
+    let model = smb_search::model::default_dir();
+    let model = smb_search::model::is_installed(&model).then_some(model);
+    let search = if model.is_some() {
         "words and the local model"
     } else {
         "words only: the model is not installed"
     };
     println!("search indexing on ({search})");
+    stages(&batches, transform, model.as_deref(), args.optimize_after).await?;
+    if args.stages_only {
+        return Ok(());
+    }
     // The first sync reads the data and keeps every page it was served; the measured ones get the same
     // pages as prepared bytes.
     let fake = FakeSaas::start(data).await;
@@ -376,6 +455,12 @@ async fn main() -> anyhow::Result<()> {
     let (records, _) = end_to_end(&fake, "SQLite, pages made while serving", &[]).await?;
     ceiling(&fake, &fake.take_log().await, records).await?;
     end_to_end(&fake, "SQLite", &[]).await?;
+    end_to_end(
+        &fake,
+        "SQLite with search off",
+        &[("SMB_SEARCH__INDEX", "off")],
+    )
+    .await?;
     let pg = PgTestDb::create().await?;
     let (url, migrate) = (pg.app_url.clone(), pg.owner_url.clone());
     end_to_end(
