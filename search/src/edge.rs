@@ -164,6 +164,14 @@ impl EdgeIndex {
         self
     }
 
+    /// The segments of the shard that holds `tenant`'s points in `space` (none before its first write).
+    pub fn segments(&self, space: &Space, tenant: &str) -> Result<usize, Error> {
+        let collection = collection_for(space, self.isolation, tenant);
+        Ok(self
+            .shard(&collection, space, false)?
+            .map_or(0, |s| s.shard.info().segments_count))
+    }
+
     /// The tenant's records (with `term`, those that have it).
     async fn count_where(
         &self,

@@ -225,7 +225,7 @@ fn rows(batches: &[Batch]) -> usize {
 
 async fn load_vs_copy(batches: &[Batch]) -> anyhow::Result<()> {
     let records: usize = batches.iter().map(Batch::accepted).sum();
-    let table_rows = rows(&batches);
+    let table_rows = rows(batches);
     let tenant = TenantId::generate();
 
     // The loader, as the workers run it: one transaction per page.

@@ -399,13 +399,14 @@ async fn the_edge_index_optimises_as_it_grows_and_loses_nothing() {
     let dir = std::env::temp_dir().join(format!("smb-index-{}", Uuid::new_v4()));
     let _guard = tempdir::Dir(dir.clone());
     let sp = space();
-    let open = || -> DynIndex {
+    let edge = || {
         Arc::new(
             EdgeIndex::open(&dir, Isolation::Filter)
                 .unwrap()
                 .optimize_after(100),
         )
     };
+    let open = || -> DynIndex { edge() };
     let rows = |tenant: &'static str, from: usize, to: usize| -> Vec<Point> {
         (from..to)
             .map(|i| {
@@ -427,11 +428,17 @@ async fn the_edge_index_optimises_as_it_grows_and_loses_nothing() {
             .collect()
     };
     {
-        let idx = open();
+        let e = edge();
+        let idx: DynIndex = e.clone();
         idx.ensure(&sp).await.unwrap();
-        for from in (0..1000).step_by(50) {
+        idx.upsert(&sp, rows("ta", 0, 50)).await.unwrap();
+        let first = e.segments(&sp, "ta").unwrap();
+        for from in (50..1000).step_by(50) {
             idx.upsert(&sp, rows("ta", from, from + 50)).await.unwrap();
         }
+        // Sealed as they came, though a few hundred small points are far below Edge's own threshold.
+        let grown = e.segments(&sp, "ta").unwrap();
+        assert!(grown > first, "{first} segments, then {grown}");
         idx.upsert(&sp, rows("tb", 0, 300)).await.unwrap();
         // The first hundred again, after they were optimised away from the appendable segment.
         idx.upsert(&sp, rows("ta", 0, 100)).await.unwrap();
