@@ -19,6 +19,22 @@ pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// A search engine over a Qdrant Edge index in `dir`, as `smb up` builds one (`optimize_after`: the
+/// appendable segment's size before it is sealed, `None` for the platform's).
+pub async fn edge_engine(
+    dir: &std::path::Path,
+    embedder: Option<smb_search::embed::DynEmbedder>,
+    isolation: smb_search::index::Isolation,
+    optimize_after: Option<usize>,
+) -> anyhow::Result<smb_search::SearchEngine> {
+    let mut index = smb_search::edge::EdgeIndex::open(dir, isolation)?;
+    if let Some(n) = optimize_after {
+        index = index.optimize_after(n);
+    }
+    let index: smb_search::index::DynIndex = std::sync::Arc::new(index);
+    Ok(smb_search::SearchEngine::new(index, embedder, "bench").await?)
+}
+
 /// The two fixture tenants loaded straight into a store, and the published questions.
 pub mod fixtures {
     use serde_json::Value;

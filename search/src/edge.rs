@@ -534,7 +534,7 @@ impl VectorIndex for EdgeIndex {
                     shard.seal(&mut unoptimized)?;
                     tracing::info!(
                         elapsed_ms = t.elapsed().as_millis() as u64,
-                        "search segment optimised"
+                        "search segment sealed"
                     );
                 }
                 Ok(())

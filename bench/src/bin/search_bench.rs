@@ -22,7 +22,7 @@ use chrono::NaiveDate;
 use clap::Parser;
 use serde_json::json;
 use smb_search::embed::{DynEmbedder, LocalEmbedder};
-use smb_search::index::{DynIndex, Filter, Isolation};
+use smb_search::index::{Filter, Isolation};
 use smb_search::{Mode, SearchEngine, SearchRequest};
 use smb_tests::App;
 use smb_tests::fake::{Dataset, FakeSaas};
@@ -165,8 +165,9 @@ async fn engine(
     embedder: Option<DynEmbedder>,
     iso: Isolation,
 ) -> SearchEngine {
-    let index: DynIndex = Arc::new(smb_search::edge::EdgeIndex::open(dir, iso).unwrap());
-    SearchEngine::new(index, embedder, "bench").await.unwrap()
+    smb_bench::edge_engine(dir, embedder, iso, None)
+        .await
+        .unwrap()
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

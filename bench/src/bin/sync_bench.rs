@@ -319,17 +319,17 @@ async fn stages(
     drop(db);
 
     let dir = smb_core::store::testing::TempDir::new()?;
-    let mut index =
-        smb_search::edge::EdgeIndex::open(dir.path(), smb_search::index::Isolation::Collection)?;
-    if let Some(n) = optimize_after {
-        index = index.optimize_after(n);
-    }
-    let index: smb_search::index::DynIndex = Arc::new(index);
     let embedder: Option<smb_search::embed::DynEmbedder> = match model {
         Some(m) => Some(Arc::new(smb_search::embed::LocalEmbedder::load(m)?)),
         None => None,
     };
-    let engine = smb_search::SearchEngine::new(index, embedder, "bench").await?;
+    let engine = smb_bench::edge_engine(
+        dir.path(),
+        embedder,
+        smb_search::index::Isolation::Collection,
+        optimize_after,
+    )
+    .await?;
     let start = Instant::now();
     for batch in batches {
         engine
