@@ -50,6 +50,12 @@ struct Args {
     /// (default: the platform's).
     #[arg(long)]
     optimize_after: Option<usize>,
+    /// Skip the PostgreSQL load-vs-COPY part and the stages alone: only the end-to-end syncs.
+    #[arg(long)]
+    end_to_end_only: bool,
+    /// The end-to-end syncs to run (comma-separated: sqlite, sqlite-off, postgres).
+    #[arg(long, default_value = "sqlite,sqlite-off,postgres")]
+    syncs: String,
 }
 
 fn pages(data: &Dataset) -> Vec<Batch> {
@@ -430,7 +436,7 @@ async fn main() -> anyhow::Result<()> {
     let start = Instant::now();
     let batches = pages(&data);
     let transform = start.elapsed();
-    if !args.stages_only {
+    if !args.stages_only && !args.end_to_end_only {
         load_vs_copy(&batches).await?;
     }
     if args.load_only {
@@ -444,7 +450,9 @@ async fn main() -> anyhow::Result<()> {
         "words only: the model is not installed"
     };
     println!("search indexing on ({search})");
-    stages(&batches, transform, model.as_deref(), args.optimize_after).await?;
+    if !args.end_to_end_only {
+        stages(&batches, transform, model.as_deref(), args.optimize_after).await?;
+    }
     if args.stages_only {
         return Ok(());
     }
@@ -454,13 +462,21 @@ async fn main() -> anyhow::Result<()> {
     fake.prepare();
     let (records, _) = end_to_end(&fake, "SQLite, pages made while serving", &[]).await?;
     ceiling(&fake, &fake.take_log().await, records).await?;
-    end_to_end(&fake, "SQLite", &[]).await?;
-    end_to_end(
-        &fake,
-        "SQLite with search off",
-        &[("SMB_SEARCH__INDEX", "off")],
-    )
-    .await?;
+    let wanted = |s: &str| args.syncs.split(',').any(|x| x.trim() == s);
+    if wanted("sqlite") {
+        end_to_end(&fake, "SQLite", &[]).await?;
+    }
+    if wanted("sqlite-off") {
+        end_to_end(
+            &fake,
+            "SQLite with search off",
+            &[("SMB_SEARCH__INDEX", "off")],
+        )
+        .await?;
+    }
+    if !wanted("postgres") {
+        return Ok(());
+    }
     let pg = PgTestDb::create().await?;
     let (url, migrate) = (pg.app_url.clone(), pg.owner_url.clone());
     end_to_end(
