@@ -39,6 +39,12 @@ const PRODUCT_UPDATE: &str =
 /// statistics during a bulk load chose (a scan of the tenant's orders per page, 190 ms at 120k orders;
 /// 1.7 ms now). The ids are taken apart behind a fence of their own: `->>` is not leakproof, so under
 /// row-level security a comparison with it could not be an index condition (a filter over the tenant's rows).
+///
+/// `cols` must name every column `cond` reads. On PostgreSQL the lookup inside the lateral fence holds only
+/// the key (tenant, source, id), and `cond` filters its few rows outside, so no other index matches more of
+/// the lookup's conditions than the key's own. With `cond` inside, a metrics index that also covers its
+/// columns (`refunds_metrics`: tenant, day, test, source) estimated a little cheaper on a new, small table;
+/// a connection's cached generic plan kept it as the table grew (see [`tenant_turn!`]).
 fn page_rows(d: Dialect, table: &str, id_col: &str, cols: &str, cond: &str) -> String {
     // SQLite without statistics prefers a covering index over the tenant's rows (`order_lines_metrics`: a
     // scan of every line of the tenant per id, 60 records/s by 7,000 orders) to the one on the order.
@@ -54,8 +60,8 @@ fn page_rows(d: Dialect, table: &str, id_col: &str, cols: &str, cond: &str) -> S
         ),
         Dialect::Postgres => format!(
             "(SELECT j ->> 0 AS s, j ->> 1 AS e FROM json_array_elements($2::json) j OFFSET 0) k CROSS JOIN LATERAL \
-             (SELECT {cols} FROM {table} x WHERE x.tenant_id = $1 AND x.source = k.s AND x.{id_col} = k.e{cond} \
-             OFFSET 0) x"
+             (SELECT {cols} FROM {table} x WHERE x.tenant_id = $1 AND x.source = k.s AND x.{id_col} = k.e \
+             OFFSET 0) x WHERE true{cond}"
         ),
     }
 }
@@ -277,7 +283,7 @@ fn build_facts_sql(d: Dialect) -> [String; 8] {
                 d,
                 "order_lines",
                 "order_external_id",
-                "x.local_date, x.source, x.title, x.quantity, x.price_minor",
+                "x.local_date, x.source, x.title, x.quantity, x.price_minor, x.counted",
                 " AND x.counted"
             ),
             add(&["lines", "units", "sales_minor"], "daily_lines"),
@@ -292,7 +298,7 @@ fn build_facts_sql(d: Dialect) -> [String; 8] {
                 d,
                 "refunds",
                 "order_external_id",
-                "x.local_date, x.source, x.amount_minor",
+                "x.local_date, x.source, x.amount_minor, x.test",
                 " AND NOT x.test"
             ),
             add(&["refunds", "amount_minor"], "daily_refunds"),
@@ -308,7 +314,7 @@ fn build_facts_sql(d: Dialect) -> [String; 8] {
                 d,
                 "orders",
                 "external_id",
-                "x.local_date, x.customer_key, x.total_minor, x.refunded_minor",
+                "x.local_date, x.customer_key, x.total_minor, x.refunded_minor, x.counted",
                 " AND x.counted AND x.customer_key IS NOT NULL"
             ),
             add(&["orders", "revenue_minor"], "customer_years"),
@@ -351,11 +357,18 @@ macro_rules! tenant_turn {
             // Every statement of the upkeep is a nested loop of keyed lookups. Without statistics (a new
             // table, autovacuum off or behind a bulk load) the planner underestimates a tenant's rows and
             // scans them all per page instead (sequential, or a bitmap over the tenant then a hash join);
-            // measured: loading slowed to about 1,000 records/s by 300k-800k orders. The settings last to
-            // the commit; the writes around them are keyed too.
+            // measured: loading slowed to about 1,000 records/s by 300k-800k orders. Each statement is
+            // planned for the tables as they are now: a plan a connection cached on a new, small table
+            // (PostgreSQL switches to a generic plan from a prepared statement's sixth execution) kept the
+            // refunds' metrics index, a scan of the tenant's every refund per order (120-470 ms a statement
+            // by 5,000 refunds; end-to-end sync at scale 20: 374 records/s, 2,025 planned each time), or
+            // looked orders up through `orders_customer` or `orders_date` (the loader test: 96 million index
+            // tuples read for 8,000 orders, 91,311 planned each time). The settings last to the commit; the
+            // writes around them are keyed too.
             sqlx::query(
                 "SELECT set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true), \
-                 set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true)",
+                 set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true), \
+                 set_config('plan_cache_mode', 'force_custom_plan', true)",
             )
             .execute(&mut $tx)
             .await?;

@@ -11,6 +11,7 @@ mod embedders;
 mod kafka;
 mod leases;
 mod llm;
+mod loader;
 mod observability;
 mod orchestrator;
 mod paraphrase;
