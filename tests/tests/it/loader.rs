@@ -4,22 +4,18 @@ use std::time::Duration;
 
 use smb_core::ids::TenantId;
 use smb_core::store::Db;
-use smb_core::store::testing::{PgTestDb, admin_url};
+use smb_core::store::testing::PgTestDb;
 use smb_core::with_global;
 use smb_tests::fake::{Dataset, Sizes};
 use smb_workers::load::load_batch;
 use smb_workers::transform::{Batch, transform_page};
 
-/// Index tuples read from each index that was read, as PostgreSQL's statistics count them.
-async fn index_reads(db_name: &str) -> Vec<(String, i64)> {
-    let base = admin_url();
-    let url = format!(
-        "{}/{db_name}",
-        base.rsplit_once('/').map_or(base.as_str(), |(b, _)| b)
-    );
+/// Index tuples read from each index that was read, as PostgreSQL's statistics count them (read as the
+/// schema owner, over `url`).
+async fn index_reads(url: &str) -> Vec<(String, i64)> {
     let admin = sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)
-        .connect(&url)
+        .connect(url)
         .await
         .unwrap();
     let rows: Vec<(String, i64)> = sqlx::query_as(
@@ -104,7 +100,7 @@ async fn page_lookups_stay_keyed_as_the_tables_grow() {
     let mut last = Vec::new();
     for _ in 0..40 {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let now = index_reads(&pg.name).await;
+        let now = index_reads(&pg.owner_url).await;
         if !now.is_empty() && now == last && now.iter().any(|(_, n)| *n > 0) {
             break;
         }
