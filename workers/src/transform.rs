@@ -95,7 +95,7 @@ pub struct OrderBundle {
     pub refunds: Vec<RefundRow>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Batch {
     pub orders: Vec<OrderBundle>,
     pub customers: Vec<CustomerRow>,
@@ -109,8 +109,17 @@ impl Batch {
         self.orders.len() + self.customers.len() + self.products.len()
     }
 
-    /// Keeps only the newest version of each record (a page may repeat one; a set-based upsert must not
-    /// touch one row twice).
+    /// Adds `other`'s records (pages loaded together, as `sync_bench --pages-per-tx` does); [`Batch::dedupe`]
+    /// afterwards.
+    pub fn append(&mut self, other: Batch) {
+        self.orders.extend(other.orders);
+        self.customers.extend(other.customers);
+        self.products.extend(other.products);
+        self.rejections.extend(other.rejections);
+    }
+
+    /// Keeps only the newest version of each record, by source and id (a page may repeat one, and pages
+    /// applied together may too; a set-based upsert must not touch one row twice).
     pub fn dedupe(&mut self) {
         fn keep_newest<T>(v: &mut Vec<T>, key: impl Fn(&T) -> String, updated: impl Fn(&T) -> i64) {
             let mut best: std::collections::HashMap<String, usize> =
@@ -136,17 +145,17 @@ impl Batch {
         }
         keep_newest(
             &mut self.orders,
-            |o| o.order.external_id.clone(),
+            |o| format!("{}\u{1f}{}", o.order.source, o.order.external_id),
             |o| o.order.updated_at,
         );
         keep_newest(
             &mut self.customers,
-            |c| c.external_id.clone(),
+            |c| format!("{}\u{1f}{}", c.source, c.external_id),
             |c| c.updated_at,
         );
         keep_newest(
             &mut self.products,
-            |p| p.external_id.clone(),
+            |p| format!("{}\u{1f}{}", p.source, p.external_id),
             |p| p.updated_at,
         );
     }
@@ -709,6 +718,43 @@ mod tests {
             b.rejections[0].starts_with("events evt_4"),
             "{:?}",
             b.rejections
+        );
+    }
+
+    fn customer(source: &str, id: &str, updated_at: i64) -> CustomerRow {
+        CustomerRow {
+            source: source.into(),
+            external_id: id.into(),
+            email: None,
+            name: Some(format!("{source} {id} {updated_at}")),
+            customer_key: format!("{source}:{id}"),
+            created_at: 0,
+            updated_at,
+            city: None,
+            tags: None,
+            raw: "{}".into(),
+        }
+    }
+
+    #[test]
+    fn dedupe_keeps_the_newest_of_each_source_and_id() {
+        let mut b = Batch::default();
+        b.customers.push(customer("shopify", "1", 5));
+        let mut later = Batch::default();
+        later.customers.push(customer("stripe", "1", 1));
+        later.customers.push(customer("shopify", "1", 9));
+        later.customers.push(customer("shopify", "1", 7));
+        b.append(later);
+        b.dedupe();
+        let mut kept: Vec<(String, i64)> = b
+            .customers
+            .iter()
+            .map(|c| (c.source.clone(), c.updated_at))
+            .collect();
+        kept.sort();
+        assert_eq!(
+            kept,
+            vec![("shopify".to_string(), 9), ("stripe".to_string(), 1)]
         );
     }
 }

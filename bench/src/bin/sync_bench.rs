@@ -53,6 +53,10 @@ struct Args {
     /// Skip the PostgreSQL load-vs-COPY part and the stages alone: only the end-to-end syncs.
     #[arg(long)]
     end_to_end_only: bool,
+    /// Pages per transaction for the PostgreSQL load stage (comma-separated: each is loaded into its own
+    /// database, next to one COPY).
+    #[arg(long, default_value = "1")]
+    pages_per_tx: String,
     /// The end-to-end syncs to run (comma-separated: sqlite, sqlite-off, postgres).
     #[arg(long, default_value = "sqlite,sqlite-off,postgres")]
     syncs: String,
@@ -229,20 +233,39 @@ fn rows(batches: &[Batch]) -> usize {
         .sum()
 }
 
-async fn load_vs_copy(batches: &[Batch]) -> anyhow::Result<()> {
+/// `batches` regrouped `n` pages to a batch, in order, each group deduplicated as the workers do.
+fn grouped(batches: &[Batch], n: usize) -> Vec<Batch> {
+    batches
+        .chunks(n.max(1))
+        .map(|group| {
+            let mut b = Batch::default();
+            for page in group {
+                b.append(page.clone());
+            }
+            b.dedupe();
+            b
+        })
+        .collect()
+}
+
+async fn load_vs_copy(batches: &[Batch], pages_per_tx: &[usize]) -> anyhow::Result<()> {
     let records: usize = batches.iter().map(Batch::accepted).sum();
     let table_rows = rows(batches);
     let tenant = TenantId::generate();
 
-    // The loader, as the workers run it: one transaction per page.
-    let a = PgTestDb::create().await?;
-    add_tenant(&a.db, &tenant).await?;
-    let start = Instant::now();
-    for batch in batches {
-        load_batch(&a.db, &tenant, batch).await?;
+    // The loader, as the workers run it: one transaction per batch of pages.
+    let mut loads = Vec::new();
+    for &n in pages_per_tx {
+        let groups = grouped(batches, n);
+        let a = PgTestDb::create().await?;
+        add_tenant(&a.db, &tenant).await?;
+        let start = Instant::now();
+        for batch in &groups {
+            load_batch(&a.db, &tenant, batch).await?;
+        }
+        loads.push((n, start.elapsed()));
+        a.drop_db().await;
     }
-    let load = start.elapsed();
-    a.drop_db().await;
 
     // Raw COPY of the same rows as a superuser (no row-level security), one COPY per table.
     let bodies = copy_bodies(tenant.as_str(), batches);
@@ -275,19 +298,18 @@ async fn load_vs_copy(batches: &[Batch]) -> anyhow::Result<()> {
         "load stage into PostgreSQL ({records} records = {table_rows} table rows, {} pages)",
         batches.len()
     );
+    for &(n, load) in &loads {
+        println!(
+            "  smb loader (UNNEST upserts, {n:>2} pages/tx): {:>9.0} records/s  ({:.2} s, ratio to COPY {:.2})",
+            per_s(load),
+            load.as_secs_f64(),
+            copy.as_secs_f64() / load.as_secs_f64()
+        );
+    }
     println!(
-        "  smb loader (UNNEST upserts, 1 tx/page): {:>9.0} records/s  ({:.2} s)",
-        per_s(load),
-        load.as_secs_f64()
-    );
-    println!(
-        "  raw COPY, same rows, 1 COPY/table:     {:>9.0} records/s  ({:.2} s)",
+        "  raw COPY, same rows, 1 COPY/table:         {:>9.0} records/s  ({:.2} s)",
         per_s(copy),
         copy.as_secs_f64()
-    );
-    println!(
-        "  ratio loader/COPY: {:.2}",
-        copy.as_secs_f64() / load.as_secs_f64()
     );
     Ok(())
 }
@@ -437,7 +459,13 @@ async fn main() -> anyhow::Result<()> {
     let batches = pages(&data);
     let transform = start.elapsed();
     if !args.stages_only && !args.end_to_end_only {
-        load_vs_copy(&batches).await?;
+        let pages_per_tx = args
+            .pages_per_tx
+            .split(',')
+            .map(|n| n.trim().parse::<usize>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| anyhow::anyhow!("--pages-per-tx takes numbers, comma-separated: {e}"))?;
+        load_vs_copy(&batches, &pages_per_tx).await?;
     }
     if args.load_only {
         return Ok(());
