@@ -40,7 +40,6 @@ pub mod fixtures {
     use serde_json::Value;
     use smb_core::ids::TenantId;
     use smb_core::store::Db;
-    use smb_core::with_global;
     use smb_workers::load::load_batch;
     use smb_workers::transform::{Batch, transform_page};
 
@@ -138,14 +137,7 @@ pub mod fixtures {
         let mut out = Vec::new();
         for t in &TENANTS {
             let id = TenantId::generate();
-            with_global!(db, write, |tx| {
-                sqlx::query("INSERT INTO tenants (id, name, timezone, currency, created_at) VALUES ($1, $2, $3, 'USD', 0)")
-                    .bind(id.as_str())
-                    .bind(t.name)
-                    .bind(t.zone)
-                    .execute(&mut *tx)
-                    .await?;
-            });
+            smb_core::store::testing::add_tenant(db, &id, t.name, t.zone).await?;
             let tz: chrono_tz::Tz = t.zone.parse()?;
             let mut loaded = 0;
             for (source, stream, file, key) in t.streams {

@@ -454,6 +454,27 @@ pub mod testing {
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
     }
 
+    /// Adds a tenant's row (what sign-up writes, without its owner and keys), for tests and benchmarks
+    /// that write a tenant's records directly.
+    pub async fn add_tenant(
+        db: &Db,
+        tenant: &TenantId,
+        name: &str,
+        timezone: &str,
+    ) -> crate::Result<()> {
+        crate::with_global!(db, write, |tx| {
+            sqlx::query(
+                "INSERT INTO tenants (id, name, timezone, currency, created_at) VALUES ($1, $2, $3, 'USD', 0)",
+            )
+            .bind(tenant.as_str())
+            .bind(name)
+            .bind(timezone)
+            .execute(&mut *tx)
+            .await?;
+        });
+        Ok(())
+    }
+
     pub const APP_ROLE: &str = "smb_app_test";
     /// A role for the services other than auth, granted through `database.restricted_roles`.
     pub const SERVICE_ROLE: &str = "smb_service_test";

@@ -20,7 +20,6 @@ use clap::Parser;
 use smb_core::ids::TenantId;
 use smb_core::store::Db;
 use smb_core::store::testing::{PgTestDb, admin_url};
-use smb_core::with_global;
 use smb_tests::App;
 use smb_tests::fake::{Dataset, FakeSaas, Sizes};
 use smb_workers::load::load_batch;
@@ -210,13 +209,7 @@ fn copy_bodies(t: &str, batches: &[Batch]) -> Vec<(&'static str, String)> {
 }
 
 async fn add_tenant(db: &Db, tenant: &TenantId) -> anyhow::Result<()> {
-    with_global!(db, write, |tx| {
-        sqlx::query("INSERT INTO tenants (id, name, timezone, currency, created_at) VALUES ($1, 'Bench', 'America/New_York', 'USD', 0)")
-            .bind(tenant.as_str())
-            .execute(&mut *tx)
-            .await?;
-    });
-    Ok(())
+    Ok(smb_core::store::testing::add_tenant(db, tenant, "Bench", "America/New_York").await?)
 }
 
 fn rows(batches: &[Batch]) -> usize {

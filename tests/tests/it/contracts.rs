@@ -41,12 +41,7 @@ async fn seed_and_read(db: &Db) -> Result<(i64, i64), smb_core::Error> {
     let a = TenantId::generate();
     let b = TenantId::generate();
     for t in [&a, &b] {
-        smb_core::with_global!(db, write, |tx| {
-            sqlx::query("INSERT INTO tenants (id, name, timezone, currency, created_at) VALUES ($1, 'x', 'UTC', 'USD', 0)")
-                .bind(t.as_str())
-                .execute(&mut *tx)
-                .await?;
-        });
+        smb_core::store::testing::add_tenant(db, t, "x", "UTC").await?;
         with_tenant!(db, t, write, |tx| {
             sqlx::query("INSERT INTO products (tenant_id, source, external_id, title, updated_at, raw) VALUES ($1, 's', '1', 'p', 0, '{}')")
                 .bind(t.as_str())

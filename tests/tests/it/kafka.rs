@@ -117,11 +117,8 @@ async fn tenant(db: &Db) -> TenantId {
 }
 
 async fn add_tenant(db: &Db, t: &TenantId) -> Result<(), smb_core::Error> {
+    smb_core::store::testing::add_tenant(db, t, "T", "UTC").await?;
     with_global!(db, write, |tx| {
-        sqlx::query("INSERT INTO tenants (id, name, timezone, currency, created_at) VALUES ($1, 'T', 'UTC', 'USD', 0)")
-            .bind(t.as_str())
-            .execute(&mut *tx)
-            .await?;
         sqlx::query("INSERT INTO sync_runs (id, tenant_id, connector_id, status, trigger_kind, created_at) VALUES ('run1', $1, 'c1', 'running', 'manual', 0)")
             .bind(t.as_str())
             .execute(&mut *tx)

@@ -16,11 +16,8 @@ async fn seed(db: &Db) -> (TenantId, String) {
     let tenant = TenantId::generate();
     let connector = uuid::Uuid::new_v4().simple().to_string();
     async {
+        smb_core::store::testing::add_tenant(db, &tenant, "x", "UTC").await?;
         with_global!(db, write, |tx| {
-            sqlx::query("INSERT INTO tenants (id, name, timezone, currency, created_at) VALUES ($1, 'x', 'UTC', 'USD', 0)")
-                .bind(tenant.as_str())
-                .execute(&mut *tx)
-                .await?;
             sqlx::query("INSERT INTO connector_schedule (connector_id, tenant_id, next_run_at) VALUES ($1, $2, 0)")
                 .bind(&connector)
                 .bind(tenant.as_str())

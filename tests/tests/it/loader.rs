@@ -4,8 +4,7 @@ use std::time::Duration;
 
 use smb_core::ids::TenantId;
 use smb_core::store::Db;
-use smb_core::store::testing::PgTestDb;
-use smb_core::with_global;
+use smb_core::store::testing::{PgTestDb, add_tenant};
 use smb_tests::fake::{Dataset, Sizes};
 use smb_workers::load::load_batch;
 use smb_workers::transform::{Batch, transform_page};
@@ -29,16 +28,6 @@ async fn index_reads(url: &str) -> Vec<(String, i64)> {
     rows
 }
 
-async fn add_tenant(db: &Db, tenant: &TenantId) -> Result<(), smb_core::Error> {
-    with_global!(db, write, |tx| {
-        sqlx::query("INSERT INTO tenants (id, name, timezone, currency, created_at) VALUES ($1, 'Plans', 'America/New_York', 'USD', 0)")
-            .bind(tenant.as_str())
-            .execute(&mut *tx)
-            .await?;
-    });
-    Ok(())
-}
-
 /// The loader reads each page's orders, lines and refunds by their keys, to take their old contribution out
 /// of the facts and put the new one in. On a new table other indexes (`orders_customer`, `orders_date`,
 /// `refunds_metrics`) estimate about as cheap as the key's own, and the plan a connection cached then (a
@@ -51,7 +40,9 @@ async fn page_lookups_stay_keyed_as_the_tables_grow() {
     let pg = PgTestDb::create().await.unwrap();
     let db = Db::open_postgres(&pg.app_url, None, 1).await.unwrap();
     let tenant = TenantId::generate();
-    add_tenant(&db, &tenant).await.unwrap();
+    add_tenant(&db, &tenant, "Plans", "America/New_York")
+        .await
+        .unwrap();
     let data = Dataset::generate(Sizes {
         orders: 8_000,
         customers: 400,
