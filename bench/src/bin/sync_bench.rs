@@ -54,11 +54,15 @@ struct Args {
     end_to_end_only: bool,
     /// Pages per transaction for the PostgreSQL load stage (comma-separated: each is loaded into its own
     /// database, next to one COPY).
-    #[arg(long, default_value = "1")]
-    pages_per_tx: String,
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    pages_per_tx: Vec<usize>,
     /// The end-to-end syncs to run (comma-separated: sqlite, sqlite-off, postgres).
-    #[arg(long, default_value = "sqlite,sqlite-off,postgres")]
-    syncs: String,
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "sqlite,sqlite-off,postgres"
+    )]
+    syncs: Vec<String>,
 }
 
 fn pages(data: &Dataset) -> Vec<Batch> {
@@ -452,13 +456,7 @@ async fn main() -> anyhow::Result<()> {
     let batches = pages(&data);
     let transform = start.elapsed();
     if !args.stages_only && !args.end_to_end_only {
-        let pages_per_tx = args
-            .pages_per_tx
-            .split(',')
-            .map(|n| n.trim().parse::<usize>())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| anyhow::anyhow!("--pages-per-tx takes numbers, comma-separated: {e}"))?;
-        load_vs_copy(&batches, &pages_per_tx).await?;
+        load_vs_copy(&batches, &args.pages_per_tx).await?;
     }
     if args.load_only {
         return Ok(());
@@ -483,7 +481,7 @@ async fn main() -> anyhow::Result<()> {
     fake.prepare();
     let (records, _) = end_to_end(&fake, "SQLite, pages made while serving", &[]).await?;
     ceiling(&fake, &fake.take_log().await, records).await?;
-    let wanted = |s: &str| args.syncs.split(',').any(|x| x.trim() == s);
+    let wanted = |s: &str| args.syncs.iter().any(|x| x == s);
     if wanted("sqlite") {
         end_to_end(&fake, "SQLite", &[]).await?;
     }
